@@ -1,0 +1,28 @@
+# Two entry points, see README: `make demo` and `make test`. Both set everything up on a fresh Debian/Ubuntu box.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test venv mosquitto lint bench
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install -q -e ".[train,dev]"
+
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto)
+
+demo: venv mosquitto
+	$(BIN)/beatssl-edge demo
+
+test: venv mosquitto
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+bench: venv
+	$(BIN)/python bench/beats.py

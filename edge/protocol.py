@@ -1,0 +1,278 @@
+"""The wire protocol (version 1): topics and payloads, defined once. See docs/protocol.md.
+
+Every topic string in the project is built by the functions here, and every ``ecg/<device>/samples`` payload is
+encoded by :func:`encode_samples_json` / :func:`encode_samples_binary` and decoded by :func:`decode_samples`.
+
+Input payloads come in two encodings:
+
+* JSON (MQTT 5 content type ``application/json``, first byte ``{``)::
+
+    {"v": 1, "seq": 17, "fs": 360.0, "leads": ["MLII", "V5"], "t0": 12.5,
+     "units": "mV" | "adu", "gain": 200.0, "data": [[...lead 0...], [...lead 1...]]}
+
+  ``data`` is lead-major: ``data[i]`` holds the samples of ``leads[i]``. ``t0`` is the device time of the first
+  sample (s). With ``units == "adu"`` samples are integers and ``gain`` is ADC units per mV.
+* Binary (content type ``application/vnd.beatssl.ecg``, first byte ``0xEC``): a little-endian header followed by
+  the lead names and int16 samples, interleaved sample-major (``s0l0 s0l1 … s1l0 …``) — see :data:`BINARY_HEADER`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.ecg import canonical_lead
+
+PROTOCOL_VERSION = 1
+
+CONTENT_TYPE_JSON = "application/json"
+CONTENT_TYPE_BINARY = "application/vnd.beatssl.ecg"
+BINARY_MAGIC = 0xEC
+
+#: magic u8, version u8, n_leads u8, flags u8, seq u32, fs f32, gain f32 (adu/mV), t0 f64 (s),
+#: n_samples u32, lead-name bytes u16 — then the comma-separated lead names (ASCII), then int16 samples.
+BINARY_HEADER = struct.Struct("<BBBBIffdIH")
+
+# ---------------------------------------------------------------------------------------------- topics
+SAMPLES_SUBSCRIPTION = "ecg/+/samples"
+TRUTH_SUBSCRIPTION = "sim/+/truth"
+
+_DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+
+
+def samples_topic(device_id: str) -> str:
+    """Topic a device publishes its samples on."""
+    return f"ecg/{device_id}/samples"
+
+
+def beats_topic(device_id: str) -> str:
+    """Topic the edge publishes one message per detected beat on."""
+    return f"beatssl/{device_id}/beats"
+
+
+def rhythm_topic(device_id: str) -> str:
+    """Topic the edge publishes rolling rhythm labels on."""
+    return f"beatssl/{device_id}/rhythm"
+
+
+def status_topic(device_id: str) -> str:
+    """Topic the edge publishes a device's stream state on (retained)."""
+    return f"beatssl/{device_id}/status"
+
+
+def errors_topic(device_id: str) -> str:
+    """Topic the edge publishes a device's input errors on."""
+    return f"beatssl/{device_id}/errors"
+
+
+def health_topic(node: str) -> str:
+    """Retained health topic of one edge node; its Last Will says ``"offline"``."""
+    return f"beatssl/edge/{node}/health"
+
+
+def truth_topic(device_id: str) -> str:
+    """Topic the simulator publishes reference annotations on."""
+    return f"sim/{device_id}/truth"
+
+
+def output_subscription(kind: str = "+") -> str:
+    """Subscription pattern for the edge's per-device outputs of one kind (``beats``, ``rhythm`` …)."""
+    return f"beatssl/+/{kind}"
+
+
+def valid_device_id(device_id: str) -> bool:
+    """True when ``device_id`` is safe to use in topics: 1–64 chars of ``[A-Za-z0-9_.:@-]``."""
+    return bool(_DEVICE_ID_RE.match(device_id))
+
+
+def device_from_topic(topic: str) -> str | None:
+    """The device id of an ``ecg/<id>/samples``, ``beatssl/<id>/<kind>`` or ``sim/<id>/truth`` topic, else None."""
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] not in ("ecg", "beatssl", "sim") or parts[1] == "edge":
+        return None
+    return parts[1]
+
+
+# ---------------------------------------------------------------------------------------------- payloads
+class ProtocolError(ValueError):
+    """A payload that breaks the protocol. ``code`` is a stable machine-readable reason."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds applied to every incoming payload (configurable on the command line)."""
+
+    max_payload_bytes: int = 256 * 1024
+    max_leads: int = 16
+    min_fs_hz: float = 50.0
+    max_fs_hz: float = 2000.0
+    max_abs_mv: float = 20.0
+
+
+@dataclass
+class SamplesMessage:
+    """One decoded chunk of samples from a device.
+
+    Attributes:
+        seq: sequence number, +1 per chunk, starting anywhere.
+        fs_hz: sampling rate of ``data`` (Hz).
+        leads: canonical lead names, one per column of ``data``.
+        t0_s: device time of the first sample (s).
+        data_mv: samples in mV, shape ``(n_samples, n_leads)``, float32.
+    """
+
+    seq: int
+    fs_hz: float
+    leads: tuple[str, ...]
+    t0_s: float
+    data_mv: np.ndarray = field(repr=False)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.data_mv.shape[0])
+
+
+def encode_samples_json(msg: SamplesMessage, decimals: int = 4) -> bytes:
+    """Encode a chunk as a JSON payload in mV (lead-major ``data``)."""
+    data = np.round(np.asarray(msg.data_mv, dtype=np.float64).T, decimals).tolist()
+    return json.dumps(
+        {
+            "v": PROTOCOL_VERSION,
+            "seq": int(msg.seq),
+            "fs": float(msg.fs_hz),
+            "leads": list(msg.leads),
+            "t0": float(msg.t0_s),
+            "units": "mV",
+            "data": data,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def encode_samples_binary(msg: SamplesMessage, gain_adu_per_mv: float = 200.0) -> bytes:
+    """Encode a chunk as a binary payload: int16 samples at ``gain_adu_per_mv`` (200 adu/mV = 5 µV/LSB)."""
+    names = ",".join(msg.leads).encode("ascii")
+    adu = np.clip(np.round(np.asarray(msg.data_mv, dtype=np.float64) * gain_adu_per_mv), -32768, 32767)
+    header = BINARY_HEADER.pack(
+        BINARY_MAGIC, PROTOCOL_VERSION, len(msg.leads), 0, int(msg.seq) & 0xFFFFFFFF,
+        float(msg.fs_hz), float(gain_adu_per_mv), float(msg.t0_s), msg.n_samples, len(names),
+    )
+    return header + names + adu.astype("<i2").tobytes()
+
+
+def decode_samples(payload: bytes, limits: Limits | None = None, content_type: str | None = None) -> SamplesMessage:
+    """Decode and validate a samples payload (JSON or binary, told apart by content type or first byte).
+
+    Raises:
+        ProtocolError: with ``code`` one of ``oversize``, ``malformed``, ``unknown_version``, ``bad_fs``,
+            ``bad_leads``, ``lead_count``, ``non_finite``, ``amplitude``.
+    """
+    limits = limits or Limits()
+    if len(payload) > limits.max_payload_bytes:
+        raise ProtocolError("oversize", f"payload of {len(payload)} B exceeds {limits.max_payload_bytes} B")
+    if not payload:
+        raise ProtocolError("malformed", "empty payload")
+    binary = content_type == CONTENT_TYPE_BINARY or (content_type != CONTENT_TYPE_JSON and payload[0] == BINARY_MAGIC)
+    msg = _decode_binary(payload) if binary else _decode_json(payload)
+    _validate(msg, limits)
+    return msg
+
+
+def _decode_json(payload: bytes) -> SamplesMessage:
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError("malformed", f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed", "JSON payload is not an object")
+    if obj.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError("unknown_version", f"protocol version {obj.get('v')!r} is not {PROTOCOL_VERSION}")
+    try:
+        seq = int(obj["seq"])
+        fs = float(obj["fs"])
+        leads = obj["leads"]
+        t0 = float(obj.get("t0", 0.0))
+        units = obj.get("units", "mV")
+        raw = obj["data"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError("malformed", f"missing or invalid field: {exc}") from None
+    if not isinstance(leads, list) or not all(isinstance(name, str) for name in leads):
+        raise ProtocolError("bad_leads", "'leads' must be a list of strings")
+    if units not in ("mV", "adu"):
+        raise ProtocolError("malformed", f"units {units!r} is neither 'mV' nor 'adu'")
+    if not isinstance(raw, list) or len(raw) != len(leads):
+        n = len(raw) if isinstance(raw, list) else "no"
+        raise ProtocolError("lead_count", f"{n} data rows for {len(leads)} leads")
+    try:
+        data = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ProtocolError("malformed", "data rows are not equal-length lists of numbers") from None
+    if data.ndim != 2:
+        raise ProtocolError("malformed", "data rows are not equal-length lists of numbers")
+    if units == "adu":
+        gain = float(obj.get("gain") or 0.0)
+        if not gain > 0:
+            raise ProtocolError("malformed", "units 'adu' needs a positive 'gain' (adu per mV)")
+        data = data / gain
+    return SamplesMessage(seq, fs, _canonical(leads), t0, data.T.astype(np.float32))
+
+
+def _decode_binary(payload: bytes) -> SamplesMessage:
+    if len(payload) < BINARY_HEADER.size:
+        raise ProtocolError("malformed", f"binary payload shorter than its {BINARY_HEADER.size} B header")
+    magic, version, n_leads, _flags, seq, fs, gain, t0, n, name_len = BINARY_HEADER.unpack_from(payload)
+    if magic != BINARY_MAGIC:
+        raise ProtocolError("malformed", f"bad magic byte 0x{magic:02x}")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("unknown_version", f"protocol version {version} is not {PROTOCOL_VERSION}")
+    off = BINARY_HEADER.size
+    try:
+        names = payload[off:off + name_len].decode("ascii").split(",") if name_len else []
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_leads", "lead names are not ASCII") from None
+    if len(names) != n_leads:
+        raise ProtocolError("lead_count", f"{len(names)} lead names for n_leads={n_leads}")
+    off += name_len
+    expected = off + 2 * n * n_leads
+    if len(payload) != expected:
+        raise ProtocolError("malformed", f"binary payload is {len(payload)} B, header says {expected} B")
+    if not gain > 0:
+        raise ProtocolError("malformed", "binary gain must be positive")
+    adu = np.frombuffer(payload, dtype="<i2", offset=off).reshape(n, n_leads)
+    return SamplesMessage(seq, float(fs), _canonical(names), float(t0), (adu / gain).astype(np.float32))
+
+
+def _canonical(names: list[str]) -> tuple[str, ...]:
+    return tuple(canonical_lead(name) for name in names)
+
+
+def _validate(msg: SamplesMessage, limits: Limits) -> None:
+    if not (math.isfinite(msg.fs_hz) and limits.min_fs_hz <= msg.fs_hz <= limits.max_fs_hz):
+        raise ProtocolError("bad_fs", f"fs {msg.fs_hz} Hz outside [{limits.min_fs_hz}, {limits.max_fs_hz}] Hz")
+    if not 1 <= len(msg.leads) <= limits.max_leads:
+        raise ProtocolError("lead_count", f"{len(msg.leads)} leads, expected 1..{limits.max_leads}")
+    if len(set(msg.leads)) != len(msg.leads) or any(not name for name in msg.leads):
+        raise ProtocolError("bad_leads", f"lead names must be unique and non-empty: {list(msg.leads)}")
+    if not math.isfinite(msg.t0_s):
+        raise ProtocolError("non_finite", "t0 is not finite")
+    if msg.n_samples == 0:
+        raise ProtocolError("malformed", "chunk holds no samples")
+    if not np.isfinite(msg.data_mv).all():
+        raise ProtocolError("non_finite", "samples contain NaN or inf")
+    peak = float(np.abs(msg.data_mv).max())
+    if peak > limits.max_abs_mv:
+        raise ProtocolError("amplitude", f"|sample| {peak:.1f} mV exceeds {limits.max_abs_mv} mV")
+
+
+def dumps(obj: dict) -> bytes:
+    """Serialise an output message (compact JSON, UTF-8)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
