@@ -1,0 +1,149 @@
+"""MQTT connection settings and client construction, shared by the edge and the simulator.
+
+This is the only module that configures a paho client (address, protocol version, TLS, credentials, keep-alive,
+Last Will, outgoing queue bound). Topic strings come from :mod:`edge.protocol`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 1883
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Host and TCP port of an MQTT broker."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def parse(cls, text: str) -> BrokerAddress:
+        """Parse ``HOST[:PORT]`` (``[v6addr]:PORT`` for IPv6). Raises ValueError with a clear message."""
+        text = text.strip()
+        if not text:
+            raise ValueError("broker address is empty; expected HOST:PORT")
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port_text = rest.lstrip(":")
+        elif text.count(":") == 1:
+            host, port_text = text.split(":")
+        else:
+            host, port_text = text, ""
+        if not host:
+            raise ValueError(f"broker address {text!r} has no host; expected HOST:PORT")
+        try:
+            port = int(port_text) if port_text else DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"broker port {port_text!r} is not a number; expected HOST:PORT") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"broker port {port} is outside 1..65535")
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """How to reach and authenticate to the broker.
+
+    Attributes:
+        broker: address of the broker.
+        protocol: ``"5"`` (MQTT 5, default) or ``"3.1.1"``.
+        keepalive_s: keep-alive interval (s).
+        client_id: explicit client id; empty means ``<prefix>-<random>``.
+        username / password: credentials (the password never comes from the command line; see the CLIs).
+        tls_ca / tls_cert / tls_key: PEM files; giving ``tls_ca`` turns TLS on.
+        tls_insecure: skip server hostname/certificate verification (testing only; loudly warned about).
+        max_queued: bound on outgoing messages held while the broker is away; beyond it they are counted as dropped.
+    """
+
+    broker: BrokerAddress
+    protocol: str = "5"
+    keepalive_s: int = 30
+    client_id: str = ""
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_insecure: bool = False
+    max_queued: int = 10_000
+
+    @property
+    def mqtt5(self) -> bool:
+        return self.protocol == "5"
+
+
+def read_password(password_file: Path | None, env_var: str = "BEATSSL_MQTT_PASSWORD") -> str | None:
+    """The broker password from a file (first line) or the environment variable ``env_var``; None if neither."""
+    if password_file is not None:
+        return Path(password_file).read_text().splitlines()[0] if Path(password_file).stat().st_size else ""
+    return os.environ.get(env_var)
+
+
+def make_client(
+    settings: MqttSettings,
+    prefix: str,
+    will: tuple[str, bytes] | None = None,
+) -> paho.Client:
+    """A configured, not yet connected paho client.
+
+    Args:
+        settings: connection settings.
+        prefix: client-id prefix used when ``settings.client_id`` is empty.
+        will: ``(topic, payload)`` of a retained QoS 1 Last Will, or None.
+    """
+    client_id = settings.client_id or f"{prefix}-{uuid.uuid4().hex[:8]}"
+    proto = paho.MQTTv5 if settings.mqtt5 else paho.MQTTv311
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+    client.max_queued_messages_set(settings.max_queued)
+    client.max_inflight_messages_set(200)
+    client.reconnect_delay_set(min_delay=1, max_delay=8)
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls_ca is not None or settings.tls_cert is not None:
+        client.tls_set(
+            ca_certs=str(settings.tls_ca) if settings.tls_ca else None,
+            certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            keyfile=str(settings.tls_key) if settings.tls_key else None,
+            cert_reqs=ssl.CERT_NONE if settings.tls_insecure else ssl.CERT_REQUIRED,
+        )
+        if settings.tls_insecure:
+            log.warning("TLS certificate verification is OFF (--tls-insecure): anyone can impersonate the broker")
+            client.tls_insecure_set(True)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    return client
+
+
+def connect_properties(settings: MqttSettings) -> Properties | None:
+    """CONNECT properties for MQTT 5 (a session that survives short disconnects), None for 3.1.1."""
+    if not settings.mqtt5:
+        return None
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 300
+    return props
+
+
+def publish_properties(settings: MqttSettings, content_type: str) -> Properties | None:
+    """PUBLISH properties carrying the MQTT 5 content type, None for 3.1.1."""
+    if not settings.mqtt5:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = content_type
+    return props
