@@ -75,6 +75,11 @@ def health_topic(node: str) -> str:
     return f"beatssl/edge/{node}/health"
 
 
+def node_errors_topic(node: str) -> str:
+    """Topic of errors that belong to no valid device (bad topics, overload) on one edge node."""
+    return f"beatssl/edge/{node}/errors"
+
+
 def truth_topic(device_id: str) -> str:
     """Topic the simulator publishes reference annotations on."""
     return f"sim/{device_id}/truth"

@@ -1,0 +1,294 @@
+"""``beatssl-edge``: the edge's command line (run, detect, demo, view)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edge import protocol as proto
+from edge.app import EdgeApp, EdgeConfig
+from edge.broker import EmbeddedBroker
+from edge.mqtt import BrokerAddress, MqttSettings, read_password
+
+app = typer.Typer(
+    help="beatssl-edge: real-time ECG monitoring over MQTT — online beat detection, wave segmentation, rhythm labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print a one-line error and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------------- options
+BrokerOpt = Annotated[str | None, typer.Option(
+    "--broker", envvar="BEATSSL_BROKER",
+    help="MQTT broker HOST:PORT. Without it an embedded broker is started on 127.0.0.1 "
+         "(mosquitto if installed, else an in-process MQTT 3.1.1 broker).")]
+MqttVersionOpt = Annotated[str, typer.Option("--mqtt-version", envvar="BEATSSL_MQTT_VERSION",
+                                             help="MQTT protocol version: 5 or 3.1.1.")]
+UsernameOpt = Annotated[str | None, typer.Option("--username", envvar="BEATSSL_MQTT_USERNAME",
+                                                    help="Broker user name.")]
+PasswordFileOpt = Annotated[Path | None, typer.Option(
+    "--password-file", envvar="BEATSSL_MQTT_PASSWORD_FILE",
+    help="File whose first line is the broker password (or set BEATSSL_MQTT_PASSWORD).")]
+ClientIdOpt = Annotated[str, typer.Option("--client-id", help="MQTT client id (default: <program>-<random>).")]
+KeepaliveOpt = Annotated[int, typer.Option("--keepalive", min=5, help="MQTT keep-alive interval, seconds.")]
+TlsCaOpt = Annotated[Path | None, typer.Option("--tls-ca", envvar="BEATSSL_TLS_CA",
+                                                  help="CA certificate (PEM); turns TLS on.")]
+TlsCertOpt = Annotated[Path | None, typer.Option("--tls-cert", envvar="BEATSSL_TLS_CERT",
+                                                    help="Client certificate (PEM) for mutual TLS.")]
+TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="BEATSSL_TLS_KEY",
+                                                   help="Client private key (PEM).")]
+TlsInsecureOpt = Annotated[bool, typer.Option("--tls-insecure",
+                                              help="Do NOT verify the broker's certificate (testing only!).")]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="Logging level: debug, info, warning, error.")]
+
+
+def mqtt_settings(
+    broker: BrokerAddress,
+    mqtt_version: str = "5",
+    username: str | None = None,
+    password_file: Path | None = None,
+    client_id: str = "",
+    keepalive: int = 30,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    tls_insecure: bool = False,
+) -> MqttSettings:
+    """Build validated MqttSettings from CLI values (raises typer.Exit with a clear message on bad input)."""
+    if mqtt_version not in ("5", "3.1.1"):
+        raise fail(f"--mqtt-version must be 5 or 3.1.1, not {mqtt_version!r}")
+    for opt, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key),
+                      ("--password-file", password_file)):
+        if path is not None and not Path(path).is_file():
+            raise fail(f"{opt} {path}: no such file")
+    if tls_insecure:
+        err.print("[bold yellow]WARNING: --tls-insecure: the broker's certificate is NOT verified; "
+                  "anyone on the path can read and forge ECG data.[/]")
+    return MqttSettings(
+        broker=broker, protocol=mqtt_version, keepalive_s=keepalive, client_id=client_id, username=username,
+        password=read_password(password_file), tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+        tls_insecure=tls_insecure,
+    )
+
+
+def parse_broker(text: str) -> BrokerAddress:
+    try:
+        return BrokerAddress.parse(text)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def parse_partition(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise fail(f"--partition must look like k/N (e.g. 0/2), not {text!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise fail(f"--partition {text}: need 0 <= k < N")
+    return k, n
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def wait_for_signal(stop: threading.Event, duration_s: float | None) -> None:
+    """Block until SIGINT/SIGTERM, ``stop`` is set, or ``duration_s`` has passed."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait(duration_s)
+
+
+# ---------------------------------------------------------------------------------------------- run
+@app.command()
+def run(
+    broker: BrokerOpt = None,
+    node: Annotated[str | None, typer.Option(
+        help="Node name in beatssl/edge/<node>/health (default: hostname).")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker threads; devices are spread over them.")] = 2,
+    partition: Annotated[str | None, typer.Option(
+        help="Handle only share k of N (stable hash of the device id), e.g. 0/2, for several workers.")] = None,
+    stale_after_s: Annotated[float, typer.Option(help="Seconds without data before a device is flushed and "
+                                                      "reported stale.")] = 5.0,
+    max_payload_kb: Annotated[int, typer.Option(help="Largest accepted samples payload, KiB.")] = 256,
+    max_leads: Annotated[int, typer.Option(help="Most leads accepted per stream.")] = 16,
+    duration_s: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until "
+                                                             "Ctrl-C / SIGTERM).")] = None,
+    mqtt_version: MqttVersionOpt = "5",
+    username: UsernameOpt = None,
+    password_file: PasswordFileOpt = None,
+    client_id: ClientIdOpt = "",
+    keepalive: KeepaliveOpt = 30,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    tls_insecure: TlsInsecureOpt = False,
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Subscribe to ecg/+/samples, detect beats online and publish beatssl/<device>/{beats,status,errors}."""
+    setup_logging(log_level)
+    embedded = None
+    if broker is None:
+        embedded = EmbeddedBroker().start()
+        address = embedded.address
+        if not embedded.mqtt5:
+            mqtt_version = "3.1.1"
+        err.print(f"started an embedded {embedded.kind} broker on {address}")
+    else:
+        address = parse_broker(broker)
+    settings = mqtt_settings(address, mqtt_version, username, password_file, client_id, keepalive,
+                             tls_ca, tls_cert, tls_key, tls_insecure)
+    limits = proto.Limits(max_payload_bytes=max_payload_kb * 1024, max_leads=max_leads)
+    config = EdgeConfig(mqtt=settings, workers=workers, partition=parse_partition(partition),
+                        stale_after_s=stale_after_s, limits=limits, **({"node": node} if node else {}))
+    edge = EdgeApp(config).start()
+    if not edge.wait_connected(10):
+        err.print(f"[yellow]not connected to {address} yet; retrying in the background[/]")
+    stop = threading.Event()
+    try:
+        wait_for_signal(stop, duration_s)
+    finally:
+        edge.stop()
+        if embedded is not None:
+            embedded.stop()
+
+
+# ---------------------------------------------------------------------------------------------- detect
+@app.command()
+def detect(
+    record: Annotated[Path, typer.Argument(help="WFDB record path without extension, e.g. data/mitdb/100.")],
+    leads: Annotated[str | None, typer.Option(help="Comma-separated leads to use (default: all).")] = None,
+    chunk_ms: Annotated[float, typer.Option(help="Feed the streaming detector in chunks of this many ms "
+                                                 "(0 = one chunk); beats are the same either way.")] = 40.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {record, fs, beats:[{sample, time, ...}]} "
+                                                          "to stdout.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the beats as CSV (sample, time_s, rr_s, "
+                                                     "hr_bpm, latency_s).")] = None,
+) -> None:
+    """Run the edge's streaming beat detector offline on a WFDB record (the same code path as `run`)."""
+    from edge.beats import detect_record
+    from edge.records import RecordError, read_record
+
+    try:
+        rec = read_record(record, leads=leads.split(",") if leads else None)
+    except RecordError as exc:
+        raise fail(str(exc)) from None
+    chunk = int(round(chunk_ms * rec.fs_hz / 1000.0)) or None
+    beats = detect_record(rec.signal_mv, rec.fs_hz, chunk_samples=chunk)
+    rows = [
+        {"sample": b.sample, "time": round(b.time_s, 4), "rr_s": None if b.rr_s is None else round(b.rr_s, 4),
+         "hr_bpm": None if b.hr_bpm is None else round(b.hr_bpm, 2), "latency_s": round(b.latency_s, 4)}
+        for b in beats
+    ]
+    if out is not None:
+        with open(out, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["sample", "time", "rr_s", "hr_bpm", "latency_s"])
+            w.writeheader()
+            w.writerows(rows)
+    if as_json:
+        sys.stdout.write(json.dumps({"record": rec.name, "fs": rec.fs_hz, "leads": list(rec.leads),
+                                     "beats": rows}) + "\n")
+        return
+    duration = len(rec.signal_mv) / rec.fs_hz
+    hr = 60.0 * len(beats) / duration if duration else 0.0
+    Console().print(f"{rec.name}: {len(beats)} beats in {duration:.1f} s ({hr:.0f} bpm mean), "
+                    f"fs {rec.fs_hz:g} Hz, leads {', '.join(rec.leads)}" + (f"; written to {out}" if out else ""))
+
+
+# ---------------------------------------------------------------------------------------------- demo / view
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(min=1, max=500, help="Virtual devices replaying the bundled sample.")] = 6,
+    speed: Annotated[float, typer.Option(help="Replay speed: 1 = real time.")] = 1.0,
+    duration_s: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
+    refresh_hz: Annotated[float, typer.Option(help="Screen refreshes per second of the live view.")] = 4.0,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Start a broker, the simulator (bundled sample records, looping) and the edge, and show a live view."""
+    from rich.live import Live
+
+    from edge.view import LiveView
+    from simulator.replay import Replayer
+    from simulator.sources import sample_records
+
+    setup_logging(log_level)
+    stop = threading.Event()
+    with EmbeddedBroker() as broker:
+        settings = MqttSettings(broker.address, protocol="5" if broker.mqtt5 else "3.1.1")
+        edge = EdgeApp(EdgeConfig(mqtt=settings, node="demo")).start()
+        edge.wait_connected(10)
+        view = LiveView(settings).start()
+        replayer = Replayer(sample_records(), settings, devices=devices, speed=speed, loop=True,
+                            device_prefix="demo")
+        sim = threading.Thread(target=replayer.run, kwargs={"stop_event": stop}, name="simulator", daemon=True)
+        sim.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        console = Console()
+        try:
+            with Live(view.table(), console=console, refresh_per_second=refresh_hz, transient=False) as live:
+                while not stop.wait(1.0 / refresh_hz):
+                    live.update(view.table())
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+        finally:
+            stop.set()
+            sim.join(5)
+            edge.stop()
+            view.stop()
+        if not console.is_terminal:
+            sys.stdout.write(json.dumps({"devices": view.summary()}) + "\n")
+
+
+@app.command()
+def view(
+    broker: Annotated[str, typer.Option("--broker", envvar="BEATSSL_BROKER",
+                                        help="MQTT broker HOST:PORT.")] = "127.0.0.1:1883",
+    mqtt_version: MqttVersionOpt = "5",
+    username: UsernameOpt = None,
+    password_file: PasswordFileOpt = None,
+    tls_ca: TlsCaOpt = None,
+    refresh_hz: Annotated[float, typer.Option(help="Screen refreshes per second.")] = 4.0,
+) -> None:
+    """Live terminal view of what edge nodes publish on a broker (beats, status, errors, health)."""
+    from rich.live import Live
+
+    from edge.view import LiveView
+
+    settings = mqtt_settings(parse_broker(broker), mqtt_version, username, password_file, tls_ca=tls_ca)
+    lv = LiveView(settings).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with Live(lv.table(), refresh_per_second=refresh_hz) as live:
+            while not stop.wait(1.0 / refresh_hz):
+                live.update(lv.table())
+    finally:
+        lv.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m edge.cli`
+    app()
