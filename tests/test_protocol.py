@@ -1,0 +1,102 @@
+"""Wire protocol: round trips of both encodings and a clear ProtocolError code for each kind of bad payload."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge import protocol as proto
+from edge.mqtt import BrokerAddress
+
+
+def _msg(n: int = 20, leads: tuple[str, ...] = ("I", "II", "V1")) -> proto.SamplesMessage:
+    rng = np.random.default_rng(0)
+    return proto.SamplesMessage(7, 500.0, leads, 12.5, rng.normal(0, 0.5, (n, len(leads))).astype(np.float32))
+
+
+def test_json_round_trip_is_lead_major_and_within_rounding() -> None:
+    msg = _msg()
+    payload = proto.encode_samples_json(msg)
+    obj = json.loads(payload)
+    assert obj["v"] == 1 and obj["units"] == "mV" and len(obj["data"]) == 3 and len(obj["data"][0]) == 20
+    back = proto.decode_samples(payload)
+    assert back.seq == 7 and back.fs_hz == 500.0 and back.leads == msg.leads and back.t0_s == 12.5
+    np.testing.assert_allclose(back.data_mv, msg.data_mv, atol=5e-5)
+
+
+def test_binary_round_trip_within_one_lsb() -> None:
+    msg = _msg()
+    payload = proto.encode_samples_binary(msg, gain_adu_per_mv=200.0)
+    assert payload[0] == proto.BINARY_MAGIC
+    assert len(payload) == proto.BINARY_HEADER.size + len("I,II,V1") + 2 * 20 * 3
+    back = proto.decode_samples(payload)
+    assert back.leads == msg.leads and back.seq == 7 and back.t0_s == 12.5
+    assert np.abs(back.data_mv - msg.data_mv).max() <= 0.5 / 200.0 + 1e-7
+
+
+def test_adu_units_are_scaled_by_gain() -> None:
+    payload = json.dumps({"v": 1, "seq": 0, "fs": 250, "leads": ["ii"], "t0": 0, "units": "adu", "gain": 200,
+                          "data": [[200, -400, 0]]}).encode()
+    back = proto.decode_samples(payload)
+    assert back.leads == ("II",)
+    np.testing.assert_allclose(back.data_mv[:, 0], [1.0, -2.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"{not json", "malformed"),
+        (b"[1,2]", "malformed"),
+        (json.dumps({"v": 2, "seq": 0, "fs": 250, "leads": ["I"], "data": [[0]]}).encode(), "unknown_version"),
+        (json.dumps({"v": 1, "seq": 0, "fs": 250, "leads": ["I", "II"], "data": [[0, 1]]}).encode(), "lead_count"),
+        (json.dumps({"v": 1, "seq": 0, "fs": 250, "leads": ["I"], "data": [[0, float("nan")]]}).encode(),
+         "non_finite"),
+        (json.dumps({"v": 1, "seq": 0, "fs": 250, "leads": ["I"], "data": [[0, 1e9]]}).encode(), "amplitude"),
+        (json.dumps({"v": 1, "seq": 0, "fs": 250, "leads": ["I"], "data": [[0, 500.0]]}).encode(), "amplitude"),
+        (json.dumps({"v": 1, "seq": 0, "fs": 5, "leads": ["I"], "data": [[0]]}).encode(), "bad_fs"),
+        (json.dumps({"v": 1, "seq": 0, "fs": 250, "leads": ["I", "I"], "data": [[0], [0]]}).encode(), "bad_leads"),
+        (json.dumps({"v": 1, "seq": 0, "fs": 250, "leads": ["I"], "data": [[]]}).encode(), "malformed"),
+        (b"", "malformed"),
+        (bytes([proto.BINARY_MAGIC, 1, 1, 0]), "malformed"),
+        (bytes([proto.BINARY_MAGIC, 9]) + bytes(40), "unknown_version"),
+    ],
+)
+def test_bad_payloads_raise_clear_codes(payload: bytes, code: str) -> None:
+    with pytest.raises(proto.ProtocolError) as exc:
+        proto.decode_samples(payload)
+    assert exc.value.code == code
+    assert str(exc.value)
+
+
+def test_oversize_payload_is_rejected_before_parsing() -> None:
+    limits = proto.Limits(max_payload_bytes=100)
+    with pytest.raises(proto.ProtocolError) as exc:
+        proto.decode_samples(proto.encode_samples_json(_msg(200)), limits)
+    assert exc.value.code == "oversize"
+
+
+def test_binary_length_mismatch_is_malformed() -> None:
+    payload = proto.encode_samples_binary(_msg())
+    with pytest.raises(proto.ProtocolError) as exc:
+        proto.decode_samples(payload[:-2])
+    assert exc.value.code == "malformed" and "header says" in str(exc.value)
+
+
+def test_topics_and_device_ids() -> None:
+    assert proto.samples_topic("bed-7") == "ecg/bed-7/samples"
+    assert proto.device_from_topic("ecg/bed-7/samples") == "bed-7"
+    assert proto.device_from_topic("beatssl/edge/n1/health") is None
+    assert proto.valid_device_id("sim-000")
+    for bad in ("", "a/b", "a+b", "a#", "x" * 65, "tab\there"):
+        assert not proto.valid_device_id(bad)
+
+
+def test_broker_address_parsing() -> None:
+    assert BrokerAddress.parse("localhost:1884") == BrokerAddress("localhost", 1884)
+    assert BrokerAddress.parse("10.0.0.1") == BrokerAddress("10.0.0.1", 1883)
+    assert BrokerAddress.parse("[::1]:1883") == BrokerAddress("::1", 1883)
+    for bad in ("", ":1883", "host:abc", "host:70000"):
+        with pytest.raises(ValueError):
+            BrokerAddress.parse(bad)
