@@ -81,6 +81,7 @@ class EdgeApp:
         self.config = config
         self.started_wall = time.time()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         self.published = 0
         self.publish_dropped = 0
         self.rejected: dict[str, int] = {}
@@ -96,6 +97,7 @@ class EdgeApp:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeApp:
@@ -114,8 +116,8 @@ class EdgeApp:
         return self
 
     def wait_connected(self, timeout_s: float = 10.0) -> bool:
-        """Block until the first connection to the broker is up; False after ``timeout_s``."""
-        return self.connected.wait(timeout_s)
+        """Block until connected and subscribed to the samples topic; False after ``timeout_s``."""
+        return self.subscribed.wait(timeout_s)
 
     def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Process what is queued, publish it, mark the node offline and disconnect."""

@@ -1,0 +1,99 @@
+"""Test helpers for live tests: an MQTT collector and a chunk publisher (real paho clients, real broker)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import paho.mqtt.client as paho
+
+from edge import protocol as proto
+from edge.app import EdgeApp, EdgeConfig
+from edge.broker import EmbeddedBroker
+from edge.mqtt import MqttSettings, make_client
+
+
+class Collector:
+    """Subscribes to topics and keeps every JSON message per topic (thread-safe)."""
+
+    def __init__(self, settings: MqttSettings, topics: tuple[str, ...] = ("beatssl/#",)):
+        self.messages: dict[str, list[dict]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = make_client(settings, "test-collector")
+        self.client.on_connect = lambda c, *a: [c.subscribe(t, qos=1) for t in topics]
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        b = settings.broker
+        self.client.connect(b.host, b.port)
+        self.client.loop_start()
+        assert self._subscribed.wait(5), "collector could not subscribe"
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages[msg.topic].append(json.loads(msg.payload))
+
+    def get(self, topic: str) -> list[dict]:
+        with self._lock:
+            return list(self.messages.get(topic, []))
+
+    def wait_for(self, pred: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.02)
+        return pred()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Feeder:
+    """Publishes raw payloads or chunks of a signal on ecg/<device>/samples."""
+
+    def __init__(self, settings: MqttSettings):
+        self.client = make_client(settings, "test-feeder")
+        b = settings.broker
+        self.client.connect(b.host, b.port)
+        self.client.loop_start()
+
+    def raw(self, device: str, payload: bytes) -> None:
+        self.client.publish(proto.samples_topic(device), payload, qos=1).wait_for_publish(5)
+
+    def chunks(self, signal_mv: np.ndarray, fs_hz: float, leads: tuple[str, ...], chunk_s: float = 0.04,
+               seq0: int = 0, t0: float = 0.0) -> list[proto.SamplesMessage]:
+        n = max(1, int(round(chunk_s * fs_hz)))
+        return [proto.SamplesMessage(seq0 + i, fs_hz, leads, t0 + start / fs_hz, signal_mv[start:start + n])
+                for i, start in enumerate(range(0, len(signal_mv), n))]
+
+    def send(self, device: str, msgs: list[proto.SamplesMessage], binary: bool = False) -> None:
+        infos = []
+        for m in msgs:
+            payload = proto.encode_samples_binary(m) if binary else proto.encode_samples_json(m)
+            infos.append(self.client.publish(proto.samples_topic(device), payload, qos=1))
+        for info in infos:
+            info.wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextmanager
+def running_edge(broker: EmbeddedBroker, **overrides: object) -> Iterator[tuple[EdgeApp, MqttSettings]]:
+    """An EdgeApp connected to ``broker`` for the duration of the block."""
+    settings = MqttSettings(broker.address)
+    config = EdgeConfig(mqtt=settings, node="test", **overrides)
+    app = EdgeApp(config).start()
+    assert app.wait_connected(10), "edge did not connect"
+    try:
+        yield app, settings
+    finally:
+        app.stop()
