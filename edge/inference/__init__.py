@@ -1,0 +1,19 @@
+"""Running engine folders on the edge: one small interface (:meth:`Engine.infer`), two backends (ONNX Runtime,
+TensorRT). TensorRT and cuda-python are imported lazily, only when the TensorRT backend is used or probed."""
+
+from edge.inference.engine import BACKENDS, Engine, EngineError, choose_backend, load_engine, to_probabilities
+from edge.inference.tensorrt_backend import tensorrt_unavailable_reason
+from edge.manifest import LeadMismatchError, Manifest, ManifestError
+
+__all__ = [
+    "BACKENDS",
+    "Engine",
+    "EngineError",
+    "LeadMismatchError",
+    "Manifest",
+    "ManifestError",
+    "choose_backend",
+    "load_engine",
+    "tensorrt_unavailable_reason",
+    "to_probabilities",
+]
