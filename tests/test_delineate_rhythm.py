@@ -1,0 +1,96 @@
+"""Beat delineation from per-sample labels, intervals, rhythm description and label hysteresis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.delineate import BeatWaves, combine_leads, delineate_beat, intervals_ms, runs
+from edge.ecg import WAVE_CLASSES
+from edge.rhythm import LabelSmoother, describe_rr, window_problem
+
+FS = 250.0
+P, QRS, T = (WAVE_CLASSES.index(n) for n in ("P", "QRS", "T"))
+
+
+def _labels(beats: list[tuple[int, int, int, int, int, int]], n: int = 1000) -> np.ndarray:
+    lab = np.zeros(n, np.int64)
+    for p_on, p_off, q_on, q_off, t_on, t_off in beats:
+        lab[p_on:p_off + 1] = P
+        lab[q_on:q_off + 1] = QRS
+        lab[t_on:t_off + 1] = T
+    return lab
+
+
+def test_runs_respects_min_length() -> None:
+    lab = np.array([0, 2, 2, 0, 2, 0, 0, 2, 2, 2])
+    np.testing.assert_array_equal(runs(lab, 2), [[1, 2], [4, 4], [7, 9]])
+    np.testing.assert_array_equal(runs(lab, 2, min_len=2), [[1, 2], [7, 9]])
+
+
+def test_delineate_picks_the_waves_of_the_beat_and_intervals() -> None:
+    # two beats: P 100-125, QRS 150-174 (R at 160), T 220-280; the next beat 250 samples later
+    b1 = (100, 125, 150, 174, 220, 280)
+    b2 = tuple(v + 250 for v in b1)
+    lab = _labels([b1, b2])
+    w = delineate_beat(lab, 160, FS, next_r_index=410)
+    assert w == BeatWaves((100, 125), (150, 174), (220, 280)) and w.quality == "good"
+    w2 = delineate_beat(lab, 410, FS)
+    assert w2.qrs == (400, 424) and w2.p == (350, 375)
+    iv = intervals_ms(w, FS, rr_s=1.0)
+    assert iv["PR"] == pytest.approx(200.0)           # 50 samples
+    assert iv["QRS"] == pytest.approx(100.0)          # 25 samples
+    assert iv["QT"] == pytest.approx(524.0)           # 131 samples
+    assert iv["QTc_bazett"] == iv["QT"] and iv["QTc_fridericia"] == iv["QT"]  # RR = 1 s
+    iv2 = intervals_ms(w, FS, rr_s=0.64)
+    assert iv2["QTc_bazett"] == pytest.approx(524.0 / 0.8, abs=0.1)
+    assert iv2["QTc_fridericia"] == pytest.approx(524.0 / 0.64 ** (1 / 3), abs=0.1)
+
+
+def test_missing_waves_are_none_and_quality_flags() -> None:
+    lab = _labels([(100, 125, 150, 174, 220, 280)])
+    lab[220:281] = 0
+    w = delineate_beat(lab, 160, FS)
+    assert w.t is None and w.quality == "partial"
+    assert intervals_ms(w, FS, 0.8)["QT"] is None
+    assert delineate_beat(lab, 600, FS).quality == "poor"
+
+
+def test_combine_leads_takes_the_median_and_drops_minority_waves() -> None:
+    a = BeatWaves((100, 120), (150, 175), (220, 280))
+    b = BeatWaves((102, 124), (149, 173), None)
+    c = BeatWaves(None, (152, 176), None)
+    w = combine_leads([a, b, c])
+    assert w.qrs == (150, 175) and w.p == (101, 122) and w.t is None
+
+
+def test_describe_rr() -> None:
+    reg = describe_rr(np.full(10, 0.8))
+    assert reg["hr_bpm"] == 75.0 and reg["regularity"] == "regular" and reg["rate"] == "normal"
+    rng = np.random.default_rng(1)
+    irr = describe_rr(rng.uniform(0.4, 1.0, 20))
+    assert irr["regularity"] == "irregular" and irr["rr_cv"] > 0.12
+    assert describe_rr(np.full(5, 1.25))["rate"] == "brady"
+    assert describe_rr(np.full(5, 0.5))["rate"] == "tachy"
+    assert describe_rr(np.array([]))["hr_bpm"] is None
+
+
+def test_window_problem() -> None:
+    t = np.arange(2500) / FS
+    ecg = np.stack([np.sin(2 * np.pi * 1.2 * t) for _ in range(3)], axis=1)
+    assert window_problem(ecg, FS, n_beats=12, restarted=False) is None
+    assert window_problem(ecg, FS, 12, restarted=True) == "gap"
+    flat = ecg.copy()
+    flat[:, 1] = 0.1
+    assert window_problem(flat, FS, 12, False) == "lead_off"
+    noisy = ecg + np.random.default_rng(0).normal(0, 3, ecg.shape)
+    assert window_problem(noisy, FS, 12, False) == "noise"
+    assert window_problem(ecg, FS, 1, False) == "no_beats"
+
+
+def test_label_smoother_has_hysteresis() -> None:
+    s = LabelSmoother({"NORM": 0.5, "MI": 0.5}, margin=0.1, on_windows=2, off_windows=2)
+    seq = [0.6, 0.45, 0.6, 0.6, 0.45, 0.3, 0.45, 0.35, 0.3]
+    active = [("NORM" in s.update({"NORM": p, "MI": 0.0})) for p in seq]
+    # on after two consecutive >= 0.5; 0.45 is inside the band (no switch off); off after two < 0.4
+    assert active == [False, False, False, True, True, True, True, True, False]
