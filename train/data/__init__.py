@@ -1,0 +1,1 @@
+"""Dataset readers for training: PTB-XL (classification), LUDB (wave segmentation), any WFDB folder (pretraining)."""
