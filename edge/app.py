@@ -4,14 +4,17 @@ Data flow (one place to read it)::
 
     broker ──ecg/<dev>/samples──▶ paho network thread ──(device hash)──▶ worker queue k ──▶ worker thread k
         worker k: decode + validate (edge.protocol) → DeviceStream.ingest (edge.stream: seq, resample,
-                  filter, detect) → publish beats / status / errors (QoS 1)
+                  filter, detect, cut windows) → publish beats / status / errors / rhythm (QoS 1)
+                  → windows to the engine schedulers
+    scheduler per engine (edge.scheduler): batches windows of all devices → Engine.infer → results back to the
+                  owning worker's queue → DeviceStream.on_result → publish segmented beats / rhythm labels
     housekeeping thread: every second asks each worker to expire silent devices; publishes node health (retained)
 
 Threads: paho's network loop (callbacks only enqueue), ``workers`` worker threads (each owns the DeviceStreams of
-the devices hashed to it, so a device's chunks are processed in order and no lock guards stream state), and one
-housekeeping thread. A device's exception is caught, reported on its ``errors`` topic and its stream restarted;
-other devices go on. A full worker queue drops the incoming chunk and counts it (``overload``) rather than stall
-the network thread.
+the devices hashed to it, so a device's chunks are processed in order and no lock guards stream state), one
+scheduler thread per loaded engine (the only user of that engine), and one housekeeping thread. A device's
+exception is caught, reported on its ``errors`` topic and its stream restarted; other devices go on. A full worker
+queue drops the incoming chunk and counts it (``overload``) rather than stall the network thread.
 """
 
 from __future__ import annotations
@@ -24,13 +27,18 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
 
 from edge import protocol as proto
+from edge.ecg import INTERNAL_FS_HZ
+from edge.inference import Engine, load_engine
+from edge.live_inference import InferencePlan
 from edge.mqtt import MqttSettings, connect_properties, make_client
+from edge.scheduler import BatchScheduler, InferenceRequest
 from edge.stream import DeviceStream, Output, StreamConfig
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,11 @@ class EdgeConfig:
         limits: payload bounds.
         stream: per-device tunables.
         partition: ``(k, n)`` — handle only devices whose stable hash mod n == k; None handles all.
+        engines: engine folders to load (at most one ``segment`` and one ``classify``).
+        backend: ``auto``, ``onnxruntime`` or ``tensorrt``; threads: ONNX Runtime intra-op threads per engine.
+        max_batch / max_wait_ms: batching across devices (windows per engine call / longest wait for a batch).
+        seg_leads: leads to segment per beat (``("all",)`` for all; empty: lead II or the stream's first).
+        rhythm_hop_s: period of rhythm messages per device (s of device time).
     """
 
     mqtt: MqttSettings
@@ -63,6 +76,13 @@ class EdgeConfig:
     limits: proto.Limits = field(default_factory=proto.Limits)
     stream: StreamConfig = field(default_factory=StreamConfig)
     partition: tuple[int, int] | None = None
+    engines: tuple[Path, ...] = ()
+    backend: str = "auto"
+    threads: int | None = None
+    max_batch: int = 64
+    max_wait_ms: float = 20.0
+    seg_leads: tuple[str, ...] = ()
+    rhythm_hop_s: float = 2.0
 
 
 def device_hash(device_id: str) -> int:
@@ -72,6 +92,35 @@ def device_hash(device_id: str) -> int:
 
 class _Expire:
     """Queue item asking a worker to expire its silent devices."""
+
+
+@dataclass
+class _Result:
+    """Queue item carrying an engine output back to the worker that owns the device."""
+
+    request: InferenceRequest
+    output: np.ndarray | None
+
+
+def load_plan(config: EdgeConfig) -> tuple[InferencePlan | None, dict[str, Engine]]:
+    """Load the configured engines; return the inference plan and the engines by task.
+
+    Raises:
+        ManifestError / EngineError / ValueError: with a one-line message naming the engine.
+    """
+    engines: dict[str, Engine] = {}
+    for folder in config.engines:
+        engine = load_engine(folder, config.backend, config.threads)
+        task = engine.manifest.task
+        if task in engines:
+            raise ValueError(f"two {task} engines given ({engines[task].manifest.name}, {engine.manifest.name})")
+        engines[task] = engine
+    seg, cls = engines.get("segment"), engines.get("classify")
+    plan = InferencePlan(
+        fs_hz=INTERNAL_FS_HZ, seg=seg.manifest if seg else None, cls=cls.manifest if cls else None,
+        seg_leads=config.seg_leads, rhythm_hop_s=config.rhythm_hop_s,
+    )
+    return plan, engines
 
 
 class EdgeApp:
@@ -87,6 +136,11 @@ class EdgeApp:
         self.rejected: dict[str, int] = {}
         self._latency_s: deque[float] = deque(maxlen=5000)
         self._proc_ms: deque[float] = deque(maxlen=5000)
+        self.plan, self.engines = load_plan(config)
+        self.schedulers = {
+            task: BatchScheduler(engine, self._deliver, config.max_batch, config.max_wait_ms)
+            for task, engine in self.engines.items()
+        }
         self._streams: list[dict[str, DeviceStream]] = [{} for _ in range(config.workers)]
         self._queues: list[queue.Queue] = [queue.Queue(config.queue_size) for _ in range(config.workers)]
         self._stop = threading.Event()
@@ -101,6 +155,8 @@ class EdgeApp:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeApp:
+        for scheduler in self.schedulers.values():
+            scheduler.start()
         for k in range(self.config.workers):
             t = threading.Thread(target=self._work, args=(k,), name=f"edge-worker-{k}", daemon=True)
             t.start()
@@ -129,6 +185,10 @@ class EdgeApp:
             q.put(None)
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
+        for scheduler in self.schedulers.values():
+            scheduler.stop()
+        for engine in self.engines.values():
+            engine.close()
         self._publish(self._health_topic, self._offline(), retain=True)
         while self.client.want_write() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -189,10 +249,15 @@ class EdgeApp:
             if isinstance(item, _Expire):
                 self._expire(streams)
                 continue
+            if isinstance(item, _Result):
+                stream = streams.get(item.request.device)
+                if stream is not None:
+                    self._emit(item.request.device, stream.on_result(item.request, item.output))
+                continue
             device, payload, content_type, arrival = item
             stream = streams.get(device)
             if stream is None:
-                stream = streams[device] = DeviceStream(device, self.config.stream)
+                stream = streams[device] = self._new_stream(device)
             try:
                 msg = proto.decode_samples(payload, self.config.limits, content_type)
                 outputs = stream.ingest(msg, arrival)
@@ -200,9 +265,23 @@ class EdgeApp:
                 outputs = stream.error(exc.code, str(exc))
             except Exception as exc:  # noqa: BLE001 - one device's failure must not stop the others
                 log.exception("device %s: internal error", device)
-                streams[device] = DeviceStream(device, self.config.stream)
-                outputs = streams[device].error("internal", f"{type(exc).__name__}: {exc}; stream restarted")
+                streams[device] = stream = self._new_stream(device)
+                outputs = stream.error("internal", f"{type(exc).__name__}: {exc}; stream restarted")
             self._emit(device, outputs)
+            self._submit(stream)
+
+    def _new_stream(self, device: str) -> DeviceStream:
+        return DeviceStream(device, self.config.stream, self.plan)
+
+    def _submit(self, stream: DeviceStream) -> None:
+        for request in stream.take_requests():
+            scheduler = self.schedulers["segment" if request.kind == "seg" else "classify"]
+            if not scheduler.submit(request):
+                self._emit(stream.device_id, stream.on_result(request, None))
+
+    def _deliver(self, request: InferenceRequest, output: np.ndarray | None) -> None:
+        """Scheduler thread → the worker that owns the device (blocking put: results are never dropped)."""
+        self._queues[device_hash(request.device) % self.config.workers].put(_Result(request, output))
 
     def _expire(self, streams: dict[str, DeviceStream]) -> None:
         now = time.monotonic()
@@ -212,9 +291,11 @@ class EdgeApp:
                 del streams[device]
             elif idle > self.config.stale_after_s and stream.state != "stale":
                 self._emit(device, stream.expire())
+                self._submit(stream)
 
     def _emit(self, device: str, outputs: list[Output]) -> None:
-        topics = {"beats": proto.beats_topic, "status": proto.status_topic, "errors": proto.errors_topic}
+        topics = {"beats": proto.beats_topic, "status": proto.status_topic, "errors": proto.errors_topic,
+                  "rhythm": proto.rhythm_topic}
         for out in outputs:
             if out.kind == "beats":
                 self._latency_s.append(out.payload["latency_s"])
@@ -279,6 +360,10 @@ class EdgeApp:
             "detection_latency_s": pct(lat),
             "processing_ms": pct(proc),
             "partition": list(self.config.partition) if self.config.partition else None,
+            "engines": {
+                task: {"name": e.manifest.name, "backend": e.backend.name, **self.schedulers[task].stats.summary()}
+                for task, e in self.engines.items()
+            },
         }
 
     def _offline(self) -> bytes:

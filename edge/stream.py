@@ -1,8 +1,9 @@
-"""Per-device stream state: sequence checking, stream restarts, signal quality and beat detection.
+"""Per-device stream state: sequence checking, stream restarts, signal quality, beat detection and inference.
 
-:class:`DeviceStream` is pure streaming logic (no MQTT, no threads): ``ingest(msg) -> list[Output]`` and
-``expire() -> list[Output]``; the application (:mod:`edge.app`) feeds it decoded payloads and publishes what comes
-back. All times are seconds; ``device time`` is the device's own clock carried in each chunk's ``t0``.
+:class:`DeviceStream` is pure streaming logic (no MQTT, no threads): ``ingest(msg) -> list[Output]``,
+``expire() -> list[Output]``, ``take_requests()`` (windows for the engines) and ``on_result(request, output)``;
+the application (:mod:`edge.app`) feeds it decoded payloads and engine outputs and publishes what comes back.
+All times are seconds; ``device time`` is the device's own clock carried in each chunk's ``t0``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 import numpy as np
 
 from edge.beats import Beat, BeatStream
+from edge.live_inference import DeviceInference, InferencePlan
 from edge.protocol import PROTOCOL_VERSION, SamplesMessage
+from edge.rhythm import LabelSmoother
+from edge.scheduler import InferenceRequest
 
 #: Standard deviation below which a lead counts as flat (lead off), in mV, over the quality window.
 FLAT_STD_MV = 0.005
@@ -67,9 +71,14 @@ class DeviceStream:
     ``round((time - t0_origin) * fs)`` on the device clock.
     """
 
-    def __init__(self, device_id: str, config: StreamConfig | None = None):
+    def __init__(self, device_id: str, config: StreamConfig | None = None, plan: InferencePlan | None = None):
         self.device_id = device_id
         self.config = config or StreamConfig()
+        self.plan = plan
+        self._inf: DeviceInference | None = None
+        self._generation = 0
+        self._requests: list[InferenceRequest] = []
+        self._smoother = LabelSmoother(dict(plan.cls.thresholds)) if plan is not None and plan.cls else None
         self.counters = Counters()
         self.fs_hz: float | None = None
         self.leads: tuple[str, ...] = ()
@@ -105,7 +114,7 @@ class DeviceStream:
             first = min(self._held)
             self.counters.missing_chunks += first - self.next_seq
             out += self.error("missing_seq", f"seq {self.next_seq}..{first - 1} never arrived; detector restarted")
-            self._restart_detector()
+            out += self._restart_detector("stream_restart")
             self.next_seq = first
         else:
             if self._held:
@@ -128,10 +137,25 @@ class DeviceStream:
             out += self._process(chunk, when)
             self.next_seq = seq + 1
         if self._beats is not None:
-            out += [self._beat_output(b, time.monotonic()) for b in self._beats.flush()]
-            self._beats = None
+            out += self._beats_out(self._beats.flush(), time.monotonic())
+        out += self._restart_detector("stream_end")
         self._set_state("stale", out)
         return out
+
+    def take_requests(self) -> list[InferenceRequest]:
+        """Windows waiting to be run by the engines (the caller submits them to the schedulers)."""
+        requests, self._requests = self._requests, []
+        return requests
+
+    def on_result(self, request: InferenceRequest, output: np.ndarray | None) -> list[Output]:
+        """An engine's output for one of this stream's requests (``None``: the batch failed)."""
+        generation, key = request.key
+        if self._inf is None or generation != self._generation:
+            return []  # the stream restarted meanwhile; its beats already went out without waves
+        if request.kind == "seg":
+            payload = self._inf.on_seg(key, output)
+            return [Output("beats", payload)] if payload is not None else []
+        return [Output("rhythm", self._inf.on_rhythm(key, output, request.ready_wall))]
 
     # ------------------------------------------------------------------ processing
     def _process(self, msg: SamplesMessage, arrival: float) -> list[Output]:
@@ -143,48 +167,83 @@ class DeviceStream:
                 new = msg.fs_hz if what == "fs" else list(msg.leads)
                 out += self.error(f"{what}_changed", f"{what} changed from {old} to {new}; stream restarted")
                 self.counters.restarts += 1
+                out += self._restart_detector("stream_restart")
             self.fs_hz, self.leads = msg.fs_hz, msg.leads
             self.t0_origin = msg.t0_s
-            self._restart_detector()
         base = int(round((msg.t0_s - self.t0_origin) * self.fs_hz))
+        if self._beats is not None:
+            expected = self._segment_base + self._beats.samples_in
+            if abs(base - expected) > max(2, 0.02 * self.fs_hz):
+                jump = (base - expected) / self.fs_hz
+                out += self.error("time_jump", f"t0 jumped by {jump:+.3f} s; detector restarted")
+                out += self._restart_detector("stream_restart")
         if self._beats is None:
-            self._beats = BeatStream(self.fs_hz, len(self.leads))
-            self._segment_base = base
-            self._recent.clear()
-            self._recent_len = 0
-        expected = self._segment_base + self._beats.samples_in
-        if abs(base - expected) > max(2, 0.02 * self.fs_hz):
-            out += self.error("time_jump", f"t0 jumped by {(base - expected) / self.fs_hz:+.3f} s; detector restarted")
-            self._restart_detector()
-            self._beats = BeatStream(self.fs_hz, len(self.leads))
-            self._segment_base = base
+            self._start_run(base)
         self.counters.chunks += 1
         self.counters.samples += msg.n_samples
-        _, beats = self._beats.push(msg.data_mv)
-        out += [self._beat_output(b, arrival) for b in beats]
+        resampled, beats = self._beats.push(msg.data_mv)
+        out += self._beats_out(beats, arrival)
+        if self._inf is not None:
+            requests, rhythm = self._inf.push(resampled, arrival)
+            self._requests += [self._tag(r) for r in requests]
+            out += [Output("rhythm", payload) for payload in rhythm]
         self._update_quality(msg.data_mv, out)
         return out
 
-    def _restart_detector(self) -> None:
-        self._beats = None
+    def _start_run(self, base: int) -> None:
+        """Start a detector run (and its inference state) at device sample ``base``."""
+        self._beats = BeatStream(self.fs_hz, len(self.leads))
+        self._segment_base = base
+        self._recent.clear()
+        self._recent_len = 0
+        if self.plan is not None:
+            self._generation += 1
+            if self._smoother is not None:
+                self._smoother.reset()
+            self._inf = DeviceInference(self.plan, self.device_id, self.leads,
+                                        self.t0_origin + base / self.fs_hz, self._smoother,
+                                        restarted=self._generation > 1)
 
-    def _beat_output(self, beat: Beat, arrival: float) -> Output:
+    def _tag(self, request: InferenceRequest) -> InferenceRequest:
+        request.key = (self._generation, request.key)
+        return request
+
+    def _restart_detector(self, reason: str) -> list[Output]:
+        """End the current detector run; beats still waiting for their waves go out without them."""
+        self._beats = None
+        if self._inf is None:
+            return []
+        pending = self._inf.unsegmented(reason)
+        self._inf = None
+        return [Output("beats", payload) for payload in pending]
+
+    def _beats_out(self, beats: list[Beat], arrival: float) -> list[Output]:
+        out = []
+        for beat in beats:
+            payload = self._beat_payload(beat, arrival)
+            if self._inf is None:
+                out.append(Output("beats", payload))
+                continue
+            r_internal = int(round(beat.sample * self._beats.internal_fs_hz / self.fs_hz))
+            ready = self._inf.add_beat(payload, r_internal, beat.rr_s)
+            if ready is not None:
+                out.append(Output("beats", ready))
+        return out
+
+    def _beat_payload(self, beat: Beat, arrival: float) -> dict[str, Any]:
         sample = self._segment_base + beat.sample
         t = self.t0_origin + sample / self.fs_hz
         self.counters.beats += 1
-        return Output(
-            "beats",
-            {
-                "v": PROTOCOL_VERSION,
-                "device": self.device_id,
-                "sample": sample,
-                "time": round(t, 4),
-                "rr_s": None if beat.rr_s is None else round(beat.rr_s, 4),
-                "hr_bpm": None if beat.hr_bpm is None else round(beat.hr_bpm, 2),
-                "latency_s": round(beat.latency_s, 4),
-                "proc_ms": round((time.monotonic() - arrival) * 1e3, 3),
-            },
-        )
+        return {
+            "v": PROTOCOL_VERSION,
+            "device": self.device_id,
+            "sample": sample,
+            "time": round(t, 4),
+            "rr_s": None if beat.rr_s is None else round(beat.rr_s, 4),
+            "hr_bpm": None if beat.hr_bpm is None else round(beat.hr_bpm, 2),
+            "latency_s": round(beat.latency_s, 4),
+            "proc_ms": round((time.monotonic() - arrival) * 1e3, 3),
+        }
 
     def _update_quality(self, chunk_mv: np.ndarray, out: list[Output]) -> None:
         self._recent.append(chunk_mv)

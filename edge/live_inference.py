@@ -1,0 +1,302 @@
+"""Per-device inference state: which windows to send to the engines and what to publish when results come back.
+
+:class:`DeviceInference` is pure streaming logic owned by one :class:`edge.stream.DeviceStream`; it holds the recent
+signal at the internal rate, the beats waiting for their segmentation, and the rhythm smoothing. It produces
+:class:`~edge.scheduler.InferenceRequest` objects (the application batches them across devices) and turns engine
+outputs into ``beats`` / ``rhythm`` payloads.
+
+Timing: a beat's segmentation window spans ``[R - pre, R + post)`` at the internal rate, so its message goes out once
+``post`` seconds of signal after the R peak have arrived (0.792 s with the shipped engine: enough to close a T wave),
+plus the batching wait (``--max-wait-ms``). Rhythm windows (the classifier's length, 10 s) are sent every hop (2 s).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.delineate import BeatWaves, combine_leads, delineate_beat, intervals_ms
+from edge.inference import LeadMismatchError, Manifest, to_probabilities
+from edge.protocol import PROTOCOL_VERSION
+from edge.rhythm import LabelSmoother, describe_rr, window_problem
+from edge.scheduler import InferenceRequest
+
+#: Leads segmented by default, in order of preference: the first one the stream has.
+PREFERRED_SEGMENT_LEADS = ("II", "MLII", "I", "V5", "V2")
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """What the edge runs on every device.
+
+    Attributes:
+        seg: segmentation engine manifest (per-lead), or None for no beat segmentation.
+        cls: classification engine manifest, or None for beat-based rhythm descriptions only.
+        seg_leads: leads to segment (``("all",)`` for every lead); empty = the first of PREFERRED_SEGMENT_LEADS
+            the stream has (else its first lead).
+        seg_pre_s: how much signal before the R peak the segmentation window holds (s).
+        rhythm_hop_s: period of rhythm messages (s of device time).
+        rhythm_window_s: window of the rhythm description when there is no classifier (s).
+        fs_hz: the internal rate (Hz) at which windows are cut; engines must take this rate.
+    """
+
+    fs_hz: float
+    seg: Manifest | None = None
+    cls: Manifest | None = None
+    seg_leads: tuple[str, ...] = ()
+    seg_pre_s: float = 1.0
+    rhythm_hop_s: float = 2.0
+    rhythm_window_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for m in (self.seg, self.cls):
+            if m is not None and m.fs_hz != self.fs_hz:
+                raise ValueError(f"engine {m.name!r} takes {m.fs_hz} Hz; the edge runs at {self.fs_hz} Hz")
+        if self.seg is not None and not 0.2 <= self.seg_pre_s <= self.seg.window_samples / self.fs_hz - 0.5:
+            raise ValueError(f"seg_pre_s {self.seg_pre_s} s leaves less than 0.5 s after the R peak in the "
+                             f"{self.seg.window_samples / self.fs_hz:.2f} s window")
+
+    @property
+    def seg_pre(self) -> int:
+        """Samples before the R peak in a segmentation window."""
+        return int(round(self.seg_pre_s * self.fs_hz))
+
+    @property
+    def seg_post(self) -> int:
+        """Samples from the R peak to the end of a segmentation window (the wait before a beat can go out)."""
+        return self.seg.window_samples - self.seg_pre if self.seg else 0
+
+    @property
+    def rhythm_window(self) -> int:
+        return self.cls.window_samples if self.cls else int(round(self.rhythm_window_s * self.fs_hz))
+
+
+class SignalBuffer:
+    """The last ``capacity`` samples of a ``(n, L)`` stream, addressed by absolute sample index."""
+
+    def __init__(self, capacity: int, n_leads: int):
+        self._data = np.zeros((capacity, n_leads), np.float32)
+        self.capacity = capacity
+        self.total = 0
+
+    def append(self, x: np.ndarray) -> None:
+        n = len(x)
+        if n >= self.capacity:
+            self._data[:] = x[-self.capacity:]
+            self.total += n
+            self._data = np.roll(self._data, self.total % self.capacity, axis=0)
+            return
+        start = self.total % self.capacity
+        first = min(n, self.capacity - start)
+        self._data[start:start + first] = x[:first]
+        self._data[: n - first] = x[first:]
+        self.total += n
+
+    def window(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)``; indices before the first sample repeat the first one. (stop - start, L)."""
+        if stop > self.total or stop - start > self.capacity or start < self.total - self.capacity and start >= 0:
+            raise IndexError(f"[{start}, {stop}) is not in the buffer (total {self.total})")
+        lo = max(start, 0)
+        idx = np.arange(lo, stop) % self.capacity
+        out = self._data[idx]
+        if start < 0:
+            out = np.concatenate([np.repeat(out[:1], -start, axis=0), out])
+        return out
+
+
+@dataclass
+class _PendingBeat:
+    payload: dict[str, Any]
+    r: int                       # R peak, internal samples since the segment start
+    rr_s: float | None
+    leads: tuple[int, ...] = ()
+    results: dict[int, BeatWaves] = field(default_factory=dict)
+    ready_wall: float = 0.0
+    next_r: int | None = None
+
+
+class DeviceInference:
+    """Inference state of one device for one detector run (a new one after each stream restart).
+
+    Args:
+        plan: engines and timing.
+        device: device id.
+        leads: the stream's leads (canonical names).
+        t_start_s: device time of internal sample 0 of this run (s).
+    """
+
+    def __init__(self, plan: InferencePlan, device: str, leads: tuple[str, ...], t_start_s: float,
+                 smoother: LabelSmoother | None, restarted: bool):
+        self.plan = plan
+        self.device = device
+        self.leads = leads
+        self.t_start_s = t_start_s
+        self.fs = plan.fs_hz
+        self.smoother = smoother
+        self.restarted = restarted
+        need = max(plan.rhythm_window, plan.seg.window_samples if plan.seg else 0)
+        self.buffer = SignalBuffer(need + int(4 * self.fs), len(leads))
+        self.seg_lead_idx = self._seg_leads() if plan.seg else ()
+        self.cls_lead_idx: tuple[int, ...] | None = None
+        self.cls_problem: str | None = None
+        if plan.cls is not None:
+            try:
+                self.cls_lead_idx = plan.cls.lead_indices(leads)
+            except LeadMismatchError as exc:
+                self.cls_problem = str(exc)
+        self.next_hop = int(round(plan.rhythm_hop_s * self.fs))
+        self._awaiting: deque[_PendingBeat] = deque()
+        self._in_flight: dict[int, _PendingBeat] = {}
+        self._beat_times: deque[tuple[float, float | None]] = deque()
+        self._next_id = 0
+
+    def _seg_leads(self) -> tuple[int, ...]:
+        wanted = self.plan.seg_leads
+        if wanted == ("all",):
+            return tuple(range(len(self.leads)))
+        if wanted:
+            return tuple(self.leads.index(lead) for lead in wanted if lead in self.leads) or (0,)
+        for lead in PREFERRED_SEGMENT_LEADS:
+            if lead in self.leads:
+                return (self.leads.index(lead),)
+        return (0,)
+
+    # ------------------------------------------------------------------ input side
+    def push(self, resampled: np.ndarray, arrival: float) -> tuple[list[InferenceRequest], list[dict[str, Any]]]:
+        """Append internal-rate samples; return the windows that became complete and the rhythm messages that need
+        no engine (no classifier, unusable window)."""
+        self.buffer.append(resampled)
+        requests: list[InferenceRequest] = []
+        rhythm: list[dict[str, Any]] = []
+        post = self.plan.seg_post
+        while self._awaiting and self._awaiting[0].r + post <= self.buffer.total:
+            beat = self._awaiting.popleft()
+            beat.ready_wall = arrival
+            beat.next_r = self._awaiting[0].r if self._awaiting else None
+            beat_id = self._next_id
+            self._next_id += 1
+            self._in_flight[beat_id] = beat
+            win = self.buffer.window(beat.r - self.plan.seg_pre, beat.r + post)
+            beat.leads = self.seg_lead_idx
+            for li in self.seg_lead_idx:
+                requests.append(InferenceRequest(self.device, "seg", (beat_id, li), win[:, li][None, :], arrival))
+        while self.buffer.total >= self.next_hop:
+            key, window = self._rhythm_window(self.next_hop)
+            if window is None:
+                rhythm.append(self.on_rhythm(key, None, arrival))
+            else:
+                requests.append(InferenceRequest(self.device, "cls", key, window, arrival))
+            self.next_hop += int(round(self.plan.rhythm_hop_s * self.fs))
+        return requests, rhythm
+
+    def add_beat(self, payload: dict[str, Any], r: int, rr_s: float | None) -> dict[str, Any] | None:
+        """A detected beat (``r``: internal sample of its R peak in this run). Returns the payload to publish now
+        when there is no segmentation engine, else None (it goes out with its waves later)."""
+        self._beat_times.append((payload["time"], rr_s))
+        if self.plan.seg is None:
+            return payload
+        self._awaiting.append(_PendingBeat(payload, r, rr_s))
+        return None
+
+    def _rhythm_window(self, end: int) -> tuple[dict[str, Any], np.ndarray | None]:
+        """The key of the hop ending at internal sample ``end`` and the classifier window (None: nothing to run)."""
+        t_end = self.t_start_s + end / self.fs
+        window_n = self.plan.rhythm_window
+        while self._beat_times and self._beat_times[0][0] < t_end - window_n / self.fs:
+            self._beat_times.popleft()
+        rr = np.array([rr for t, rr in self._beat_times if rr is not None and t <= t_end], dtype=float)
+        n_beats = sum(1 for t, _ in self._beat_times if t <= t_end)
+        key = {"t_end": t_end, "rr": rr}
+        if end < window_n:
+            key["problem"] = "gap" if self.restarted else "warming_up"
+        else:
+            window = self.buffer.window(end - window_n, end)
+            key["problem"] = window_problem(window, self.fs, n_beats, restarted=False)
+            if key["problem"] is None and self.cls_lead_idx is not None:
+                return key, np.ascontiguousarray(window[:, list(self.cls_lead_idx)].T)
+        return key, None
+
+    # ------------------------------------------------------------------ result side
+    def on_seg(self, key: tuple[int, int], logits: np.ndarray | None) -> dict[str, Any] | None:
+        """A segmentation result for one lead of one beat; returns the beat payload once all its leads are in."""
+        beat_id, lead = key
+        beat = self._in_flight.get(beat_id)
+        if beat is None:
+            return None
+        if logits is not None:
+            beat.results[lead] = delineate_beat(np.argmax(logits, axis=0), self.plan.seg_pre, self.fs,
+                                                None if beat.next_r is None else beat.next_r - beat.r
+                                                + self.plan.seg_pre)
+        else:
+            beat.results[lead] = BeatWaves(None, None, None)
+        if len(beat.results) < len(beat.leads):
+            return None
+        del self._in_flight[beat_id]
+        return self._finish(beat, combine_leads([beat.results[li] for li in beat.leads]), "failed"
+                            if logits is None else None)
+
+    def _finish(self, beat: _PendingBeat, waves: BeatWaves, problem: str | None) -> dict[str, Any]:
+        offset = beat.r - self.plan.seg_pre
+
+        def span(pair: tuple[int, int] | None) -> dict[str, float] | None:
+            if pair is None:
+                return None
+            on = self.t_start_s + (offset + pair[0]) / self.fs
+            off = self.t_start_s + (offset + pair[1] + 1) / self.fs
+            return {"on": round(on, 4), "off": round(off, 4)}
+
+        payload = dict(beat.payload)
+        payload["waves"] = {"P": span(waves.p), "QRS": span(waves.qrs), "T": span(waves.t)}
+        payload["intervals_ms"] = intervals_ms(waves, self.fs, beat.rr_s)
+        payload["quality"] = problem or waves.quality
+        payload["segmented_leads"] = [self.leads[i] for i in beat.leads]
+        payload["proc_ms"] = round((time.monotonic() - beat.ready_wall) * 1e3, 3)
+        return payload
+
+    def unsegmented(self, reason: str) -> list[dict[str, Any]]:
+        """Every beat still waiting (stream ended or restarted), published without waves (``quality = reason``)."""
+        out = []
+        for beat in list(self._awaiting) + list(self._in_flight.values()):
+            payload = dict(beat.payload)
+            payload["waves"] = {"P": None, "QRS": None, "T": None}
+            payload["intervals_ms"] = intervals_ms(BeatWaves(None, None, None), self.fs, beat.rr_s)
+            payload["quality"] = reason
+            out.append(payload)
+        self._awaiting.clear()
+        self._in_flight.clear()
+        return out
+
+    def on_rhythm(self, key: dict[str, Any], logits: np.ndarray | None, ready_wall: float) -> dict[str, Any]:
+        """The rhythm message of one hop (``logits`` None: no classifier output for this window)."""
+        desc = describe_rr(key["rr"])
+        problem = key["problem"]
+        probs = None
+        labels: list[str] = []
+        cls = self.plan.cls
+        if logits is not None and cls is not None:
+            p = to_probabilities(logits[None, :], cls.activation)[0]
+            probs = {name: round(float(v), 4) for name, v in zip(cls.class_names, p, strict=True)}
+            labels = self.smoother.update(probs) if self.smoother is not None else []
+        elif problem is None and cls is not None:
+            problem = "leads" if self.cls_problem else "inference_failed"
+        return {
+            "v": PROTOCOL_VERSION,
+            "device": self.device,
+            "t_end": round(key["t_end"], 3),
+            "window_s": round(self.plan.rhythm_window / self.fs, 3),
+            "probs": probs,
+            "labels": labels,
+            "hr_bpm": desc["hr_bpm"],
+            "rate": desc["rate"],
+            "regularity": desc["regularity"],
+            "rr_sd_ms": desc["rr_sd_ms"],
+            "rmssd_ms": desc["rmssd_ms"],
+            "usable": problem is None,
+            "reason": problem,
+            "engine": cls.name if cls is not None and probs is not None else None,
+            "proc_ms": round((time.monotonic() - ready_wall) * 1e3, 3),
+        }
