@@ -136,6 +136,7 @@ class EdgeApp:
         self.rejected: dict[str, int] = {}
         self._latency_s: deque[float] = deque(maxlen=5000)
         self._proc_ms: deque[float] = deque(maxlen=5000)
+        self._rhythm_ms: deque[float] = deque(maxlen=5000)
         self.plan, self.engines = load_plan(config)
         self.schedulers = {
             task: BatchScheduler(engine, self._deliver, config.max_batch, config.max_wait_ms)
@@ -300,6 +301,8 @@ class EdgeApp:
             if out.kind == "beats":
                 self._latency_s.append(out.payload["latency_s"])
                 self._proc_ms.append(out.payload["proc_ms"])
+            elif out.kind == "rhythm":
+                self._rhythm_ms.append(out.payload["proc_ms"])
             self._publish(topics[out.kind](device), proto.dumps(out.payload), retain=out.retain)
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
@@ -338,6 +341,7 @@ class EdgeApp:
         devices = self.devices()
         lat = np.asarray(self._latency_s, dtype=float)
         proc = np.asarray(self._proc_ms, dtype=float)
+        rhythm = np.asarray(self._rhythm_ms, dtype=float)
 
         def pct(a: np.ndarray) -> dict[str, float] | None:
             if not len(a):
@@ -359,6 +363,7 @@ class EdgeApp:
             "queue_depth": sum(q.qsize() for q in self._queues),
             "detection_latency_s": pct(lat),
             "processing_ms": pct(proc),
+            "rhythm_processing_ms": pct(rhythm),
             "partition": list(self.config.partition) if self.config.partition else None,
             "engines": {
                 task: {"name": e.manifest.name, "backend": e.backend.name, **self.schedulers[task].stats.summary()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,6 +19,9 @@ from rich.console import Console
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
 from edge.broker import EmbeddedBroker
+from edge.ecg import canonical_lead
+from edge.inference import EngineError, ManifestError
+from edge.metrics import MetricsServer
 from edge.mqtt import BrokerAddress, MqttSettings, read_password
 
 app = typer.Typer(
@@ -58,6 +62,20 @@ TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="BEATSSL_TLS
 TlsInsecureOpt = Annotated[bool, typer.Option("--tls-insecure",
                                               help="Do NOT verify the broker's certificate (testing only!).")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="Logging level: debug, info, warning, error.")]
+EngineOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--engine", help="Engine folder to load (repeat for a segmentation and a classification engine). "
+                     "Default: the shipped engines in engines/ (BEATSSL_ENGINES overrides the folder).")]
+NoEnginesOpt = Annotated[bool, typer.Option("--no-engines", help="Load no engine: beats and beat-based rhythm only.")]
+BackendOpt = Annotated[str, typer.Option(help="Inference backend: auto (TensorRT when a plan and a GPU are "
+                                              "present), onnxruntime or tensorrt.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads per engine "
+                                                        "(default: its own choice).")]
+MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Most windows per engine call, across all devices.")]
+MaxWaitOpt = Annotated[float, typer.Option(help="Longest a window waits for others to fill a batch, ms.")]
+SegLeadsOpt = Annotated[Optional[str], typer.Option(
+    "--segment-leads", help="Leads to segment per beat, comma-separated, or 'all' (default: II, else MLII, "
+                            "else the stream's first lead).")]
+HopOpt = Annotated[float, typer.Option(help="Period of rhythm messages per device, s.")]
 
 
 def mqtt_settings(
@@ -106,6 +124,32 @@ def parse_partition(text: str | None) -> tuple[int, int] | None:
     if not (n >= 1 and 0 <= k < n):
         raise fail(f"--partition {text}: need 0 <= k < N")
     return k, n
+
+
+def default_engines() -> list[Path]:
+    """The shipped engine folders: every folder with a manifest.json under $BEATSSL_ENGINES or ./engines."""
+    root = Path(os.environ.get("BEATSSL_ENGINES", Path(__file__).resolve().parent.parent / "engines"))
+    return sorted(p.parent for p in root.glob("*/manifest.json"))
+
+
+def engine_options(engine: list[Path] | None, no_engines: bool, segment_leads: str | None) -> dict:
+    """EdgeConfig keyword arguments for the engine options (validated)."""
+    if no_engines:
+        return {"engines": ()}
+    folders = tuple(engine) if engine else tuple(default_engines())
+    for folder in folders:
+        if not (Path(folder) / "manifest.json").is_file():
+            raise fail(f"--engine {folder}: no manifest.json there")
+    leads = tuple(canonical_lead(x) if x != "all" else x for x in segment_leads.split(",")) if segment_leads else ()
+    return {"engines": folders, "seg_leads": leads}
+
+
+def build_edge(config: EdgeConfig) -> EdgeApp:
+    """EdgeApp from a config, turning engine-loading problems into a clear CLI error."""
+    try:
+        return EdgeApp(config)
+    except (ManifestError, EngineError, ValueError) as exc:
+        raise fail(f"cannot load the engines: {exc}") from None
 
 
 def setup_logging(level: str) -> None:
@@ -161,8 +205,13 @@ def run(
                              tls_ca, tls_cert, tls_key, tls_insecure)
     limits = proto.Limits(max_payload_bytes=max_payload_kb * 1024, max_leads=max_leads)
     config = EdgeConfig(mqtt=settings, workers=workers, partition=parse_partition(partition),
-                        stale_after_s=stale_after_s, limits=limits, **({"node": node} if node else {}))
-    edge = EdgeApp(config).start()
+                        stale_after_s=stale_after_s, limits=limits, backend=backend, threads=threads,
+                        max_batch=max_batch, max_wait_ms=max_wait_ms, rhythm_hop_s=rhythm_hop_s,
+                        **engine_options(engine, no_engines, segment_leads), **({"node": node} if node else {}))
+    edge = build_edge(config).start()
+    for task, e in edge.engines.items():
+        err.print(f"{task} engine {e.manifest.name} on {e.backend.name}")
+    metrics = MetricsServer(lambda: edge.health("online"), metrics_port).start() if metrics_port else None
     if not edge.wait_connected(10):
         err.print(f"[yellow]not connected to {address} yet; retrying in the background[/]")
     stop = threading.Event()
@@ -170,6 +219,8 @@ def run(
         wait_for_signal(stop, duration_s)
     finally:
         edge.stop()
+        if metrics is not None:
+            metrics.stop()
         if embedded is not None:
             embedded.stop()
 
@@ -223,6 +274,9 @@ def demo(
     speed: Annotated[float, typer.Option(help="Replay speed: 1 = real time.")] = 1.0,
     duration_s: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
     refresh_hz: Annotated[float, typer.Option(help="Screen refreshes per second of the live view.")] = 4.0,
+    engine: EngineOpt = None,
+    no_engines: NoEnginesOpt = False,
+    backend: BackendOpt = "auto",
     log_level: LogLevelOpt = "warning",
 ) -> None:
     """Start a broker, the simulator (bundled sample records, looping) and the edge, and show a live view."""
@@ -236,7 +290,8 @@ def demo(
     stop = threading.Event()
     with EmbeddedBroker() as broker:
         settings = MqttSettings(broker.address, protocol="5" if broker.mqtt5 else "3.1.1")
-        edge = EdgeApp(EdgeConfig(mqtt=settings, node="demo")).start()
+        edge = build_edge(EdgeConfig(mqtt=settings, node="demo", backend=backend,
+                                     **engine_options(engine, no_engines, None))).start()
         edge.wait_connected(10)
         view = LiveView(settings).start()
         replayer = Replayer(sample_records(), settings, devices=devices, speed=speed, loop=True,
