@@ -62,17 +62,17 @@ TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="BEATSSL_TLS
 TlsInsecureOpt = Annotated[bool, typer.Option("--tls-insecure",
                                               help="Do NOT verify the broker's certificate (testing only!).")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="Logging level: debug, info, warning, error.")]
-EngineOpt = Annotated[Optional[list[Path]], typer.Option(
+EngineOpt = Annotated[list[Path] | None, typer.Option(
     "--engine", help="Engine folder to load (repeat for a segmentation and a classification engine). "
                      "Default: the shipped engines in engines/ (BEATSSL_ENGINES overrides the folder).")]
 NoEnginesOpt = Annotated[bool, typer.Option("--no-engines", help="Load no engine: beats and beat-based rhythm only.")]
 BackendOpt = Annotated[str, typer.Option(help="Inference backend: auto (TensorRT when a plan and a GPU are "
                                               "present), onnxruntime or tensorrt.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="ONNX Runtime intra-op threads per engine "
+ThreadsOpt = Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads per engine "
                                                         "(default: its own choice).")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Most windows per engine call, across all devices.")]
 MaxWaitOpt = Annotated[float, typer.Option(help="Longest a window waits for others to fill a batch, ms.")]
-SegLeadsOpt = Annotated[Optional[str], typer.Option(
+SegLeadsOpt = Annotated[str | None, typer.Option(
     "--segment-leads", help="Leads to segment per beat, comma-separated, or 'all' (default: II, else MLII, "
                             "else the stream's first lead).")]
 HopOpt = Annotated[float, typer.Option(help="Period of rhythm messages per device, s.")]
@@ -179,6 +179,16 @@ def run(
     max_leads: Annotated[int, typer.Option(help="Most leads accepted per stream.")] = 16,
     duration_s: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until "
                                                              "Ctrl-C / SIGTERM).")] = None,
+    engine: EngineOpt = None,
+    no_engines: NoEnginesOpt = False,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    max_batch: MaxBatchOpt = 64,
+    max_wait_ms: MaxWaitOpt = 20.0,
+    segment_leads: SegLeadsOpt = None,
+    rhythm_hop_s: HopOpt = 2.0,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on "
+                                                          "http://127.0.0.1:PORT/metrics.")] = None,
     mqtt_version: MqttVersionOpt = "5",
     username: UsernameOpt = None,
     password_file: PasswordFileOpt = None,
