@@ -1,0 +1,293 @@
+"""Engines: checkpoint -> `train build-engine` -> edge load -> same outputs as PyTorch on real LUDB windows.
+
+Uses real (tiny, untrained) `train.models` networks saved with `train.checkpoint.save_checkpoint`, so the round trip
+goes through the same `load_checkpoint` as the shipped engines. TensorRT tests run only where tensorrt, cuda-python
+and a GPU are present.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from edge.ecg import LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
+from edge.inference import (
+    EngineError,
+    LeadMismatchError,
+    ManifestError,
+    choose_backend,
+    load_engine,
+    tensorrt_unavailable_reason,
+    to_probabilities,
+)
+from edge.manifest import MANIFEST_FILE, ONNX_FILE, PLAN_FILE, Manifest, Normalisation, normalise
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.engine_build import build_engine, build_engine_command
+from train.export import ExportCheckError, reference_windows, torch_logits
+from train.models import build_model
+
+TINY_MODEL = {
+    "widths": [8, 16],
+    "strides": [2, 5],
+    "blocks": 1,
+    "kernel": 7,
+    "stem_stride": 2,
+    "proj_hidden": 16,
+    "proj_dim": 8,
+    "dropout": 0.0,
+}
+CLS_WINDOW, SEG_WINDOW = 2500, 2000
+TRT_REASON = tensorrt_unavailable_reason()
+
+
+def _checkpoint(path: Path, task: str) -> Path:
+    """A real checkpoint of a tiny untrained network (random weights, random BN statistics)."""
+    import torch
+
+    torch.manual_seed(0)
+    leads = LEADS_12 if task == "classify" else ("I", "II", "V1")
+    classes = PTBXL_SUPERCLASSES if task == "classify" else WAVE_CLASSES
+    model = build_model(task, TINY_MODEL, len(leads), len(classes))
+    for m in model.modules():  # non-trivial running statistics, so that folding BN into convs is exercised
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    meta = {
+        "task": task,
+        "model": TINY_MODEL,
+        "leads": list(leads),
+        "fs_hz": 250,
+        "window_samples": CLS_WINDOW if task == "classify" else SEG_WINDOW,
+        "class_names": list(classes),
+        "normalisation": Normalisation(kind="zscore", eps=1e-3).to_dict(),
+        "metrics": {"val": {"macro_auroc": 0.5}},
+    }
+    if task == "classify":
+        meta["thresholds"] = [0.5, 0.4, 0.3, 0.2, 0.1]
+    save_checkpoint(path, model, meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    """One classify and one segment engine folder, built once (max_batch 16 so that splitting is exercised)."""
+    root = tmp_path_factory.mktemp("engines")
+    out = {}
+    for task in ("classify", "segment"):
+        ckpt = _checkpoint(root / f"{task}.pt", task)
+        result = build_engine(ckpt, root / task, max_batch=16, data_dir=data_dir)
+        assert result.onnx_max_abs_diff < 1e-4
+        assert (result.plan_skipped is None) == (TRT_REASON is None)
+        out[task] = root / task
+        out[f"{task}.pt"] = ckpt
+    return out
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_round_trip_matches_pytorch_on_real_records(engines: dict[str, Path], data_dir: Path, task: str) -> None:
+    model, meta = load_checkpoint(engines[f"{task}.pt"])
+    with load_engine(engines[task], backend="onnxruntime", threads=2) as engine:
+        m = engine.manifest
+        assert m.task == task and m.fs_hz == 250 and m.opset == 17
+        # 40 real windows (other records than the build check's 32), more than max_batch: split in 16 + 16 + 8.
+        windows = reference_windows(m.leads, task == "segment", m.fs_hz, m.window_samples, 72, data_dir)[32:]
+        got = engine.infer(windows)
+    want = torch_logits(model, normalise(windows, Normalisation.from_dict(meta["normalisation"])))
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert want.shape == ((40, 5) if task == "classify" else (40, 4, SEG_WINDOW))
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_manifest_records_the_checkpoint(engines: dict[str, Path]) -> None:
+    cls = Manifest.load(engines["classify"])
+    assert cls.leads == LEADS_12 and cls.class_names == PTBXL_SUPERCLASSES
+    assert cls.thresholds == {"NORM": 0.5, "MI": 0.4, "STTC": 0.3, "CD": 0.2, "HYP": 0.1}
+    assert cls.input_shape == (None, 12, CLS_WINDOW) and cls.output_names == ("logits",)
+    assert cls.activation == "sigmoid" and cls.normalisation == Normalisation(kind="zscore", eps=1e-3)
+    assert cls.metrics["val"] == {"macro_auroc": 0.5} and cls.metrics["export_check"]["windows"] == 32
+    assert cls.hop_samples == CLS_WINDOW // 2 and cls.max_batch == 16 and cls.name == "classify"
+    seg = Manifest.load(engines["segment"])
+    assert seg.class_names == WAVE_CLASSES and seg.thresholds == {} and seg.activation == "softmax"
+    assert seg.input_shape == (None, 1, SEG_WINDOW)
+    assert set(seg.files) == ({ONNX_FILE} if TRT_REASON else {ONNX_FILE, PLAN_FILE})
+    assert seg.precision == "fp32"
+
+
+def test_manifest_round_trips_through_json(engines: dict[str, Path], tmp_path: Path) -> None:
+    m = Manifest.load(engines["classify"])
+    m.write(tmp_path)
+    assert Manifest.from_dict(json.loads((tmp_path / MANIFEST_FILE).read_text())) == m
+
+
+def _copy(engines: dict[str, Path], tmp_path: Path) -> Path:
+    folder = tmp_path / "engine"
+    shutil.copytree(engines["classify"], folder)
+    return folder
+
+
+def _edit_manifest(folder: Path, **changes: object) -> None:
+    path = folder / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del raw[key]
+        else:
+            raw[key] = value
+    path.write_text(json.dumps(raw))
+
+
+def test_missing_file_is_named(engines: dict[str, Path], tmp_path: Path) -> None:
+    folder = _copy(engines, tmp_path)
+    (folder / ONNX_FILE).unlink()
+    with pytest.raises(ManifestError, match=r"model\.onnx: listed in manifest\.json but missing$"):
+        load_engine(folder)
+
+
+def test_hash_mismatch_is_named(engines: dict[str, Path], tmp_path: Path) -> None:
+    folder = _copy(engines, tmp_path)
+    with (folder / ONNX_FILE).open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ManifestError, match=r"model\.onnx: sha256 mismatch .*changed after the build"):
+        load_engine(folder)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"schema": 2}, r"manifest\.json: unknown manifest schema version 2 \(this code reads 1\)"),
+        ({"fs_hz": None}, r"manifest\.json: missing key\(s\) \['fs_hz'\]"),
+        ({"window_samples": "2500"}, r"manifest\.json: key 'window_samples' must be int, got str"),
+        ({"task": "detect"}, r"manifest\.json: task 'detect' is not one of"),
+        ({"thresholds": {"NORM": 0.5}}, r"manifest\.json: thresholds must give exactly one value per class"),
+        ({"input_shape": [None, 8, 2500]}, r"manifest\.json: input_shape \[None, 8, 2500\] does not match"),
+        ({"extra": 1}, r"manifest\.json: unknown key\(s\) \['extra'\]"),
+    ],
+)
+def test_bad_manifest_gives_one_clear_line(
+    engines: dict[str, Path], tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    folder = _copy(engines, tmp_path)
+    _edit_manifest(folder, **changes)
+    with pytest.raises(ManifestError, match=message) as info:
+        Manifest.load(folder)
+    assert "\n" not in str(info.value) and str(folder) in str(info.value)
+
+
+def test_not_an_engine_folder(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no such file"):
+        load_engine(tmp_path)
+
+
+def test_backend_choice(engines: dict[str, Path], tmp_path: Path) -> None:
+    folder = _copy(engines, tmp_path)
+    m = Manifest.load(folder)
+    assert choose_backend(m, "auto") == ("onnxruntime" if TRT_REASON or not m.has_plan else "tensorrt")
+    assert choose_backend(m, "onnxruntime") == "onnxruntime"
+    with pytest.raises(EngineError, match="unknown backend 'cuda'"):
+        choose_backend(m, "cuda")
+    if m.has_plan:  # an engine without a plan cannot run on TensorRT, whatever the machine
+        (folder / PLAN_FILE).unlink()
+        raw = json.loads((folder / MANIFEST_FILE).read_text())
+        del raw["files"][PLAN_FILE]
+        (folder / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(EngineError, match=r"backend 'tensorrt' is not available: engine .* has no model\.plan"):
+        load_engine(folder, backend="tensorrt")
+    assert load_engine(folder, backend="auto").backend.name == "onnxruntime"
+
+
+def test_infer_checks_shapes_and_handles_empty_batches(engines: dict[str, Path]) -> None:
+    with load_engine(engines["classify"], backend="onnxruntime") as engine:
+        with pytest.raises(ValueError, match=r"takes \(batch, 12, 2500\) windows; got \(2, 8, 2500\)"):
+            engine.infer(np.zeros((2, 8, 2500), np.float32))
+        assert engine.infer(np.zeros((0, 12, 2500), np.float32)).shape == (0, 5)
+        flat = engine.infer(np.zeros((1, 12, 2500), np.float32))  # flat leads: z-score stays finite
+        assert np.isfinite(flat).all()
+
+
+def test_lead_matching(engines: dict[str, Path]) -> None:
+    cls, seg = Manifest.load(engines["classify"]), Manifest.load(engines["segment"])
+    assert cls.lead_indices(list(reversed(LEADS_12))) == tuple(range(11, -1, -1))
+    with pytest.raises(LeadMismatchError, match=r"missing \['III', 'aVR'"):
+        cls.lead_indices(["I", "II", "V1", "V2", "V3", "V4", "V5", "V6", "aVL", "aVF"])
+    assert seg.lead_indices(["MLII", "V5"]) == (0, 1)  # segmentation runs on any lead
+
+
+def test_probabilities() -> None:
+    logits = np.array([[0.0, 2.0, -2.0]], np.float32)
+    np.testing.assert_allclose(to_probabilities(logits, "sigmoid"), [[0.5, 0.880797, 0.119203]], atol=1e-6)
+    p = to_probabilities(np.stack([logits, 2 * logits], axis=2), "softmax")  # (1, 3, 2): classes on axis 1
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert p[0, :, 0].argmax() == 1
+
+
+def test_fixed_normalisation() -> None:
+    spec = Normalisation.from_dict({"kind": "fixed", "mean": [1.0, -1.0], "std": [2.0, 0.5]})
+    x = np.array([[[1.0, 3.0], [-1.0, 0.0]]])
+    np.testing.assert_allclose(normalise(x, spec), [[[0.0, 1.0], [0.0, 2.0]]])
+    with pytest.raises(ValueError, match="unknown normalisation keys"):
+        Normalisation.from_dict({"kind": "zscore", "scale": 2})
+
+
+def test_export_check_fails_the_build(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.inference.onnx_backend import OnnxRuntimeBackend
+
+    run = OnnxRuntimeBackend.run
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", lambda self, x: run(self, x) + np.float32(3e-4))
+    ckpt = _checkpoint(tmp_path / "c.pt", "segment")
+    with pytest.raises(ExportCheckError, match=r"differs from PyTorch by 3\.0\de-04 > 1e-04 on 32 real windows"):
+        build_engine(ckpt, tmp_path / "bad", data_dir=data_dir)
+    assert not (tmp_path / "bad" / MANIFEST_FILE).exists()
+
+
+def test_command_warns_without_tensorrt(engines: dict[str, Path], tmp_path: Path, data_dir: Path) -> None:
+    if TRT_REASON is None:
+        pytest.skip("TensorRT is available here: no warning to check")
+    app = typer.Typer()
+    app.command("build-engine")(build_engine_command)
+    app.command("unused")(lambda: None)  # two commands, so that the sub-command name is part of the call
+    base = ["build-engine", str(engines["segment.pt"]), "--data-dir", str(data_dir), "--out"]
+    runner = CliRunner()
+    ok = runner.invoke(app, [*base, str(tmp_path / "seg"), "--max-batch", "8"])
+    assert ok.exit_code == 0, ok.output
+    assert "warning: no model.plan: " in ok.output and "the engine runs on ONNX Runtime" in ok.output
+    assert Manifest.load(tmp_path / "seg").max_batch == 8
+    strict = runner.invoke(app, [*base, str(tmp_path / "strict"), "--require-tensorrt"])
+    assert strict.exit_code == 1 and "--require-tensorrt: no TensorRT plan can be built here" in strict.output
+    bad = runner.invoke(app, [*base, str(tmp_path / "bad"), "--precision", "fp8"])
+    assert bad.exit_code == 1 and "precision 'fp8' is not one of" in bad.output
+
+
+def test_edge_never_imports_torch(engines: dict[str, Path]) -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from edge.inference import load_engine\n"
+        f"e = load_engine({str(engines['segment'])!r})\n"
+        "e.infer(np.zeros((1, 1, 2000), np.float32))\n"
+        "bad = sorted(m for m in ('torch', 'tensorrt', 'train') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(TRT_REASON is not None, reason=f"TensorRT unavailable: {TRT_REASON}")
+@pytest.mark.parametrize(("precision", "atol"), [("fp32", 1e-3), ("fp16", 5e-2)])
+def test_tensorrt_matches_onnxruntime(tmp_path: Path, data_dir: Path, precision: str, atol: float) -> None:
+    ckpt = _checkpoint(tmp_path / "c.pt", "classify")
+    result = build_engine(ckpt, tmp_path / "e", precision, max_batch=16, require_tensorrt=True, data_dir=data_dir)
+    assert result.manifest.precision == precision and result.manifest.tensorrt["version"]
+    windows = reference_windows(LEADS_12, False, 250, CLS_WINDOW, 40, data_dir)
+    with load_engine(tmp_path / "e", backend="auto") as trt_engine, load_engine(tmp_path / "e", "onnxruntime") as ort:
+        assert trt_engine.backend.name == "tensorrt"
+        got = trt_engine.infer(windows)  # 40 > max_batch 16: split
+        assert trt_engine.infer(windows[:1]).shape == (1, 5)
+        np.testing.assert_allclose(got, ort.infer(windows), atol=atol, rtol=0)
