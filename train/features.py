@@ -82,7 +82,7 @@ def beat_templates(x: np.ndarray, r_peaks: np.ndarray, fs_hz: float, window_s: t
 
 
 def cosine_similarity01(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise (1 + cosine) / 2 in [0, 1] between rows of (n, d) and (m, d); for z-scored rows = (1 + Pearson r) / 2."""
+    """Pairwise (1 + cosine) / 2 in [0, 1] between rows of (n, d) and (m, d); z-scored rows: (1 + Pearson r) / 2."""
     an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return np.clip((1.0 + an @ bn.T) / 2.0, 0.0, 1.0)

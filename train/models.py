@@ -139,6 +139,13 @@ class PretrainModel(nn.Module):
         self.g_r = projector(encoder.out_channels, proj_hidden, proj_dim)
         self.g_b = projector(encoder.out_channels, proj_hidden, proj_dim)
 
+    def forward(
+        self, x: torch.Tensor, item: torch.Tensor, start: torch.Tensor, stop: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, T) views and beat windows -> (B, proj_dim) rhythm and (k, proj_dim) beat embeddings."""
+        fmap = self.feature_map(x)
+        return self.rhythm(fmap), self.beats(fmap, item, start, stop)
+
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, T) view -> lead-averaged feature map (B, C, T')."""
         return lead_maps(self.encoder, x).mean(dim=1)
@@ -205,3 +212,23 @@ class Segmenter(nn.Module):
             h = block(torch.cat([up(h), skip], dim=1))
         h = self.final(torch.cat([self.up_in(h), x], dim=1))
         return self.head(h)
+
+
+def build_model(task: str, model: dict, n_leads: int, n_classes: int) -> nn.Module:
+    """The network of a task (``pretrain`` | ``classify`` | ``segment``) from a ``train.config.ModelConfig`` dict."""
+    enc = Encoder(
+        EncoderConfig(
+            widths=tuple(model["widths"]),
+            strides=tuple(model["strides"]),
+            blocks=model["blocks"],
+            kernel=model["kernel"],
+            stem_stride=model["stem_stride"],
+        )
+    )
+    if task == "pretrain":
+        return PretrainModel(enc, model["proj_hidden"], model["proj_dim"])
+    if task == "classify":
+        return Classifier(enc, n_leads, n_classes, model["dropout"])
+    if task == "segment":
+        return Segmenter(enc, n_classes)
+    raise ValueError(f"unknown task {task!r}")

@@ -1,0 +1,174 @@
+"""``train`` command line: pretrain, fine-tune, evaluate, download data.
+
+Every command reads a YAML config (a name in train/configs or a path) and applies the options given here on top.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from train import config
+
+app = typer.Typer(
+    help="Beat-SSL pretraining and fine-tuning (classification, wave segmentation).", no_args_is_help=True
+)
+data_app = typer.Typer(help="Dataset download.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+#: PhysioNet database slugs of the downloadable datasets.
+DATABASES: dict[str, str] = {"ptbxl": "ptb-xl", "ludb": "ludb"}
+
+
+def _overrides(**dotted: Any) -> dict[str, Any]:
+    """Nested override dict from ``section.key=value`` pairs whose value is not None."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        if value is not None:
+            config.set_dotted(out, key.replace("__", "."), value)
+    return out
+
+
+def _run(cfg: config.Config) -> None:
+    from train.loop import fit
+    from train.tasks import make_task
+
+    metrics = fit(cfg, make_task(cfg))
+    if metrics:
+        typer.echo(f"wrote {cfg.out_path() / 'model.pt'} and {cfg.out_path() / 'metrics.json'}")
+
+
+ConfigOpt = typer.Option(
+    ..., "--config", "-c", help="Config name in train/configs (e.g. cpu-small-pretrain) or YAML path."
+)
+OutOpt = typer.Option(None, help="Output folder for checkpoints and metrics (relative to the repository).")
+DataOpt = typer.Option(None, help="Folder holding ludb/, ptbxl/, mitdb/ ... (default ../shared/data beside the repo).")
+SeedOpt = typer.Option(None, help="Random seed (integer).")
+EpochsOpt = typer.Option(None, help="Training epochs (passes over the training set).")
+MinutesOpt = typer.Option(None, help="Wall-clock budget of the loop in minutes; stops cleanly when reached.")
+BatchOpt = typer.Option(None, help="Batch size per process (items).")
+LrOpt = typer.Option(None, help="Peak learning rate (AdamW).")
+DeviceOpt = typer.Option(None, help="auto | cpu | cuda.")
+ResumeOpt = typer.Option(None, "--resume/--no-resume", help="Continue from <out>/last.pt when it exists.")
+
+
+@app.command()
+def pretrain(
+    config_name: str = ConfigOpt,
+    out: str = OutOpt,
+    data_root: str = DataOpt,
+    seed: int = SeedOpt,
+    epochs: int = EpochsOpt,
+    max_minutes: float = MinutesOpt,
+    batch_size: int = BatchOpt,
+    lr: float = LrOpt,
+    device: str = DeviceOpt,
+    resume: bool = ResumeOpt,
+    rhythm: str = typer.Option(None, help="Rhythm-level targets: hard | soft_1 | soft_2."),
+    rhythm_exp: float = typer.Option(None, help="Exponent on the rhythm feature similarity (paper best: 50)."),
+    beat: str = typer.Option(None, help="Beat-level targets: hard | soft_1 | soft_2 | none (no beat loss)."),
+    beat_exp: float = typer.Option(None, help="Exponent on the beat similarity."),
+    beat_weight: float = typer.Option(None, help="Lambda: total = rhythm + lambda * beat (dimensionless)."),
+    temperature: float = typer.Option(None, help="Rhythm softmax temperature (dimensionless)."),
+    view_leads: int = typer.Option(None, help="Leads drawn per augmented view (1..12)."),
+) -> None:
+    """Beat-SSL pretraining of the encoder on unlabelled 10 s windows."""
+    cfg = config.load(
+        config_name,
+        _overrides(
+            run__out_dir=out, data__root=data_root, run__seed=seed, optim__epochs=epochs,
+            optim__max_minutes=max_minutes, optim__batch_size=batch_size, optim__lr=lr, run__device=device,
+            run__resume=resume, loss__rhythm=rhythm, loss__rhythm_exp=rhythm_exp, loss__beat=beat,
+            loss__beat_exp=beat_exp, loss__beat_weight=beat_weight, loss__temperature=temperature,
+            augment__view_leads=view_leads,
+        ),
+    )  # fmt: skip
+    cfg.task = "pretrain"
+    _run(cfg)
+
+
+@app.command()
+def finetune(
+    task: str = typer.Option(..., help="classify (PTB-XL superclasses) | segment (LUDB P/QRS/T)."),
+    config_name: str = ConfigOpt,
+    init: str = typer.Option(None, help="Checkpoint whose encoder initialises the model ('' = from scratch)."),
+    label_fraction: float = typer.Option(None, help="Fraction of labelled training records used (0-1]."),
+    out: str = OutOpt,
+    data_root: str = DataOpt,
+    seed: int = SeedOpt,
+    epochs: int = EpochsOpt,
+    max_minutes: float = MinutesOpt,
+    batch_size: int = BatchOpt,
+    lr: float = LrOpt,
+    device: str = DeviceOpt,
+    resume: bool = ResumeOpt,
+) -> None:
+    """Fine-tune an encoder (pretrained with --init, or from scratch) for classification or segmentation."""
+    cfg = config.load(
+        config_name,
+        _overrides(
+            task=task, run__init=init, data__label_fraction=label_fraction, run__out_dir=out, data__root=data_root,
+            run__seed=seed, optim__epochs=epochs, optim__max_minutes=max_minutes, optim__batch_size=batch_size,
+            optim__lr=lr, run__device=device, run__resume=resume,
+        ),
+    )  # fmt: skip
+    if cfg.task not in ("classify", "segment"):
+        raise typer.BadParameter(f"--task must be classify or segment, not {cfg.task!r}")
+    _run(cfg)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="model.pt written by pretrain/finetune."),
+    part: str = typer.Option("test", help="Split part: val | test."),
+    data_root: str = DataOpt,
+    out: Path = typer.Option(None, help="Write the metrics JSON here (default: print)."),
+) -> None:
+    """Evaluate a fine-tuned checkpoint on its task's val or test part, with its stored config."""
+    from train.checkpoint import load_checkpoint
+    from train.tasks import make_task
+
+    model, meta = load_checkpoint(checkpoint)
+    cfg = config.load(None, meta["config"])
+    if data_root:
+        cfg.data.root = data_root
+    cfg.run.init = ""
+    task = make_task(cfg)
+    if meta["task"] == "classify":
+        task.thresholds = [float(t) for t in meta["thresholds"]]
+    metrics = task.evaluate(model, part)
+    text = json.dumps(metrics, indent=2, default=float)
+    if out:
+        out.write_text(text)
+        typer.echo(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+@data_app.command("download")
+def download(
+    dataset: str = typer.Argument(..., help="ptbxl | ludb."),
+    dest: Path = typer.Option(None, help="Target folder (default <data root>/<dataset>)."),
+) -> None:
+    """Download a PhysioNet database with wfdb.dl_database (needs network access)."""
+    import wfdb
+
+    if dataset not in DATABASES:
+        typer.echo(f"error: unknown dataset {dataset!r}; choose one of {sorted(DATABASES)}", err=True)
+        raise typer.Exit(2)
+    target = dest or config.DataConfig().root_path() / dataset
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        wfdb.dl_database(DATABASES[dataset], dl_dir=str(target))
+    except (OSError, ConnectionError) as exc:  # requests' errors derive from OSError
+        typer.echo(f"error: cannot download {DATABASES[dataset]} from PhysioNet (offline?): {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"downloaded {DATABASES[dataset]} to {target}")
+
+
+from train.engine_build import build_engine_command  # noqa: E402
+
+app.command("build-engine")(build_engine_command)

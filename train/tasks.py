@@ -1,0 +1,364 @@
+"""The three training tasks behind the one loop: data, loss, evaluation and checkpoint metadata of each.
+
+A task owns its model, its training Dataset and collate function, ``loss(model, batch)`` and
+``evaluate(model, part)``; :mod:`train.loop` does the rest. ``pretrain`` is Beat-SSL (rhythm + beat contrast on 3KG
+views), ``segment`` is per-sample P / QRS / T labelling on LUDB, ``classify`` is PTB-XL superdiagnostic multilabel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from edge.ecg import INTERNAL_FS_HZ, LEADS_8, LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
+from train import losses
+from train.augment import ThreeKG, amplitude_view
+from train.checkpoint import read_checkpoint
+from train.config import Config, as_dict
+from train.data import ludb, ptbxl
+from train.data.normalise import NORMALISATION, model_input
+from train.features import beat_templates, cosine_similarity01, reference_lead, rhythm_features, standardise
+from train.metrics import multilabel_report, segmentation_report, tune_thresholds
+from train.models import build_model
+
+
+def _window_samples(cfg: Config) -> int:
+    n = int(round(cfg.data.window_s * INTERNAL_FS_HZ))
+    ds = cfg.model.stem_stride * int(np.prod(cfg.model.strides))
+    if n % ds:
+        raise ValueError(f"window of {n} samples is not a multiple of the encoder downsampling {ds}")
+    return n
+
+
+def _subset(items: list, fraction: float, seed: int) -> list:
+    """A seeded random ``fraction`` of ``items`` (at least one), in original order."""
+    if fraction >= 1.0:
+        return items
+    k = max(1, round(fraction * len(items)))
+    keep = sorted(np.random.default_rng(seed).choice(len(items), size=k, replace=False))
+    return [items[i] for i in keep]
+
+
+def _rng(index: int) -> np.random.Generator:
+    """Fresh randomness per item and call: differs across DataLoader workers, epochs and repeated calls."""
+    return np.random.default_rng([torch.initial_seed() % 2**32, index, int(torch.randint(2**31, ()).item())])
+
+
+class Task:
+    """Interface of a task; subclasses fill in the data and the three methods."""
+
+    name: str
+    model: nn.Module
+    train_set: Dataset
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.window_samples = _window_samples(cfg)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, part: str) -> dict[str, Any]:
+        """Metrics of ``model`` on ``"val"`` or ``"test"`` ({} where the task has no labels)."""
+        return {}
+
+    def finalise(self, model: nn.Module) -> None:
+        """Fit post-training quantities (decision thresholds) on validation data."""
+
+    def meta(self) -> dict[str, Any]:
+        """Checkpoint metadata (see :func:`train.checkpoint.load_checkpoint`)."""
+        return {
+            "task": self.name,
+            "model": as_dict(self.cfg)["model"],
+            "config": as_dict(self.cfg),
+            "fs_hz": INTERNAL_FS_HZ,
+            "window_samples": self.window_samples,
+            "normalisation": NORMALISATION.to_dict(),
+        }
+
+    def init_encoder(self) -> None:
+        """Load the encoder of ``cfg.run.init`` (a pretrain or fine-tune checkpoint) into this task's model."""
+        if not self.cfg.run.init:
+            return
+        state = read_checkpoint(self.cfg.run.init)["state_dict"]
+        enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+        self.model.encoder.load_state_dict(enc)
+
+
+# --------------------------------------------------------------------------------------------------- pretraining
+class PretrainSet(Dataset):
+    """Two augmented views of each window, with the beats to contrast (indices into the window's R peaks)."""
+
+    def __init__(self, windows: list, cfg: Config) -> None:
+        self.windows = windows
+        self.cfg = cfg
+        a = cfg.augment
+        self.three_kg = ThreeKG(a.max_angle_deg, a.scale_max, a.invert_p, a.vcg_method)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _view(self, w: Any, rng: np.random.Generator) -> np.ndarray:
+        full = set(LEADS_8) <= set(w.leads)
+        x = self.three_kg(w.signal_mv, rng) if full else amplitude_view(w.signal_mv, rng, self.cfg.augment.scale_max)
+        n_leads = min(self.cfg.augment.view_leads, x.shape[0])
+        return x[np.sort(rng.choice(x.shape[0], size=n_leads, replace=False))]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        w, rng = self.windows[i], _rng(i)
+        n_peaks = len(w.r_peaks)
+        beats = np.sort(rng.choice(n_peaks, size=min(n_peaks, self.cfg.loss.max_beats), replace=False))
+        return {"index": i, "v1": self._view(w, rng), "v2": self._view(w, rng), "beats": beats}
+
+
+class PretrainTask(Task):
+    """Beat-SSL: rhythm contrast over the 2N views plus lambda x beat contrast within each record."""
+
+    name = "pretrain"
+
+    def __init__(self, cfg: Config, windows: list | None = None) -> None:
+        super().__init__(cfg)
+        from train.data.windows import folder_windows  # needs edge.beats; only pretraining does
+
+        before_s, after_s = cfg.loss.beat_window_s
+        self.before, self.after = int(round(before_s * INTERNAL_FS_HZ)), int(round(after_s * INTERNAL_FS_HZ))
+        if windows is None:
+            root = cfg.data.root_path()
+            held_out = ludb.split(
+                ludb.record_names(root / "ludb"), cfg.data.split_seed, cfg.data.test_fraction, cfg.data.val_fraction
+            )
+            exclude = {f"ludb/{n}" for n in held_out["test"] + held_out["val"]}
+            windows = folder_windows(
+                root, cfg.data.pretrain_sources, cfg.data.window_s, cfg.data.max_windows_per_record, exclude
+            )
+        n = self.window_samples
+        kept = []
+        for w in windows:
+            peaks = w.r_peaks[(w.r_peaks >= self.before) & (w.r_peaks + self.after <= n)]
+            if len(peaks) >= 2 and w.signal_mv.shape[1] == n:
+                kept.append(type(w)(w.source, w.record, w.leads, w.signal_mv, peaks))
+        if not kept:
+            raise ValueError("no pretraining window with at least two complete beats")
+        self.windows = kept
+        self.rhythm = standardise(
+            np.stack([rhythm_features(w.signal_mv, w.r_peaks, w.leads, INTERNAL_FS_HZ) for w in kept])
+        ).astype(np.float32)
+        self.templates = [
+            beat_templates(w.signal_mv[reference_lead(w.leads)], w.r_peaks, INTERNAL_FS_HZ, (before_s, after_s))
+            for w in kept
+        ]
+        self.train_set = PretrainSet(kept, cfg)
+        self.model = build_model("pretrain", as_dict(cfg)["model"], 1, 0)
+        self.init_encoder()
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        b = len(items)
+        idx = np.array([it["index"] for it in items])
+        x = model_input(np.stack([it["v1"] for it in items] + [it["v2"] for it in items]))
+        peaks = [self.windows[it["index"]].r_peaks[it["beats"]] for it in items]
+        templates = np.concatenate([self.templates[it["index"]][it["beats"]] for it in items])
+        record = np.concatenate([np.full(len(p), k) for k, p in enumerate(peaks)])
+        centre = np.concatenate(peaks)
+        return {
+            "x": torch.from_numpy(x),
+            "item": torch.from_numpy(np.concatenate([record, record + b])),
+            "start": torch.from_numpy(np.tile(centre - self.before, 2)),
+            "stop": torch.from_numpy(np.tile(centre + self.after, 2)),
+            "record": torch.from_numpy(record),
+            "rhythm_sim": torch.from_numpy(cosine_similarity01(self.rhythm[idx], self.rhythm[idx]).astype(np.float32)),
+            "beat_sim": torch.from_numpy(cosine_similarity01(templates, templates).astype(np.float32)),
+        }
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.cfg.loss
+        z_r, z_b = model(batch["x"], batch["item"], batch["start"], batch["stop"])
+        b, k = z_r.shape[0] // 2, batch["record"].shape[0]
+        rhythm = losses.rhythm_loss(z_r[:b], z_r[b:], batch["rhythm_sim"], c.rhythm, c.rhythm_exp, c.temperature)
+        if c.beat == "none":
+            return rhythm + 0.0 * z_b.sum(), {"rhythm": rhythm.item()}
+        beat = losses.beat_loss(
+            z_b[:k], z_b[k:], batch["record"], batch["beat_sim"], c.beat, c.beat_exp, c.beat_temperature,
+            c.beat_hard_threshold,
+        )  # fmt: skip
+        return rhythm + c.beat_weight * beat, {"rhythm": rhythm.item(), "beat": beat.item()}
+
+    def meta(self) -> dict[str, Any]:
+        sources = sorted({w.source for w in self.windows})
+        return {**super().meta(), "leads": list(LEADS_12), "class_names": [], "thresholds": [], "sources": sources}
+
+
+# ---------------------------------------------------------------------------------------------------- segmentation
+class LeadSet(Dataset):
+    """(record, lead) pairs of LUDB as single-lead samples; labels outside the annotated span are IGNORE."""
+
+    def __init__(self, records: list[ludb.LudbRecord]) -> None:
+        self.items = [(r, k) for r in records for k in range(len(LEADS_12))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec, k = self.items[i]
+        labels = rec.labels[k].astype(np.int64)
+        lo, hi = rec.spans[k]
+        labels[:lo] = ludb.IGNORE
+        labels[hi + 1 :] = ludb.IGNORE
+        return {"x": rec.signal_mv[k : k + 1], "y": labels}
+
+
+class SegmentTask(Task):
+    """Per-sample P / QRS / T segmentation of single leads (LUDB, split by record)."""
+
+    name = "segment"
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        root = cfg.data.root_path() / "ludb"
+        names = ludb.record_names(root)
+        self.parts = ludb.split(names, cfg.data.split_seed, cfg.data.test_fraction, cfg.data.val_fraction)
+        self.parts["train"] = _subset(self.parts["train"], cfg.data.label_fraction, cfg.run.seed)
+        self.records = {n: ludb.load_record(root, n) for part in self.parts.values() for n in part}
+        if self.records[names[0]].signal_mv.shape[1] != self.window_samples:
+            raise ValueError(f"LUDB windows are not {self.window_samples} samples long")
+        self.train_set = LeadSet([self.records[n] for n in self.parts["train"]])
+        self.model = build_model("segment", as_dict(cfg)["model"], 1, len(WAVE_CLASSES))
+        self.init_encoder()
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        x = model_input(np.stack([it["x"] for it in items]))
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(np.stack([it["y"] for it in items]))}
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = F.cross_entropy(model(batch["x"]).float(), batch["y"], ignore_index=ludb.IGNORE)
+        return loss, {}
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, signals_mv: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(n, T) single-lead mV windows -> (n, T) int predicted WAVE_CLASSES indices."""
+        device = next(model.parameters()).device
+        out = []
+        for lo in range(0, len(signals_mv), batch_size):
+            x = torch.from_numpy(model_input(signals_mv[lo : lo + batch_size, None])).to(device)
+            out.append(model(x).argmax(dim=1).cpu().numpy())
+        return np.concatenate(out)
+
+    def evaluate(self, model: nn.Module, part: str) -> dict[str, Any]:
+        recs = [self.records[n] for n in self.parts[part]]
+        if not recs:
+            return {}
+        preds = self.predict(model, np.concatenate([r.signal_mv for r in recs]))
+        report = segmentation_report(
+            refs=[lab for r in recs for lab in r.labels],
+            preds=list(preds),
+            spans=[tuple(s) for r in recs for s in r.spans],
+            class_names=WAVE_CLASSES,
+            fs_hz=INTERNAL_FS_HZ,
+            tolerance_ms=150.0,
+            min_wave_ms=self.cfg.run.min_wave_ms,
+        )
+        return {"records": len(recs), "leads": len(preds), **report}
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            **super().meta(),
+            "leads": list(LEADS_12),
+            "class_names": list(WAVE_CLASSES),
+            "thresholds": [],
+            "min_wave_ms": self.cfg.run.min_wave_ms,
+            "split": self.parts,
+        }
+
+
+# -------------------------------------------------------------------------------------------------- classification
+class RecordSet(Dataset):
+    """Labelled 12-lead records loaded into memory: (12, T) mV at the internal rate and a multi-hot label."""
+
+    def __init__(self, signals: list[np.ndarray], labels: list[np.ndarray]) -> None:
+        self.signals, self.labels = signals, labels
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"x": self.signals[i], "y": self.labels[i]}
+
+
+class ClassifyTask(Task):
+    """PTB-XL superdiagnostic multilabel classification on the official strat_fold split."""
+
+    name = "classify"
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        rows = ptbxl.read_index(Path(cfg.data.root_path()) / "ptbxl")
+        if not rows:
+            raise ValueError(f"no PTB-XL records under {cfg.data.root_path() / 'ptbxl'}")
+        self.rows = {part: ptbxl.rows_for(rows, part) for part in ptbxl.FOLDS}
+        self.rows["train"] = _subset(self.rows["train"], cfg.data.label_fraction, cfg.run.seed)
+        self.sets = {part: self._load(r) for part, r in self.rows.items()}
+        self.train_set = self.sets["train"]
+        self.thresholds = np.full(len(PTBXL_SUPERCLASSES), 0.5)
+        self.threshold_source = "default 0.5"
+        self.model = build_model("classify", as_dict(cfg)["model"], len(LEADS_12), len(PTBXL_SUPERCLASSES))
+        self.init_encoder()
+
+    def _load(self, rows: list[ptbxl.PtbxlRow]) -> RecordSet:
+        signals = [self._fit(ptbxl.load_signal(r)) for r in rows]
+        return RecordSet(signals, [r.labels for r in rows])
+
+    def _fit(self, x: np.ndarray) -> np.ndarray:
+        """Crop or zero-pad (12, n) to the window length."""
+        n = self.window_samples
+        return x[:, :n] if x.shape[1] >= n else np.pad(x, ((0, 0), (0, n - x.shape[1])))
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        x = model_input(np.stack([it["x"] for it in items]))
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(np.stack([it["y"] for it in items]))}
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return F.binary_cross_entropy_with_logits(model(batch["x"]).float(), batch["y"]), {}
+
+    @torch.no_grad()
+    def scores(self, model: nn.Module, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 5) labels and sigmoid scores of one split part."""
+        data = self.sets[part]
+        device = next(model.parameters()).device
+        x = torch.from_numpy(model_input(np.stack(data.signals))).to(device)
+        return np.stack(data.labels), torch.sigmoid(model(x).float()).cpu().numpy()
+
+    def finalise(self, model: nn.Module) -> None:
+        part = "val" if len(self.sets["val"]) else "train"
+        self.thresholds = tune_thresholds(*self.scores(model, part))
+        self.threshold_source = f"max F1 on {part}"
+
+    def evaluate(self, model: nn.Module, part: str) -> dict[str, Any]:
+        if not len(self.sets[part]):
+            return {"records": 0}
+        y, s = self.scores(model, part)
+        return {"records": len(y), **multilabel_report(y, s, self.thresholds, PTBXL_SUPERCLASSES)}
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            **super().meta(),
+            "leads": list(LEADS_12),
+            "class_names": list(PTBXL_SUPERCLASSES),
+            "thresholds": [float(t) for t in self.thresholds],
+            "thresholds_from": self.threshold_source,
+        }
+
+
+def make_task(cfg: Config) -> Task:
+    """The task named by ``cfg.task``."""
+    tasks = {"pretrain": PretrainTask, "segment": SegmentTask, "classify": ClassifyTask}
+    if cfg.task not in tasks:
+        raise ValueError(f"unknown task {cfg.task!r}, expected one of {sorted(tasks)}")
+    return tasks[cfg.task](cfg)
