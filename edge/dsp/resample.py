@@ -89,6 +89,8 @@ class StreamingResampler:
         self.samples_in += x.shape[0]
         # last k with floor((k * down + half_len) / up) <= samples_in - 1
         k_end = max(0, (self.samples_in * self.up - 1 - self.half_len) // self.down + 1)
+        if k_end == self.samples_out:
+            return np.empty((0, self.n_channels), dtype=np.float32)
         start = self.samples_in - self._buffer.shape[1]
         t = np.arange(self.samples_out, k_end) * self.down + self.half_len
         first = t // self.up - n_taps + 1 - start  # buffer column of each output's oldest input sample
