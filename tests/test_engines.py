@@ -68,7 +68,7 @@ def _checkpoint(path: Path, task: str) -> Path:
         "window_samples": CLS_WINDOW if task == "classify" else SEG_WINDOW,
         "class_names": list(classes),
         "normalisation": Normalisation(kind="zscore", eps=1e-3).to_dict(),
-        "metrics": {"val": {"macro_auroc": 0.5}},
+        "metrics": {"val": {"macro_auroc": np.float64(0.5)}},  # numpy scalars, as training writes them
     }
     if task == "classify":
         meta["thresholds"] = [0.5, 0.4, 0.3, 0.2, 0.1]

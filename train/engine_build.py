@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -170,7 +171,7 @@ def build_engine_from_model(
                 f"the fp32 TensorRT plan differs from PyTorch by {plan_diff:.2e} > {PLAN_FP32_TOLERANCE:.0e}"
             )
 
-    metrics = dict(meta.get("metrics", {}))
+    metrics = json.loads(json.dumps(meta.get("metrics", {}), default=_json_scalar))
     metrics["export_check"] = {
         "windows": len(windows),
         "source": "LUDB, first window of each record",
@@ -224,6 +225,13 @@ def _thresholds(meta: dict[str, Any], class_names: tuple[str, ...]) -> dict[str,
     if len(values) != len(class_names):
         raise BuildError(f"{len(values)} thresholds for {len(class_names)} classes")
     return dict(zip(class_names, values, strict=True))
+
+
+def _json_scalar(value: Any) -> Any:
+    """numpy / torch scalars in checkpoint metrics -> plain Python numbers (anything else is an error)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    raise TypeError(f"checkpoint metrics hold a {type(value).__name__}, which JSON cannot store")
 
 
 def _version() -> str:
