@@ -172,3 +172,6 @@ def download(
 from train.engine_build import build_engine_command  # noqa: E402
 
 app.command("build-engine")(build_engine_command)
+
+if __name__ == "__main__":
+    app()

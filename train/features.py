@@ -53,7 +53,7 @@ def rhythm_features(ecg: np.ndarray, r_peaks: np.ndarray, leads: tuple[str, ...]
         out[3] = np.nanmedian([_qrs_width_ms(x, r, fs_hz) for r in r_peaks])
         out[4] = np.median(x[r_peaks])
         t_lo, t_hi = int(0.15 * fs_hz), int(0.4 * fs_hz)
-        t_amp = [x[r + t_lo : r + t_hi].max(initial=np.nan) for r in r_peaks if r + t_hi <= len(x)]
+        t_amp = [x[r + t_lo : r + t_hi].max() for r in r_peaks if r + t_hi <= len(x)]
         out[5] = np.median(t_amp) if t_amp else np.nan
         if "I" in leads and "aVF" in leads:
             w = int(0.05 * fs_hz)
@@ -65,7 +65,11 @@ def rhythm_features(ecg: np.ndarray, r_peaks: np.ndarray, leads: tuple[str, ...]
 
 def standardise(features: np.ndarray) -> np.ndarray:
     """Z-score (n, d) features per column over the corpus; undefined entries become 0 (the column mean)."""
-    mean, std = np.nanmean(features, axis=0), np.nanstd(features, axis=0)
+    defined = np.isfinite(features)
+    count = np.maximum(defined.sum(axis=0), 1)
+    filled = np.where(defined, features, 0.0)
+    mean = filled.sum(axis=0) / count
+    std = np.sqrt((np.where(defined, features - mean, 0.0) ** 2).sum(axis=0) / count)
     z = (features - mean) / np.where(std > 0, std, 1.0)
     return np.nan_to_num(z, nan=0.0)
 

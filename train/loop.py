@@ -149,7 +149,8 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
             "val": task.evaluate(model, "val"),
             "test": task.evaluate(model, "test"),
         }
-        save_checkpoint(out / "model.pt", model, {**task.meta(), "metrics": metrics})
+        summary = {k: v for k, v in metrics.items() if k != "history"}  # the per-epoch log stays in metrics.json
+        save_checkpoint(out / "model.pt", model, {**task.meta(), "metrics": summary})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         log.close()
     if ddp:

@@ -20,7 +20,7 @@ from edge.ecg import INTERNAL_FS_HZ, LEADS_8, LEADS_12, PTBXL_SUPERCLASSES, WAVE
 from train import losses
 from train.augment import ThreeKG, amplitude_view
 from train.checkpoint import read_checkpoint
-from train.config import Config, as_dict
+from train.config import Config, ModelConfig, as_dict
 from train.data import ludb, ptbxl
 from train.data.normalise import NORMALISATION, model_input
 from train.features import beat_templates, cosine_similarity01, reference_lead, rhythm_features, standardise
@@ -58,6 +58,8 @@ class Task:
     train_set: Dataset
 
     def __init__(self, cfg: Config) -> None:
+        if cfg.run.init:  # the pretrained encoder fixes the architecture
+            cfg.model = ModelConfig(**{**as_dict(cfg)["model"], **read_checkpoint(cfg.run.init)["meta"]["model"]})
         self.cfg = cfg
         self.window_samples = _window_samples(cfg)
 
@@ -95,6 +97,21 @@ class Task:
 
 
 # --------------------------------------------------------------------------------------------------- pretraining
+def held_out(cfg: Config) -> set[Path]:
+    """Records never seen in pretraining: the LUDB val/test split and PTB-XL folds 9 and 10 (paths, no extension)."""
+    root = cfg.data.root_path()
+    out: set[Path] = set()
+    if (root / "ludb" / "RECORDS").exists():
+        parts = ludb.split(
+            ludb.record_names(root / "ludb"), cfg.data.split_seed, cfg.data.test_fraction, cfg.data.val_fraction
+        )
+        out |= {root / "ludb" / "data" / n for n in parts["val"] + parts["test"]}
+    if (root / "ptbxl" / "ptbxl_database.csv").exists():
+        rows = ptbxl.read_index(root / "ptbxl")
+        out |= {r.path for r in ptbxl.rows_for(rows, "val") + ptbxl.rows_for(rows, "test")}
+    return out
+
+
 class PretrainSet(Dataset):
     """Two augmented views of each window, with the beats to contrast (indices into the window's R peaks)."""
 
@@ -133,12 +150,8 @@ class PretrainTask(Task):
         self.before, self.after = int(round(before_s * INTERNAL_FS_HZ)), int(round(after_s * INTERNAL_FS_HZ))
         if windows is None:
             root = cfg.data.root_path()
-            held_out = ludb.split(
-                ludb.record_names(root / "ludb"), cfg.data.split_seed, cfg.data.test_fraction, cfg.data.val_fraction
-            )
-            exclude = {f"ludb/{n}" for n in held_out["test"] + held_out["val"]}
             windows = folder_windows(
-                root, cfg.data.pretrain_sources, cfg.data.window_s, cfg.data.max_windows_per_record, exclude
+                root, cfg.data.pretrain_sources, cfg.data.window_s, cfg.data.max_windows_per_record, held_out(cfg)
             )
         n = self.window_samples
         kept = []
@@ -227,7 +240,7 @@ class SegmentTask(Task):
         self.parts = ludb.split(names, cfg.data.split_seed, cfg.data.test_fraction, cfg.data.val_fraction)
         self.parts["train"] = _subset(self.parts["train"], cfg.data.label_fraction, cfg.run.seed)
         self.records = {n: ludb.load_record(root, n) for part in self.parts.values() for n in part}
-        if self.records[names[0]].signal_mv.shape[1] != self.window_samples:
+        if next(iter(self.records.values())).signal_mv.shape[1] != self.window_samples:
             raise ValueError(f"LUDB windows are not {self.window_samples} samples long")
         self.train_set = LeadSet([self.records[n] for n in self.parts["train"]])
         self.model = build_model("segment", as_dict(cfg)["model"], 1, len(WAVE_CLASSES))

@@ -61,14 +61,16 @@ def record_windows(
 
 
 def folder_windows(
-    root: Path, sources: Iterable[str], window_s: float, max_windows: int, exclude: set[str] = frozenset()
+    root: Path, sources: Iterable[str], window_s: float, max_windows: int, exclude: set[Path] = frozenset()
 ) -> list[Window]:
-    """Windows of every readable record of ``root/<source>`` for each source; records named in ``exclude``
-    (``"ludb/12"`` style) are skipped (e.g. the LUDB test split), unreadable ones are skipped too."""
+    """Windows of every readable record below ``root/<source>`` for each source.
+
+    Records whose path (without extension) is in ``exclude`` are skipped (held-out splits), unreadable ones too.
+    """
     out: list[Window] = []
     for source in sources:
         for path in record_paths(root / source):
-            if f"{source}/{path.name}" in exclude:
+            if path in exclude:
                 continue
             try:
                 out += record_windows(path, source, window_s, max_windows)
