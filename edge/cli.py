@@ -200,7 +200,8 @@ def run(
     tls_insecure: TlsInsecureOpt = False,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Subscribe to ecg/+/samples, detect beats online and publish beatssl/<device>/{beats,status,errors}."""
+    """Subscribe to ecg/+/samples, detect beats online, segment them and classify rhythm windows with the loaded
+    engines, and publish beatssl/<device>/{beats,rhythm,status,errors} (see docs/protocol.md)."""
     setup_logging(log_level)
     embedded = None
     if broker is None:
