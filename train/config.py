@@ -180,11 +180,11 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
     names = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in names:
-            raise ValueError(f"unknown config key {where}{key!r}")
+            raise ValueError(f"unknown config key {where + key!r}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{key!r} must be a mapping")
+                raise ValueError(f"config key {where + key!r} must be a mapping")
             _merge(current, value, f"{where}{key}.")
         else:
             setattr(obj, key, value)

@@ -1,0 +1,75 @@
+"""CLI (download up to the network call), configs, the loop end to end, resume and load_checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+import torch
+import wfdb
+from typer.testing import CliRunner
+
+from edge.ecg import LEADS_12, WAVE_CLASSES
+from train import config
+from train.checkpoint import load_checkpoint
+from train.cli import app
+from train.loop import fit
+from train.tasks import make_task
+
+
+def test_download_offline_gives_a_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = []
+
+    def offline(db_dir: str, dl_dir: str, **_: object) -> None:
+        calls.append((db_dir, dl_dir))
+        raise requests.exceptions.ConnectionError("Max retries exceeded with url: /content/ludb/ (offline)")
+
+    monkeypatch.setattr(wfdb, "dl_database", offline)
+    result = CliRunner().invoke(app, ["data", "download", "ludb", "--dest", str(tmp_path / "ludb")])
+    assert result.exit_code == 1
+    assert calls == [("ludb", str(tmp_path / "ludb"))]
+    assert "cannot download ludb from PhysioNet (offline?)" in result.output
+    assert "Traceback" not in result.output
+    assert CliRunner().invoke(app, ["data", "download", "mimic"]).exit_code == 2
+
+
+def test_every_shipped_config_loads_and_unknown_keys_fail() -> None:
+    for path in sorted(config.CONFIG_DIR.glob("*.yaml")):
+        cfg = config.load(path.stem)
+        assert cfg.task in ("pretrain", "classify", "segment"), path
+    with pytest.raises(ValueError, match="unknown config key 'loss.beta'"):
+        config.load("cpu-small-pretrain", {"loss": {"beta": 1}})
+
+
+def _tiny(data_dir: Path, out: Path, epochs: int) -> config.Config:
+    return config.load(
+        "cpu-small-finetune-segment",
+        {
+            "data": {"root": str(data_dir), "label_fraction": 0.02},
+            "model": {"widths": [8, 8, 16]},
+            "optim": {"epochs": epochs, "batch_size": 8},
+            "run": {"out_dir": str(out)},
+        },
+    )
+
+
+def test_fit_writes_a_checkpoint_that_load_checkpoint_rebuilds_and_resumes(data_dir: Path, tmp_path: Path) -> None:
+    cfg = _tiny(data_dir, tmp_path / "seg", epochs=1)
+    task = make_task(cfg)
+    metrics = fit(cfg, task)
+    assert metrics["epochs_done"] == 1 and 0.0 <= metrics["test"]["mean_dice"] <= 1.0
+    assert json.loads((tmp_path / "seg" / "metrics.json").read_text())["steps"] == metrics["steps"]
+
+    model, meta = load_checkpoint(tmp_path / "seg" / "model.pt")
+    assert not model.training
+    assert meta["task"] == "segment" and meta["fs_hz"] == 250 and meta["window_samples"] == 2500
+    assert meta["class_names"] == list(WAVE_CLASSES) and meta["leads"] == list(LEADS_12)
+    assert meta["normalisation"] == {"kind": "zscore", "eps": 1e-3}
+    assert meta["metrics"]["test"]["mean_dice"] == metrics["test"]["mean_dice"]
+    x = torch.randn(2, 1, 2500)
+    torch.testing.assert_close(model(x), task.model.eval()(x))
+
+    again = fit(_tiny(data_dir, tmp_path / "seg", epochs=2), make_task(_tiny(data_dir, tmp_path / "seg", epochs=2)))
+    assert again["epochs_done"] == 2 and again["steps"] == 2 * metrics["steps"]  # resumed after epoch 1

@@ -1,0 +1,64 @@
+"""Networks: shapes, RoI pooling, ONNX-friendly forward, one optimisation step on real LUDB leads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from edge.ecg import WAVE_CLASSES
+from train import config
+from train.models import Classifier, Encoder, EncoderConfig, Segmenter, roi_pool
+from train.tasks import SegmentTask
+
+
+def test_roi_pooling_picks_the_right_columns() -> None:
+    fmap = torch.arange(10, dtype=torch.float32).repeat(2, 3, 1)  # (B=2, C=3, T'=10), value = column index
+    fmap[1] += 100
+    item = torch.tensor([0, 0, 1, 1])
+    start = torch.tensor([40, 45, 0, 190])  # downsampling 20: columns [2, 5), [2, 4), [0, 1), [9, 10)
+    stop = torch.tensor([100, 61, 5, 260])  # the last window runs past the end: clipped to column 9
+    pooled = roi_pool(fmap, item, start, stop, downsampling=20)
+    torch.testing.assert_close(pooled[:, 0], torch.tensor([3.0, 2.5, 100.0, 109.0]))
+    assert pooled.shape == (4, 3)
+
+
+def test_roi_pooling_of_the_encoder_map_averages_its_columns() -> None:
+    enc = Encoder(EncoderConfig(widths=(8, 16), strides=(1, 5), blocks=1)).eval()
+    x = torch.randn(1, 1, 1000)
+    fmap = enc(x)[-1]  # downsampling 10 -> 100 columns
+    pooled = roi_pool(fmap, torch.tensor([0]), torch.tensor([200]), torch.tensor([350]), enc.cfg.downsampling)
+    torch.testing.assert_close(pooled[0], fmap[0, :, 20:35].mean(dim=1))
+
+
+def test_shapes_and_size() -> None:
+    cfg = EncoderConfig()
+    seg = Segmenter(Encoder(cfg), len(WAVE_CLASSES)).eval()
+    cls = Classifier(Encoder(cfg), 12, 5).eval()
+    assert seg(torch.randn(2, 1, 2500)).shape == (2, 4, 2500)
+    assert cls(torch.randn(2, 12, 2500)).shape == (2, 5)
+    assert sum(p.numel() for p in seg.parameters()) <= 1_000_000  # < 5 MB as float32 ONNX
+
+
+@pytest.fixture(scope="module")
+def tiny_segment_task(data_dir: Path) -> SegmentTask:
+    cfg = config.load(
+        "cpu-small-finetune-segment",
+        {"data": {"root": str(data_dir), "label_fraction": 0.02}, "model": {"widths": [8, 8, 16]}},
+    )
+    return SegmentTask(cfg)
+
+
+def test_one_training_step_lowers_the_loss(tiny_segment_task: SegmentTask) -> None:
+    torch.manual_seed(0)
+    task = tiny_segment_task
+    batch = task.collate([task.train_set[i] for i in range(8)])
+    model = task.model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    before, _ = task.loss(model, batch)
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    after, _ = task.loss(model, batch)
+    assert after.item() < before.item()
