@@ -143,7 +143,7 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
             "task": task.name,
             "epochs_done": history[-1]["epoch"] if history else 0,
             "steps": step,
-            "train_seconds": sum(h.get("elapsed_s", 0) for h in history[-1:]),
+            "train_seconds": history[-1]["elapsed_s"] if history else 0.0,
             "stopped_by_time": out_of_time,
             "history": history,
             "val": task.evaluate(model, "val"),

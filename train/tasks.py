@@ -23,6 +23,7 @@ from train.checkpoint import read_checkpoint
 from train.config import Config, ModelConfig, as_dict
 from train.data import ludb, ptbxl
 from train.data.normalise import NORMALISATION, model_input
+from train.data.windows import folder_windows
 from train.features import beat_templates, cosine_similarity01, reference_lead, rhythm_features, standardise
 from train.metrics import multilabel_report, segmentation_report, tune_thresholds
 from train.models import build_model
@@ -144,8 +145,6 @@ class PretrainTask(Task):
 
     def __init__(self, cfg: Config, windows: list | None = None) -> None:
         super().__init__(cfg)
-        from train.data.windows import folder_windows  # needs edge.beats; only pretraining does
-
         before_s, after_s = cfg.loss.beat_window_s
         self.before, self.after = int(round(before_s * INTERNAL_FS_HZ)), int(round(after_s * INTERNAL_FS_HZ))
         if windows is None:
