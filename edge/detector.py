@@ -2,8 +2,9 @@
 
 Per chunk, vectorised with numpy:
 
-1. QRS band-pass (:func:`edge.dsp.filters.qrs_bandpass`, stateful SOS) of every lead;
-2. five-point derivative (mV/s), squared and summed over leads: the energy ``e`` ((mV/s)²);
+1. QRS band-pass (:func:`edge.dsp.filters.qrs_bandpass`) and five-point derivative of every lead, run as one
+   causal FIR (the band-pass's impulse response, cut at 1e-6 of its energy, convolved with the derivative) over a
+   preallocated history; squared and summed over leads this gives the slope energy ``e`` ((mV/s)²);
 3. moving-window integration (mean of ``e`` over ``mwi_window_s``), computed from an integer running sum so that
    it is exactly the same whatever the chunking;
 4. candidates: samples of the integrated signal that are larger than every sample ``peak_window_s`` before and not
@@ -26,11 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.dsp.filters import StreamingSOS, group_delay_samples, qrs_bandpass
+from edge.dsp.filters import five_point_derivative, group_delay_samples, impulse_response, qrs_bandpass
+from edge.dsp.history import History
 from edge.ecg import INTERNAL_FS_HZ
 
 #: Fixed-point resolution of the energy before integration ((mV/s)² per unit).
 _ENERGY_QUANTUM = 1e-6
+_BLOCK = 4096  # samples filtered per step (bounds the memory used by long chunks)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class OnlineQRSDetector:
         Sampling rate of the input (Hz); the edge feeds :data:`edge.ecg.INTERNAL_FS_HZ`.
     n_leads
         Number of leads (columns) combined for detection.
+    band_hz
+        QRS band-pass edges (Hz).
+    band_order
+        Butterworth order of the QRS band-pass (per edge).
     mwi_window_s
         Length of the moving-window integrator (s).
     peak_window_s
@@ -85,6 +92,8 @@ class OnlineQRSDetector:
         self,
         fs_hz: float = INTERNAL_FS_HZ,
         n_leads: int = 2,
+        band_hz: tuple[float, float] = (5.0, 15.0),
+        band_order: int = 2,
         mwi_window_s: float = 0.15,
         peak_window_s: float = 0.08,
         refractory_s: float = 0.2,
@@ -102,23 +111,23 @@ class OnlineQRSDetector:
         self.searchback_rr = float(searchback_rr)
         self.learning = round(learning_s * fs_hz)
         self.min_energy = float(min_energy)
-        sos = qrs_bandpass(fs_hz)
-        self._bandpass = StreamingSOS(sos, self.n_leads)
+        sos = qrs_bandpass(fs_hz, *band_hz, order=band_order)
+        self._band = impulse_response(sos)
+        slope_fir = np.convolve(self._band, five_point_derivative(fs_hz))
+        self._slope_taps = slope_fir[::-1].copy()  # reversed: applied to windows oldest-first
         self.filter_delay = round(group_delay_samples(sos, 10.0, fs_hz))
-        self._derivative_gain = (fs_hz / 8.0) ** 2 / _ENERGY_QUANTUM
-        self._history = self.half * 2 + self.window + self.filter_delay + 4
+        self._energy_scale = _ENERGY_QUANTUM / self.window  # integrated energy per integer unit ((mV/s)²)
+        look = 2 * self.half + self.window + 8  # samples read behind the newest one when deciding
+        self._x = History(self.n_leads, keep=look + self._band.size + slope_fir.size, window=slope_fir.size)
+        # rows: quantised slope energy, its running sum, integrated energy (all in integer units)
+        self._energy = History(3, keep=look, dtype=np.int64)
         self.reset()
 
     def reset(self) -> None:
-        """Forget the stream: filter state, buffers, levels and RR history."""
-        self._bandpass.reset()
+        """Forget the stream: histories, levels and RR history."""
         self.samples_in = 0
-        self._tail = np.zeros((4, self.n_leads))  # last 4 band-passed samples, for the derivative
-        self._csum = np.zeros(self.window, dtype=np.int64)  # last `window` running sums of quantised energy
-        self._mwi = np.zeros(0)  # integrated energy, energy and band-passed power of the last samples
-        self._energy = np.zeros(0)
-        self._power = np.zeros(0)
-        self._next_eval = 0  # first index not yet tested as a candidate
+        self._energy.reset()
+        self._next_eval = 1  # first index not yet tested as a candidate
         self._learn_max = 0.0
         self._learn_sum = 0.0
         self._learned = False
@@ -145,32 +154,28 @@ class OnlineQRSDetector:
         n = x.shape[0]
         if n == 0:
             return []
-        filtered = np.concatenate((self._tail, self._bandpass.push(x)))
-        self._tail = filtered[-4:]
-        derivative = 2.0 * filtered[4:] + filtered[3:-1] - filtered[1:-3] - 2.0 * filtered[:-4]
-        quantised = np.rint((derivative * derivative).sum(axis=1) * self._derivative_gain).astype(np.int64)
-        csum = np.cumsum(quantised)
-        csum += self._csum[-1]
-        csum_all = np.concatenate((self._csum, csum))
-        self._csum = csum_all[-self.window :]
-        mwi = (csum_all[self.window :] - csum_all[:-self.window]) * (_ENERGY_QUANTUM / self.window)
-        energy = quantised * _ENERGY_QUANTUM
-        power = (filtered[4:] * filtered[4:]).sum(axis=1)
-        start = self.samples_in
-        self.samples_in += n
-        self._mwi = np.concatenate((self._mwi, mwi))
-        self._energy = np.concatenate((self._energy, energy))
-        self._power = np.concatenate((self._power, power))
+        if self.samples_in == 0:
+            self._x.reset(fill=x[0])  # the stream is taken as constant before its start: no start-up step
+        self._x.append(x.T)
+        first = self._x.end - n - self._slope_taps.size + 1  # window column of the first new sample
+        parts = []
+        for b in range(0, n, _BLOCK):
+            slope = (self._x.windows[:, first + b : first + min(n, b + _BLOCK)] * self._slope_taps).sum(axis=2)
+            parts.append((slope * slope).sum(axis=0))
+        energy = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        c = self._energy.reserve(n)
+        quantised, csum, mwi = self._energy.data[:, c : c + n]
+        quantised[:] = np.rint(energy * (1.0 / _ENERGY_QUANTUM))
+        np.cumsum(quantised, out=csum)
+        csum += self._energy.data[1, c - 1]
+        np.subtract(csum, self._energy.data[1, c - self.window : c + n - self.window], out=mwi)
         if not self._learned:
-            learn = mwi[: max(0, self.learning - start)]
+            learn = mwi[: max(0, self.learning - self.samples_in)]
             if learn.size:
-                self._learn_max = max(self._learn_max, float(learn.max()))
-                self._learn_sum += float(learn.sum())
-        beats = self._decide_up_to(self.samples_in - self.half)
-        self._mwi = self._mwi[-self._history :]
-        self._energy = self._energy[-self._history :]
-        self._power = self._power[-self._history :]
-        return beats
+                self._learn_max = max(self._learn_max, float(learn.max()) * self._energy_scale)
+                self._learn_sum += float(learn.sum()) * self._energy_scale
+        self.samples_in += n
+        return self._decide_up_to(self.samples_in - self.half)
 
     def flush(self) -> list[Peak]:
         """End of stream: test the last samples with the look-ahead there is and decide what is pending."""
@@ -180,18 +185,16 @@ class OnlineQRSDetector:
     def _decide_up_to(self, end: int, final: bool = False) -> list[Peak]:
         """Find the candidates with index in ``[_next_eval, end)`` and run the decisions up to ``end``."""
         beats: list[Peak] = []
-        buf_start = self.samples_in - self._mwi.size
-        lo = max(self._next_eval, buf_start + 1)
+        lo = self._next_eval
         if end > lo:
-            seg = self._mwi[lo - 1 - buf_start : end + 1 - buf_start]
-            core = seg[1 : end - lo + 1]
-            rising = core > seg[: end - lo]
+            data = self._energy.data[2]
+            c = self._energy.column(lo)
+            core = data[c : c + end - lo]
+            local_max = (core > data[c - 1 : c + end - lo - 1]) & (core >= data[c + 1 : c + end - lo + 1])
             if final:
-                falling = np.append(core[:-1] >= seg[2 : end - lo + 1], True)
-            else:
-                falling = core >= seg[2:]
-            for j in (np.flatnonzero(rising & falling & (core >= self.min_energy)) + lo).tolist():
-                candidate = self._candidate(j, buf_start)
+                local_max[-1] = core[-1] > data[c + end - lo - 2]
+            for j in (np.flatnonzero(local_max) + lo).tolist():
+                candidate = self._candidate(j)
                 if candidate is not None:
                     self._decide_in_order(candidate, beats)
             self._next_eval = end
@@ -201,18 +204,22 @@ class OnlineQRSDetector:
             self._run_deadlines(end, beats)
         return beats
 
-    def _candidate(self, j: int, buf_start: int) -> _Candidate | None:
+    def _candidate(self, j: int) -> _Candidate | None:
         """The candidate at index ``j`` if it is the maximum within ``± half`` samples (look-ahead as available)."""
-        k = j - buf_start
-        value = self._mwi[k]
-        if self._mwi[max(0, k - self.half) : k].max(initial=0.0) >= value:
+        data = self._energy.data[2]
+        k = self._energy.column(j)
+        value = int(data[k])
+        if value * self._energy_scale < self.min_energy or data[k - self.half : k].max() >= value:
             return None
-        if self._mwi[k + 1 : k + 1 + self.half].max(initial=0.0) > value:
+        if data[k + 1 : min(k + 1 + self.half, self._energy.end)].max(initial=0) > value:
             return None
-        lo = max(0, k - self.window + 1)
-        slope = float(np.sqrt(self._energy[lo : k + 1].max()))
-        r_sample = buf_start + lo + int(np.argmax(self._power[lo : k + 1])) - self.filter_delay
-        return _Candidate(j, float(value), slope, max(0, r_sample))
+        slope = float(np.sqrt(self._energy.data[0, k - self.window + 1 : k + 1].max() * _ENERGY_QUANTUM))
+        # R peak: largest band-passed power (summed over leads) in the integration window, less the filter delay
+        k = self._x.column(j)
+        segment = self._x.data[:, k - self.window - self._band.size + 2 : k + 1]
+        power = sum(np.convolve(lead, self._band, mode="valid") ** 2 for lead in segment)
+        r_sample = j - self.window + 1 + int(np.argmax(power)) - self.filter_delay
+        return _Candidate(j, value * self._energy_scale, slope, max(0, r_sample))
 
     def _decide_in_order(self, candidate: _Candidate, beats: list[Peak]) -> None:
         if not self._learned:

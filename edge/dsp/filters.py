@@ -38,6 +38,27 @@ def display_bandpass(fs_hz: float, low_hz: float = 0.5, high_hz: float = 40.0, o
     return butter(order, [low_hz, high_hz], btype="bandpass", fs=fs_hz, output="sos")
 
 
+def five_point_derivative(fs_hz: float) -> np.ndarray:
+    """FIR taps of the Pan–Tompkins five-point derivative, ``(2x[n] + x[n-1] - x[n-3] - 2x[n-4]) * fs / 8``.
+
+    Applied with ``np.convolve`` it turns mV into mV/s (group delay 2 samples).
+    """
+    return np.array([2.0, 1.0, 0.0, -1.0, -2.0]) * (fs_hz / 8.0)
+
+
+def impulse_response(sos: np.ndarray, tail_energy: float = 1e-6, max_taps: int = 4096) -> np.ndarray:
+    """The impulse response of ``sos`` as FIR taps, cut where the energy left is below ``tail_energy`` of the total.
+
+    Used to run a causal IIR design as an FIR (same phase, a fixed number of taps, no recursive state).
+    """
+    impulse = np.zeros(max_taps)
+    impulse[0] = 1.0
+    h = sosfilt(sos, impulse)
+    cumulative = np.cumsum(h * h)
+    n_taps = int(np.searchsorted(cumulative, (1.0 - tail_energy) * cumulative[-1])) + 1
+    return h[:n_taps]
+
+
 def group_delay_samples(sos: np.ndarray, freq_hz: float, fs_hz: float) -> float:
     """Group delay (samples) of the filter ``sos`` at ``freq_hz``."""
     b, a = sos2tf(sos)

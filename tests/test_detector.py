@@ -1,0 +1,120 @@
+"""The online beat chain (resampler + QRS detector) on real MIT-BIH / QTDB / LUDB records (../shared/data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.beats import BeatStream, detect_record
+from edge.detector import OnlineQRSDetector
+from edge.records import read_annotations, read_record
+from edge.scoring import BEAT_SYMBOLS, beat_samples, match_beats
+
+DATA = Path(__file__).parent.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def mitdb():
+    if not (DATA / "mitdb").is_dir():
+        pytest.skip(f"no PhysioNet data at {DATA}")
+
+    def load(name: str):
+        record = read_record(DATA / "mitdb" / name)
+        samples, symbols = read_annotations(DATA / "mitdb" / name)
+        return record, beat_samples(samples, symbols)
+
+    return load
+
+
+def _f1(ref: np.ndarray, beats, fs_hz: float) -> float:
+    tp, fn, fp = match_beats(ref, np.array([b.sample for b in beats]), 0.15 * fs_hz)
+    return 2 * tp / (2 * tp + fn + fp)
+
+
+def test_match_beats_is_one_to_one_within_tolerance():
+    assert match_beats(np.array([100, 200, 300]), np.array([102, 195, 205, 420]), 10) == (2, 1, 2)
+    assert match_beats(np.array([100]), np.array([]), 10) == (0, 1, 0)
+    assert match_beats(np.array([]), np.array([5]), 10) == (0, 0, 1)
+    assert set("NVAL/") <= BEAT_SYMBOLS and not {"+", "~", "|", "[", "]", "!"} & BEAT_SYMBOLS
+
+
+@pytest.mark.parametrize("name", ["100", "119", "208"])
+def test_f1_on_mitdb_records(mitdb, name):
+    record, ref = mitdb(name)
+    beats = detect_record(record.signal_mv, record.fs_hz)
+    assert _f1(ref, beats, record.fs_hz) >= 0.99
+    rr = np.array([b.rr_s for b in beats[1:]])
+    np.testing.assert_allclose(np.diff([b.sample for b in beats]) / record.fs_hz, rr)
+    assert all(b.time_s == b.sample / record.fs_hz for b in beats)
+
+
+def test_beats_do_not_depend_on_chunking(mitdb):
+    record, _ = mitdb("119")
+    signal = record.signal_mv[: 360 * 600]
+    whole = [b.sample for b in detect_record(signal, 360.0)]
+    assert len(whole) > 500
+    for chunk in (14, 7, 360, 4999):  # 40 ms, odd sizes, 1 s
+        assert [b.sample for b in detect_record(signal, 360.0, chunk_samples=chunk)] == whole
+    short = signal[: 360 * 30]  # one sample per push is slow: a shorter excerpt
+    assert [b.sample for b in detect_record(short, 360.0, chunk_samples=1)] == [
+        b.sample for b in detect_record(short, 360.0)
+    ]
+
+
+def test_latency_is_bounded(mitdb):
+    record, _ = mitdb("100")
+    beats = detect_record(record.signal_mv, record.fs_hz, chunk_samples=14)
+    latency = np.array([b.latency_s for b in beats])
+    assert latency.min() >= 0.0
+    assert np.percentile(latency, 99) <= 0.3
+    assert np.median(latency) <= 0.25
+
+
+def test_flat_and_constant_input_yield_no_beats():
+    for level in (0.0, 1.5, -3.0):
+        assert detect_record(np.full((250 * 30, 2), level, dtype=np.float32), 250.0, chunk_samples=10) == []
+    stream = BeatStream(500.0, 1)
+    internal, beats = stream.push(np.zeros((500 * 20, 1)))
+    assert beats == [] and stream.flush() == []
+    assert stream.samples_in == 10000 and stream.samples_internal == internal.shape[0] > 4900
+
+
+def test_reset_starts_a_new_stream(mitdb):
+    record, _ = mitdb("100")
+    signal = record.signal_mv[: 360 * 60]
+    stream = BeatStream(360.0, 2)
+    first = stream.push(signal)[1] + stream.flush()
+    stream.reset()
+    assert stream.samples_in == 0
+    again = stream.push(signal)[1] + stream.flush()
+    assert again == first and len(first) > 60
+    detector = OnlineQRSDetector(250.0, 2)
+    internal = stream.resampler.push(signal)
+    peaks = detector.push(internal) + detector.flush()
+    detector.reset()
+    assert detector.samples_in == 0 and detector.push(internal) + detector.flush() == peaks
+
+
+@pytest.mark.parametrize(("path", "n_min"), [("qtdb/sel100", 1100), ("qtdb/sele0104", 800)])
+def test_qtdb_at_internal_rate(path, n_min):
+    if not (DATA / "qtdb").is_dir():
+        pytest.skip(f"no PhysioNet data at {DATA}")
+    record = read_record(DATA / path)
+    samples, symbols = read_annotations(DATA / path)
+    beats = detect_record(record.signal_mv, record.fs_hz, chunk_samples=10)
+    assert len(beats) >= n_min
+    assert _f1(beat_samples(samples, symbols), beats, record.fs_hz) >= 0.99
+
+
+def test_twelve_lead_500_hz_record():
+    if not (DATA / "ludb").is_dir():
+        pytest.skip(f"no PhysioNet data at {DATA}")
+    record = read_record(DATA / "ludb" / "data" / "1")
+    beats = detect_record(record.signal_mv, record.fs_hz, chunk_samples=20)
+    samples, _ = read_annotations(DATA / "ludb" / "data" / "1", extension="ii")
+    assert 8 <= len(beats) <= 20
+    hr = [b.hr_bpm for b in beats[1:]]
+    assert all(40 < h < 150 for h in hr)
+    assert samples.size > 0
