@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from edge_harness import Collector, Feeder, running_edge
 
 from edge import protocol as proto
 from edge.beats import detect_record
 from edge.records import read_record
-from edge_harness import Collector, Feeder, running_edge
 
 
 @pytest.fixture(scope="module")
