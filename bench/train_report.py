@@ -85,7 +85,8 @@ def verdict(results: dict[str, dict]) -> list[str]:
         (f"mean Dice >= 0.90 (pretrained: {pre['mean_dice']:.3f})", pre["mean_dice"] >= 0.90),
         (f"QRS onset and offset F1 >= 0.98 (pretrained: min {qrs_f1:.3f})", qrs_f1 >= 0.98),
         (
-            f"pretrained >= scratch in mean Dice ({pre['mean_dice']:.3f} vs {scr['mean_dice']:.3f})",
+            f"pretrained >= scratch in mean Dice ({pre['mean_dice']:.4f} vs {scr['mean_dice']:.4f}; mean boundary F1 "
+            f"{pre['mean_boundary_f1']:.4f} vs {scr['mean_boundary_f1']:.4f})",
             pre["mean_dice"] >= scr["mean_dice"],
         ),
     ]
