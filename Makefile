@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test venv mosquitto lint bench
+.PHONY: demo test venv mosquitto chromium lint bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,10 +17,15 @@ mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto)
 
+# headless browser for tests/test_web.py (the live page); Debian's package, nothing else downloaded
+chromium:
+	@[ -x /usr/bin/chromium ] || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
 demo: venv mosquitto
 	$(BIN)/beatssl-edge demo
 
-test: venv mosquitto
+test: venv mosquitto chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

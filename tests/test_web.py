@@ -1,0 +1,265 @@
+"""The browser live view: a real headless Chromium on the page, fed by broker + edge + simulator; and its security.
+
+Chromium is driven over the DevTools protocol on ``--remote-debugging-pipe`` (file descriptors 3 and 4, messages
+separated by NUL), with the standard library only. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edge_harness import Collector, running_edge
+
+from edge import protocol as proto
+from edge.cli import default_engines
+from edge.mqtt import MqttSettings
+from edge.web import Decimator, InsecureBindError, WebServer, host_name, read_credentials
+from simulator.replay import Replayer
+from simulator.sources import wfdb_records
+
+CHROMIUM = Path("/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium is not installed (/usr/bin/chromium); `make test` installs it")
+WINDOW = (1400, 900)
+
+
+class Chromium:
+    """Headless Chromium with one page, driven over the DevTools protocol on a pipe."""
+
+    def __init__(self, user_data_dir: Path):
+        cmd_r, self._cmd_w = os.pipe()
+        self._resp_r, resp_w = os.pipe()
+
+        def fds() -> None:  # the child reads commands on fd 3 and writes replies on fd 4
+            os.dup2(cmd_r, 3)
+            os.dup2(resp_w, 4)
+
+        self.proc = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-extensions", "--remote-debugging-pipe", f"--user-data-dir={user_data_dir}",
+             f"--window-size={WINDOW[0]},{WINDOW[1]}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False, preexec_fn=fds)
+        os.close(cmd_r)
+        os.close(resp_w)
+        self._next_id = 0
+        self._waiting: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=WINDOW[0], height=WINDOW[1],
+                  deviceScaleFactor=1, mobile=False)
+
+    def _read(self) -> None:
+        buf = b""
+        while chunk := os.read(self._resp_r, 1 << 16):
+            buf += chunk
+            *messages, buf = buf.split(b"\0")
+            for raw in messages:
+                msg = json.loads(raw)
+                with self._lock:
+                    fut = self._waiting.pop(msg.get("id", -1), None)
+                if fut is not None:
+                    fut.set_result(msg)
+
+    def call(self, method: str, session: bool = False, timeout_s: float = 20.0, **params: Any) -> dict[str, Any]:
+        with self._lock:
+            self._next_id += 1
+            fut: Future = Future()
+            self._waiting[self._next_id] = fut
+            msg = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = self.session
+        os.write(self._cmd_w, json.dumps(msg).encode() + b"\0")
+        reply = fut.result(timeout_s)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply["result"]
+
+    def navigate(self, url: str) -> None:
+        self.call("Page.navigate", session=True, url=url)
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page error: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", session=True, format="png")["data"]))
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout_s=5)
+        except (RuntimeError, TimeoutError, OSError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        os.close(self._cmd_w)
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Chromium]:
+    browser = Chromium(tmp_path / "chromium-profile")
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+#: What the page shows per device, read from the stable data attributes of its strip.
+PAGE_STATE_JS = """JSON.stringify([...document.querySelectorAll('#grid .strip')].map((el) => ({
+  device: el.dataset.device, beats: +el.dataset.beats, marked: +el.dataset.marked,
+  lastBeat: el.dataset.lastBeat, hr: el.querySelector('.hr').textContent,
+  hrSource: el.querySelector('.hr').dataset.source, hrT: el.querySelector('.hr').dataset.t,
+  labels: el.querySelector('.labels').dataset.labels, labelsT: el.querySelector('.labels').dataset.tEnd,
+  usable: el.querySelector('.rhythm').dataset.usable, lead: el.dataset.lead,
+  state: el.querySelector('.state').textContent })))"""
+
+
+def wait_page(browser: Chromium, pred: Any, timeout_s: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = json.loads(browser.evaluate(PAGE_STATE_JS) or "[]")
+        if pred(shown) or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.25)
+
+
+@needs_chromium
+def test_page_shows_what_the_edge_publishes(broker, data_dir: Path, chromium: Chromium, tmp_path: Path) -> None:
+    sources = wfdb_records(data_dir / "ludb", count=2) + wfdb_records(data_dir / "mitdb", names=["100"])
+    with running_edge(broker, engines=tuple(default_engines())) as (_, settings):
+        collector = Collector(settings, topics=(proto.output_subscription("beats"),
+                                                proto.output_subscription("rhythm")))
+        stop = threading.Event()
+        replayer = Replayer(sources, settings, devices=3, speed=3.0, loop=True)
+        sim = threading.Thread(target=replayer.run, kwargs={"stop_event": stop}, daemon=True)
+        with WebServer(settings) as web:
+            sim.start()
+            chromium.navigate(web.url)
+
+            def ready(shown: list[dict[str, Any]]) -> bool:  # past the first window (10 s): rhythm usable
+                return len(shown) == 3 and all(d["beats"] >= 5 and d["marked"] >= 1 and d["usable"] == "true"
+                                               for d in shown)
+
+            shown = wait_page(chromium, ready, timeout_s=25)
+            chromium.screenshot(tmp_path / "page.png")
+            chromium.evaluate("const s = document.getElementById('lead'); s.value = 'V1';"
+                              "s.dispatchEvent(new Event('change'))")
+            leads = {d["device"]: d["lead"] for d in wait_page(
+                chromium, lambda shown: [d["lead"] for d in shown] == ["V1", "V1", "MLII"], timeout_s=5)}
+            stop.set()
+            sim.join(5)
+            chromium.evaluate("document.querySelector('[data-device=\"sim-000\"]').click()")
+            focus_marked = 0
+            deadline = time.monotonic() + 5
+            while focus_marked < 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                focus_marked = int(chromium.evaluate("document.getElementById('focus').dataset.marked || 0"))
+            chromium.screenshot(tmp_path / "focus.png")
+        collector.close()
+
+    assert ready(shown), f"the page did not show beats and rhythm for all 3 devices: {shown}"
+    assert leads == {"sim-000": "V1", "sim-001": "V1", "sim-002": "MLII"}  # MIT-BIH 100 has no V1: its default
+    assert focus_marked >= 1, "the focus view drew no beat"
+    for dev in shown:
+        name = dev["device"]
+        beats = collector.get(proto.beats_topic(name))
+        rhythm = {m["t_end"]: m for m in collector.get(proto.rhythm_topic(name))}
+        assert float(dev["lastBeat"]) in {b["time"] for b in beats}, f"{name}: last beat shown was never published"
+        assert 5 <= dev["beats"] <= len(beats)
+        shown_rhythm = rhythm[float(dev["labelsT"])]  # the rhythm message the labels come from was published
+        assert dev["labels"] == ",".join(shown_rhythm["labels"])
+        source = rhythm[float(dev["hrT"])] if dev["hrSource"] == "rhythm" else \
+            next(b for b in beats if b["time"] == float(dev["hrT"]))
+        assert source["hr_bpm"] is not None and abs(int(dev["hr"]) - source["hr_bpm"]) <= 0.5, (name, dev, source)
+        assert dev["state"] == "online"
+    import matplotlib.image as mpimg
+
+    for png in ("page.png", "focus.png"):
+        image = mpimg.imread(tmp_path / png)
+        assert image.shape[:2] == (WINDOW[1], WINDOW[0])
+        assert image[..., :3].std() > 0.02, f"{png} is blank"
+
+
+# ---------------------------------------------------------------------------------------------- security
+def get(url: str, auth: tuple[str, str] | None = None, host: str | None = None) -> int:
+    req = urllib.request.Request(url)
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    if host is not None:
+        req.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_binding_beyond_localhost_needs_credentials(broker) -> None:
+    with pytest.raises(InsecureBindError, match="credentials"):
+        WebServer(MqttSettings(broker.address), host="0.0.0.0")
+
+
+def test_credentials_are_required_when_given(broker) -> None:
+    with WebServer(MqttSettings(broker.address), host="0.0.0.0", credentials=("nurse", "s3cret")) as web:
+        url = f"http://127.0.0.1:{web.port}/"
+        assert get(url) == 401
+        assert get(url, ("nurse", "wrong")) == 401
+        assert get(url + "events", ("intruder", "s3cret")) == 401
+        assert get(url, ("nurse", "s3cret")) == 200
+
+
+def test_localhost_refuses_foreign_host_names(broker) -> None:
+    with WebServer(MqttSettings(broker.address)) as web:
+        assert get(web.url) == 200
+        assert get(web.url, host=f"evil.example:{web.port}") == 403  # DNS rebinding
+        assert get(web.url + "../pyproject.toml") == 404
+    assert host_name("[::1]:8080") == "::1" and host_name("localhost:80") == "localhost"
+
+
+def test_read_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BEATSSL_HTTP_CREDENTIALS", raising=False)
+    assert read_credentials(None) is None
+    (tmp_path / "cred").write_text("nurse:pa:ss\n")
+    assert read_credentials(tmp_path / "cred") == ("nurse", "pa:ss")
+    monkeypatch.setenv("BEATSSL_HTTP_CREDENTIALS", "doc:pw")
+    assert read_credentials(None) == ("doc", "pw")
+    (tmp_path / "bad").write_text("nopassword\n")
+    with pytest.raises(ValueError, match="user:password"):
+        read_credentials(tmp_path / "bad")
+
+
+# ---------------------------------------------------------------------------------------------- decimation
+def test_decimator_keeps_peaks_and_drops_late_chunks() -> None:
+    fs = 500.0
+    signal = np.zeros((1000, 2), dtype=np.float32)
+    signal[503, 0] = 1.5  # one sharp "R peak" on lead 0 at 1.006 s
+    chunks = [proto.SamplesMessage(i, fs, ("II", "V1"), i * 0.04, signal[i * 20:(i + 1) * 20]) for i in range(50)]
+    dec = Decimator(max_rate_hz=100.0)
+    blocks = [b for b in (dec.push(c) for c in chunks) if b is not None]
+    assert all(b.dt_s == pytest.approx(0.01) for b in blocks)  # 500 Hz → 100 Hz
+    times = np.concatenate([b.t0_s + np.arange(len(b.rows[0])) * b.dt_s for b in blocks])
+    lead0 = np.concatenate([b.rows[0] for b in blocks])
+    assert len(times) == 200 and np.all(np.diff(times) > 0)
+    assert lead0.max() == pytest.approx(1.5) and abs(times[lead0.argmax()] - 1.006) <= 0.005
+    assert dec.push(chunks[10]) is None  # a late duplicate is not drawn twice
+    after_gap = dec.push(proto.SamplesMessage(60, fs, ("II", "V1"), 2.4, signal[:20]))
+    assert after_gap is not None and after_gap.t0_s == pytest.approx(2.4 + 0.004)  # a new run after lost chunks
