@@ -1,0 +1,188 @@
+"""Reference annotations of a replayed record, published on ``sim/<device>/truth`` so live output can be scored.
+
+Whatever a record has is used:
+
+* beats from ``.atr`` (MIT-BIH, QTDB): sample and symbol of every beat annotation (:data:`edge.scoring.BEAT_SYMBOLS`);
+* wave boundaries from QTDB's ``.q1c`` (cardiologist 1; not lead-specific) or LUDB's per-lead files
+  (``.i``, ``.ii`` … ``.v6``): ``(`` onset, ``p`` / ``N`` / ``t`` peak, ``)`` offset → P / QRS / T;
+* PTB-XL diagnostic superclasses (from :class:`simulator.sources.ReplaySource`).
+
+:class:`Truth` holds times relative to the record start; :meth:`Truth.message` puts them on a device's clock.
+The message schema is documented in docs/simulator.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.ecg import canonical_lead
+from edge.protocol import PROTOCOL_VERSION
+from edge.records import Record, read_annotations
+from edge.scoring import BEAT_SYMBOLS
+from simulator.sources import ReplaySource
+
+#: Peak symbols of WFDB wave annotations → wave names.
+WAVE_OF_PEAK: dict[str, str] = {"p": "P", "N": "QRS", "t": "T"}
+#: LUDB's per-lead annotation extensions (lower-case lead names).
+LUDB_EXTENSIONS: tuple[str, ...] = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6")
+#: Decimal places of times (s) in truth messages (1 µs).
+TIME_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class Wave:
+    """One annotated P wave, QRS complex or T wave; times in s from the record start (None: boundary not marked).
+
+    ``lead`` is the canonical lead it was marked on, or None when the annotator is not lead-specific (QTDB).
+    """
+
+    wave: str
+    lead: str | None
+    peak_s: float
+    on_s: float | None
+    off_s: float | None
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Everything known about one record.
+
+    Attributes:
+        record: record name.
+        dataset: ``"ptbxl"`` or ``"wfdb"``.
+        fs_hz: sampling rate of the record (Hz).
+        n_samples: record length (samples).
+        leads: canonical names of the leads being replayed.
+        beat_samples: beat annotation positions (int64, samples of the record's own sampling).
+        beat_symbols: their annotation symbols (``N``, ``V``, ``A`` …).
+        beats_from: annotator extension of the beats (``"atr"``), or None when the record has none.
+        waves: annotated waves, in file order (per lead for LUDB).
+        waves_from: ``"q1c"`` or ``"ludb"``, or None.
+        labels: PTB-XL diagnostic superclasses, else empty.
+        info: extra metadata (PTB-XL ``ecg_id``, ``strat_fold``, ``scp_codes``).
+    """
+
+    record: str
+    dataset: str
+    fs_hz: float
+    n_samples: int
+    leads: tuple[str, ...]
+    beat_samples: np.ndarray = field(repr=False)
+    beat_symbols: tuple[str, ...] = field(repr=False)
+    beats_from: str | None
+    waves: tuple[Wave, ...] = field(repr=False)
+    waves_from: str | None
+    labels: tuple[str, ...]
+    info: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.fs_hz
+
+    def message(self, device_id: str, t0_s: float, loop: int = 0) -> dict[str, object]:
+        """The JSON-ready ``sim/<device>/truth`` message for one pass of the record starting at device time ``t0_s``.
+
+        Times (``beats.time``, wave ``on``/``peak``/``off``) are on the device clock: ``t0_s + sample / fs``;
+        ``beats.sample`` stays in the record's own sampling, counted from the record start.
+        """
+        def at(t: float | None) -> float | None:
+            return None if t is None else round(t0_s + t, TIME_DECIMALS)
+
+        times = np.round(t0_s + self.beat_samples / self.fs_hz, TIME_DECIMALS)
+        return {
+            "v": PROTOCOL_VERSION,
+            "device": device_id,
+            "record": self.record,
+            "dataset": self.dataset,
+            "fs": self.fs_hz,
+            "leads": list(self.leads),
+            "t0": round(t0_s, TIME_DECIMALS),
+            "loop": loop,
+            "n_samples": self.n_samples,
+            "duration_s": round(self.duration_s, TIME_DECIMALS),
+            "beats_from": self.beats_from,
+            "beats": {
+                "time": times.tolist(),
+                "sample": self.beat_samples.tolist(),
+                "symbol": list(self.beat_symbols),
+            },
+            "waves_from": self.waves_from,
+            "waves": [
+                {"wave": w.wave, "lead": w.lead, "on": at(w.on_s), "peak": at(w.peak_s), "off": at(w.off_s)}
+                for w in self.waves
+            ],
+            "labels": list(self.labels),
+            "info": self.info,
+        }
+
+
+def waves_from_marks(samples: np.ndarray, symbols: list[str], fs_hz: float, lead: str | None) -> list[Wave]:
+    """Turn WFDB wave marks (``(`` onset, ``p``/``N``/``t`` peak, ``)`` offset) into :class:`Wave` objects.
+
+    A boundary counts only when it is adjacent to its peak; a missing one is None (LUDB leaves 134 peaks open).
+
+    Args:
+        samples: mark positions (samples); symbols: mark symbols; fs_hz: sampling rate (Hz);
+        lead: canonical lead the marks belong to, or None.
+    """
+    out = []
+    last = len(symbols) - 1
+    for i, sym in enumerate(symbols):
+        if sym not in WAVE_OF_PEAK:
+            continue
+        on = samples[i - 1] / fs_hz if i > 0 and symbols[i - 1] == "(" else None
+        off = samples[i + 1] / fs_hz if i < last and symbols[i + 1] == ")" else None
+        out.append(Wave(WAVE_OF_PEAK[sym], lead, float(samples[i] / fs_hz),
+                        None if on is None else float(on), None if off is None else float(off)))
+    return out
+
+
+def load_truth(source: ReplaySource, record: Record) -> Truth:
+    """Collect the reference annotations stored beside ``source`` for the loaded ``record``.
+
+    LUDB waves are kept for the leads in ``record.leads`` only (those being replayed).
+
+    Raises:
+        edge.records.RecordError: an annotation file exists but cannot be read.
+    """
+    beat_samples = np.zeros(0, dtype=np.int64)
+    beat_symbols: tuple[str, ...] = ()
+    beats_from = None
+    if _has(source.path, "atr"):
+        samples, symbols = read_annotations(source.path, "atr")
+        keep = [i for i, s in enumerate(symbols) if s in BEAT_SYMBOLS]
+        beat_samples = samples[keep]
+        beat_symbols = tuple(symbols[i] for i in keep)
+        beats_from = "atr"
+    waves: list[Wave] = []
+    waves_from = None
+    if _has(source.path, "q1c"):
+        waves = waves_from_marks(*read_annotations(source.path, "q1c"), record.fs_hz, None)
+        waves_from = "q1c"
+    else:
+        for ext in LUDB_EXTENSIONS:
+            lead = canonical_lead(ext)
+            if lead in record.leads and _has(source.path, ext):
+                waves += waves_from_marks(*read_annotations(source.path, ext), record.fs_hz, lead)
+                waves_from = "ludb"
+    return Truth(
+        record=record.name,
+        dataset=source.dataset,
+        fs_hz=record.fs_hz,
+        n_samples=record.n_samples,
+        leads=record.leads,
+        beat_samples=beat_samples,
+        beat_symbols=beat_symbols,
+        beats_from=beats_from,
+        waves=tuple(waves),
+        waves_from=waves_from,
+        labels=source.labels,
+        info=dict(source.info),
+    )
+
+
+def _has(path: Path, extension: str) -> bool:
+    return path.with_name(f"{path.name}.{extension}").is_file()
