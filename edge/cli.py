@@ -23,6 +23,7 @@ from edge.ecg import canonical_lead
 from edge.inference import EngineError, ManifestError
 from edge.metrics import MetricsServer
 from edge.mqtt import BrokerAddress, MqttSettings, read_password
+from edge.web import CREDENTIALS_ENV, InsecureBindError, WebServer, read_credentials
 
 app = typer.Typer(
     help="beatssl-edge: real-time ECG monitoring over MQTT — online beat detection, wave segmentation, rhythm labels.",
@@ -76,6 +77,12 @@ SegLeadsOpt = Annotated[str | None, typer.Option(
     "--segment-leads", help="Leads to segment per beat, comma-separated, or 'all' (default: II, else MLII, "
                             "else the stream's first lead).")]
 HopOpt = Annotated[float, typer.Option(help="Period of rhythm messages per device, s.")]
+HttpHostOpt = Annotated[str, typer.Option(
+    "--http-host", help="Bind address of the live page. Anything but 127.0.0.1 / localhost needs "
+                        "--http-credentials (see docs/web.md).")]
+HttpCredentialsOpt = Annotated[Path | None, typer.Option(
+    "--http-credentials", help=f"File whose first line is user:password: HTTP Basic authentication for the live "
+                               f"page (or set {CREDENTIALS_ENV}).")]
 
 
 def mqtt_settings(
@@ -152,6 +159,16 @@ def build_edge(config: EdgeConfig) -> EdgeApp:
         raise fail(f"cannot load the engines: {exc}") from None
 
 
+def web_server(settings: MqttSettings, host: str, port: int, credentials_file: Path | None) -> WebServer:
+    """The live page's server, bound but not started; a clear CLI error when it must not or cannot run."""
+    try:
+        return WebServer(settings, host, port, read_credentials(credentials_file))
+    except InsecureBindError as exc:
+        raise fail(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise fail(f"live page on {host}:{port}: {exc}") from None
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -189,6 +206,10 @@ def run(
     rhythm_hop_s: HopOpt = 2.0,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on "
                                                           "http://127.0.0.1:PORT/metrics.")] = None,
+    http_port: Annotated[int | None, typer.Option(
+        "--http-port", help="Serve the live page (browser) on this port (0: a free one); default: no page.")] = None,
+    http_host: HttpHostOpt = "127.0.0.1",
+    http_credentials: HttpCredentialsOpt = None,
     mqtt_version: MqttVersionOpt = "5",
     username: UsernameOpt = None,
     password_file: PasswordFileOpt = None,
@@ -219,10 +240,18 @@ def run(
                         stale_after_s=stale_after_s, limits=limits, backend=backend, threads=threads,
                         max_batch=max_batch, max_wait_ms=max_wait_ms, rhythm_hop_s=rhythm_hop_s,
                         **engine_options(engine, no_engines, segment_leads), **({"node": node} if node else {}))
+    try:
+        web = web_server(settings, http_host, http_port, http_credentials) if http_port is not None else None
+    except typer.Exit:
+        if embedded is not None:
+            embedded.stop()
+        raise
     edge = build_edge(config).start()
     for task, e in edge.engines.items():
         err.print(f"{task} engine {e.manifest.name} on {e.backend.name}")
     metrics = MetricsServer(lambda: edge.health("online"), metrics_port).start() if metrics_port else None
+    if web is not None:
+        err.print(f"live page on {web.start().url}")
     if not edge.wait_connected(10):
         err.print(f"[yellow]not connected to {address} yet; retrying in the background[/]")
     stop = threading.Event()
@@ -232,6 +261,8 @@ def run(
         edge.stop()
         if metrics is not None:
             metrics.stop()
+        if web is not None:
+            web.stop()
         if embedded is not None:
             embedded.stop()
 
@@ -247,6 +278,8 @@ def detect(
                                                           "to stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the beats as CSV (sample, time_s, rr_s, "
                                                      "hr_bpm, latency_s).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also draw the record with its beats (and the reference beats "
+                                                   "of its .atr file, if any) into this PNG.")] = None,
 ) -> None:
     """Run the edge's streaming beat detector offline on a WFDB record (the same code path as `run`)."""
     from edge.beats import detect_record
@@ -268,6 +301,17 @@ def detect(
             w = csv.DictWriter(fh, fieldnames=["sample", "time", "rr_s", "hr_bpm", "latency_s"])
             w.writeheader()
             w.writerows(rows)
+    if plot is not None:
+        from edge.plots import plot_record_beats
+        from edge.records import read_annotations
+        from edge.scoring import beat_samples
+
+        try:
+            truth = beat_samples(*read_annotations(record))
+        except RecordError:
+            truth = None
+        plot_record_beats(rec.signal_mv, rec.fs_hz, rec.leads, [b.sample for b in beats], plot, truth=truth,
+                          title=rec.name)
     if as_json:
         sys.stdout.write(json.dumps({"record": rec.name, "fs": rec.fs_hz, "leads": list(rec.leads),
                                      "beats": rows}) + "\n")
@@ -275,7 +319,8 @@ def detect(
     duration = len(rec.signal_mv) / rec.fs_hz
     hr = 60.0 * len(beats) / duration if duration else 0.0
     Console().print(f"{rec.name}: {len(beats)} beats in {duration:.1f} s ({hr:.0f} bpm mean), "
-                    f"fs {rec.fs_hz:g} Hz, leads {', '.join(rec.leads)}" + (f"; written to {out}" if out else ""))
+                    f"fs {rec.fs_hz:g} Hz, leads {', '.join(rec.leads)}" + (f"; written to {out}" if out else "")
+                    + (f"; plot in {plot}" if plot else ""))
 
 
 # ---------------------------------------------------------------------------------------------- demo / view
@@ -288,9 +333,13 @@ def demo(
     engine: EngineOpt = None,
     no_engines: NoEnginesOpt = False,
     backend: BackendOpt = "auto",
+    http_port: Annotated[int, typer.Option("--http-port", help="Port of the live page (0: a free one).")] = 0,
+    http_host: HttpHostOpt = "127.0.0.1",
+    http_credentials: HttpCredentialsOpt = None,
     log_level: LogLevelOpt = "warning",
 ) -> None:
-    """Start a broker, the simulator (bundled sample records, looping) and the edge, and show a live view."""
+    """Start a broker, the simulator (bundled sample records, looping) and the edge, and show a live view in the
+    terminal and in the browser (the URL is printed)."""
     from rich.live import Live
 
     from edge.view import LiveView
@@ -301,9 +350,11 @@ def demo(
     stop = threading.Event()
     with EmbeddedBroker() as broker:
         settings = MqttSettings(broker.address, protocol="5" if broker.mqtt5 else "3.1.1")
+        web = web_server(settings, http_host, http_port, http_credentials)
         edge = build_edge(EdgeConfig(mqtt=settings, node="demo", backend=backend,
                                      **engine_options(engine, no_engines, None))).start()
         edge.wait_connected(10)
+        err.print(f"live page: {web.start().url}")
         view = LiveView(settings).start()
         replayer = Replayer(sample_records(), settings, devices=devices, speed=speed, loop=True,
                             device_prefix="demo")
@@ -324,6 +375,7 @@ def demo(
             sim.join(5)
             edge.stop()
             view.stop()
+            web.stop()
         if not console.is_terminal:
             sys.stdout.write(json.dumps({"devices": view.summary()}) + "\n")
 

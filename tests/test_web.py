@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -22,9 +23,10 @@ from typing import Any
 import numpy as np
 import pytest
 from edge_harness import Collector, running_edge
+from typer.testing import CliRunner
 
+from edge import cli
 from edge import protocol as proto
-from edge.cli import default_engines
 from edge.mqtt import MqttSettings
 from edge.web import Decimator, InsecureBindError, WebServer, host_name, read_credentials
 from simulator.replay import Replayer
@@ -145,7 +147,7 @@ def wait_page(browser: Chromium, pred: Any, timeout_s: float) -> list[dict[str, 
 @needs_chromium
 def test_page_shows_what_the_edge_publishes(broker, data_dir: Path, chromium: Chromium, tmp_path: Path) -> None:
     sources = wfdb_records(data_dir / "ludb", count=2) + wfdb_records(data_dir / "mitdb", names=["100"])
-    with running_edge(broker, engines=tuple(default_engines())) as (_, settings):
+    with running_edge(broker, engines=tuple(cli.default_engines())) as (_, settings):
         collector = Collector(settings, topics=(proto.output_subscription("beats"),
                                                 proto.output_subscription("rhythm")))
         stop = threading.Event()
@@ -245,6 +247,19 @@ def test_read_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     (tmp_path / "bad").write_text("nopassword\n")
     with pytest.raises(ValueError, match="user:password"):
         read_credentials(tmp_path / "bad")
+
+
+def test_cli_refuses_an_open_bind_without_credentials(broker) -> None:
+    result = CliRunner().invoke(cli.app, ["run", "--broker", str(broker.address), "--no-engines", "--http-port", "0",
+                                          "--http-host", "0.0.0.0", "--duration-s", "1"])
+    assert result.exit_code == 2
+    assert "without credentials" in result.output
+
+
+def test_demo_serves_the_page_on_localhost() -> None:
+    result = CliRunner().invoke(cli.app, ["demo", "--devices", "2", "--duration-s", "2", "--no-engines"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"live page: http://127\.0\.0\.1:\d+/", result.output)
 
 
 # ---------------------------------------------------------------------------------------------- decimation
