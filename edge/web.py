@@ -132,6 +132,19 @@ class Block:
         return self.t0_s + len(self.rows[0]) * self.dt_s if self.rows else self.t0_s
 
 
+def merge_blocks(blocks: list[Block]) -> list[Block]:
+    """Join blocks that continue one another (same leads and step, no gap) into one; the inputs are not changed."""
+    out: list[Block] = []
+    for b in blocks:
+        last = out[-1] if out else None
+        if last is not None and last.leads == b.leads and last.dt_s == b.dt_s \
+                and abs(b.t0_s - last.t_end_s) < b.dt_s / 2:
+            out[-1] = Block(last.t0_s, last.dt_s, last.leads, [x + y for x, y in zip(last.rows, b.rows, strict=True)])
+        else:
+            out.append(b)
+    return out
+
+
 class Decimator:
     """Per-device, peak-preserving decimation of sample chunks to at most ``max_rate_hz`` per lead.
 
@@ -335,6 +348,8 @@ class LiveHub:
                 if not self._pending and not self._pending_nodes:
                     continue
                 self._seq += 1
+                for upd in self._pending.values():
+                    upd["samples"] = merge_blocks(upd["samples"])
                 self.frames.append(Frame(self._seq, self._pending, self._pending_nodes))
                 self._pending, self._pending_nodes = {}, {}
                 self.changed.notify_all()
@@ -357,7 +372,7 @@ class LiveHub:
         """The retained state as one frame, and the cursor it corresponds to."""
         with self.changed:
             devices = {
-                name: {"samples": list(d.blocks), "beats": list(d.beats), "rhythm": list(d.rhythm),
+                name: {"samples": merge_blocks(list(d.blocks)), "beats": list(d.beats), "rhythm": list(d.rhythm),
                        "status": [d.status] if d.status else [], "errors": list(d.errors.values())}
                 for name, d in self.devices.items()
             }

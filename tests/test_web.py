@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from edge import cli
 from edge import protocol as proto
 from edge.mqtt import MqttSettings
-from edge.web import Decimator, InsecureBindError, WebServer, host_name, read_credentials
+from edge.web import Decimator, InsecureBindError, WebServer, host_name, merge_blocks, read_credentials
 from simulator.replay import Replayer
 from simulator.sources import wfdb_records
 
@@ -274,6 +274,8 @@ def test_decimator_keeps_peaks_and_drops_late_chunks() -> None:
     times = np.concatenate([b.t0_s + np.arange(len(b.rows[0])) * b.dt_s for b in blocks])
     lead0 = np.concatenate([b.rows[0] for b in blocks])
     assert len(times) == 200 and np.all(np.diff(times) > 0)
+    merged = merge_blocks(blocks)  # contiguous runs travel as one block
+    assert len(merged) == 1 and merged[0].rows[0] == lead0.tolist() and merged[0].t0_s == blocks[0].t0_s
     assert lead0.max() == pytest.approx(1.5) and abs(times[lead0.argmax()] - 1.006) <= 0.005
     assert dec.push(chunks[10]) is None  # a late duplicate is not drawn twice
     after_gap = dec.push(proto.SamplesMessage(60, fs, ("II", "V1"), 2.4, signal[:20]))
