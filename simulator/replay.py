@@ -85,8 +85,9 @@ class ReplaySummary:
         return self.device_seconds / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, float | int]:
-        """JSON-ready summary, with the achieved ``speed``."""
-        return {**dataclasses.asdict(self), "speed": round(self.speed, 3)}
+        """JSON-ready summary (times rounded to 0.1 ms), with the achieved ``speed``."""
+        out = {k: round(v, 4) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
+        return {**out, "speed": round(self.speed, 3)}
 
 
 @dataclass
