@@ -280,7 +280,8 @@ class Replayer:
         def on_publish(c: paho.Client, userdata: object, mid: int, reason: object, props: object) -> None:
             with self._cond:
                 self._pending -= 1
-                self._cond.notify_all()
+                if self._pending <= self.max_in_flight // 2:
+                    self._cond.notify_all()
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -345,9 +346,10 @@ class Replayer:
     def _publish(self, client: paho.Client, topic: str, payload: bytes, props: object, stop: threading.Event) -> None:
         """Publish at QoS 1 once there is room in the in-flight window; count drops by a full paho queue."""
         with self._cond:
-            while (self._pending >= self.max_in_flight and not stop.is_set()
-                   and (self._connected or not math.isfinite(self.speed))):
-                self._cond.wait(0.1)
+            if self._pending >= self.max_in_flight:  # full: wait until half of the window is acknowledged
+                while (self._pending > self.max_in_flight // 2 and not stop.is_set()
+                       and (self._connected or not math.isfinite(self.speed))):
+                    self._cond.wait(0.1)
             self._pending += 1
         info = client.publish(topic, payload, qos=1, properties=props)
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
