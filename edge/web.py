@@ -7,7 +7,7 @@ Data path: the page takes its data from the broker, through this process, exactl
          decimated to ≤ 100 Hz per lead by a per-device Decimator) ──▶ pending updates (under the hub lock)
     ticker thread, every 100 ms: pending updates → one frame, appended to a short ring of frames (Condition)
     one HTTP thread per browser connection on /events (Server-Sent Events): on connect a snapshot of the
-        retained state (last status, rhythm history, recent beats and ~12 s of decimated samples), then every
+        retained state (last status, rhythm history, recent beats and ~15 s of decimated samples), then every
         frame since its cursor, coalesced into one event — at most one event per tick (10 per second) per client.
 
 Threads: paho's network loop (callbacks update the hub under its lock and never block on a browser), the ticker,
@@ -227,7 +227,7 @@ class LiveHub:
         max_rate_hz: decimated rate per lead (Hz).
     """
 
-    def __init__(self, settings: MqttSettings, tick_s: float = 0.1, history_s: float = 12.0, ring: int = 50,
+    def __init__(self, settings: MqttSettings, tick_s: float = 0.1, history_s: float = 15.0, ring: int = 50,
                  max_rate_hz: float = 100.0):
         self.settings = settings
         self.tick_s = tick_s

@@ -6,6 +6,7 @@ const GRID_WINDOW_S = 6;      // seconds of signal in a grid strip
 const FOCUS_WINDOW_S = 10;    // seconds of signal in the focus view
 const KEEP_S = 16;            // signal, beats kept per device (s of device time)
 const LAG_S = 0.35;           // the drawn right edge trails the newest sample by this much (hides the 100 ms ticks)
+const BEAT_MARGIN_S = 3;      // a strip is at least this much wider than the beats' delay, so marks are seen
 const RHYTHM_HISTORY = 10;
 const GAP_FLAG_S = 10;        // a missing_seq / time_jump error flags "gap" this long (s of wall time)
 const WAVE_FILL = { P: "rgba(88,166,255,0.25)", QRS: "rgba(248,81,73,0.25)", T: "rgba(63,185,80,0.25)" };
@@ -88,7 +89,10 @@ class Device {
     this.clock = new Clock();
     this.visible = true;
     this.scale = null;         // smoothed [lo, hi] of the grid strip, mV
+    this.beatDelay = 0;        // how far beat messages trail the newest sample (s; segmented beats wait for T)
   }
+  /** Seconds of signal to draw: ``base``, widened so beats arriving ``beatDelay`` late still show up. */
+  windowS(base) { return Math.min(KEEP_S - 1, Math.max(base, this.beatDelay + BEAT_MARGIN_S)); }
   addSamples(block, wall) {
     const n = block.data.length ? block.data[0].length : 0;
     if (!n) return;
@@ -114,6 +118,10 @@ class Device {
     if (b.time <= last && b.time > last - 5) return;  // already known (snapshot overlap)
     this.beats.push(b);
     this.beatCount++;
+    if (this.clock.latest !== null) {
+      const delay = Math.max(0, this.clock.latest - b.time);
+      this.beatDelay = delay > this.beatDelay ? delay : this.beatDelay * 0.95 + delay * 0.05;
+    }
     const horizon = b.time - KEEP_S;
     while (this.beats.length && this.beats[0].time < horizon) this.beats.shift();
   }
@@ -466,14 +474,14 @@ function frame(nowMs) {
     d.clock.advance(dt);
     if (focused || !d.visible) continue;  // the focus view covers the grid; off-screen strips are not drawn
     const lead = gridLead(d);
-    const marked = lead ? drawDevice(d, d.el.querySelector("canvas"), [lead], GRID_WINDOW_S, true) : 0;
+    const marked = lead ? drawDevice(d, d.el.querySelector("canvas"), [lead], d.windowS(GRID_WINDOW_S), true) : 0;
     setAttr(d.el, "data-marked", marked);
     setAttr(d.el, "data-lead", lead || "");
   }
   if (focused) {
     const leads = focused.leads().filter((l) => focused.traces.has(l));
     const marked = drawDevice(focused, document.getElementById("focus-canvas"), leads.length ? leads : [...focused.traces.keys()],
-      FOCUS_WINDOW_S, false);
+      focused.windowS(FOCUS_WINDOW_S), false);
     setAttr(document.getElementById("focus"), "data-marked", marked);
   }
   requestAnimationFrame(frame);
