@@ -116,12 +116,15 @@ class _Replay:
         replayer = Replayer(sources, self.settings, **self.options)
         stop = threading.Event()
         outcome: list[ReplaySummary | Exception] = []
+        done = threading.Event()
 
         def work() -> None:
             try:
                 outcome.append(replayer.run(stop_event=stop, duration_s=self.duration_s))
             except Exception as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
                 outcome.append(exc)
+            finally:
+                done.set()
 
         worker = threading.Thread(target=work, name="replay")
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -129,24 +132,28 @@ class _Replay:
         try:
             worker.start()
             if self.quiet or not console.is_terminal:
-                _wait(worker, stop, lambda: None)
+                _wait(done, stop, lambda: None)
             else:
                 rate = _Rate()
                 with Live(console=console, refresh_per_second=PROGRESS_HZ, transient=True) as live:
-                    _wait(worker, stop, lambda: live.update(_progress(replayer.snapshot(), rate)))
+                    _wait(done, stop, lambda: live.update(_progress(replayer.snapshot(), rate)))
         finally:
             signal.signal(signal.SIGTERM, previous)
+        worker.join()
         result = outcome[0]
         if isinstance(result, Exception):
             raise result
         return result
 
 
-def _wait(worker: threading.Thread, stop: threading.Event, tick: Callable[[], None]) -> None:
-    """Join ``worker``, calling ``tick`` a few times a second; Ctrl-C asks the replay to stop and still joins."""
-    while worker.is_alive():
+def _wait(done: threading.Event, stop: threading.Event, tick: Callable[[], None]) -> None:
+    """Wait for ``done``, calling ``tick`` a few times a second; Ctrl-C asks the replay to stop and keeps waiting.
+
+    (An Event, not ``Thread.join``: a join interrupted by Ctrl-C can leave ``is_alive()`` wrongly False.)
+    """
+    while not done.is_set():
         try:
-            worker.join(1.0 / PROGRESS_HZ)
+            done.wait(1.0 / PROGRESS_HZ)
             tick()
         except KeyboardInterrupt:
             stop.set()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -357,3 +360,21 @@ def test_cli_replays_and_lists(broker: EmbeddedBroker, data_dir: Path) -> None:
     assert listed.exit_code == 0
     assert [line.split("\t")[:4] for line in listed.stdout.strip().splitlines()] == [
         ["06000_hr", "ecg_id=6000", "fold=10", "NORM"], ["06004_hr", "ecg_id=6004", "fold=10", "NORM"]]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_stops_cleanly_on_ctrl_c_and_sigterm(broker: EmbeddedBroker, sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from simulator.cli import app; app()", "replay", "sample", "--devices", "2",
+         "--broker", str(broker.address)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    sub = Subscriber(_settings(broker), topics=("ecg/#",))
+    sub.wait_count(proto.samples_topic("sim-001"), 5)  # the replay is under way
+    sub.close()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["devices"] == 2 and summary["chunks"] >= 10 and summary["unacked"] == 0
+    assert "Traceback" not in err
