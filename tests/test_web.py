@@ -60,7 +60,8 @@ class Chromium:
         self._next_id = 0
         self._waiting: dict[int, Future] = {}
         self._lock = threading.Lock()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Emulation.setDeviceMetricsOverride", session=True, width=WINDOW[0], height=WINDOW[1],
@@ -113,7 +114,10 @@ class Chromium:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(5)
         os.close(self._cmd_w)
+        self._reader.join(5)  # ends at the pipe's EOF once Chromium is gone
+        os.close(self._resp_r)
 
 
 @pytest.fixture
