@@ -206,6 +206,7 @@ class Replayer:
             raise ReplayError(f"duration must be > 0 s, not {duration_s}")
         stop = stop_event or threading.Event()
         self._devices = self._load(duration_s)
+        self._pending, self._connected, self._connects = 0, False, 0
         client = self._connect()
         self._summary = ReplaySummary(len(self._devices))
         self._start = time.monotonic()

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edge import protocol as proto
-from edge.broker import EmbeddedBroker
+from edge.broker import EmbeddedBroker, free_port
 from edge.mqtt import MqttSettings, make_client
 from edge.records import read_annotations, read_record
 from edge.scoring import beat_samples
@@ -156,6 +156,11 @@ def test_bad_replay_parameters_raise_one_line_errors(broker: EmbeddedBroker, dat
         Replayer(mitdb, settings, leads=["V9"]).run()
     with pytest.raises(ReplayError, match="cannot reach"):
         Replayer(mitdb, MqttSettings(EmbeddedBroker().address)).run()  # nothing listens on a fresh free port
+    port = free_port()
+    with EmbeddedBroker(port=port, prefer="mosquitto-only",
+                        extra_config=f"listener {port} 127.0.0.1\nallow_anonymous false\n") as closed:
+        with pytest.raises(ReplayError, match="refused"):
+            Replayer(mitdb, MqttSettings(closed.address, username="nobody", password="x")).run()
 
 
 # ---------------------------------------------------------------------------------------------- pacing
