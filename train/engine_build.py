@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -83,11 +84,13 @@ def build_engine(
     hop_samples: int | None = None,
     name: str | None = None,
     data_dir: Path = DEFAULT_DATA_DIR,
+    window_samples: int | None = None,
 ) -> BuildResult:
     """Build an engine folder from a training checkpoint (see :func:`build_engine_from_model`)."""
     model, meta = load_checkpoint(checkpoint)
     return build_engine_from_model(
-        model, meta, out, precision, max_batch, require_tensorrt, hop_samples, name, data_dir, str(checkpoint)
+        model, meta, out, precision, max_batch, require_tensorrt, hop_samples, name, data_dir, str(checkpoint),
+        window_samples,
     )
 
 
@@ -102,6 +105,7 @@ def build_engine_from_model(
     name: str | None = None,
     data_dir: Path = DEFAULT_DATA_DIR,
     source: str = "",
+    window_samples: int | None = None,
 ) -> BuildResult:
     """Export, check and package a model as an engine folder.
 
@@ -117,6 +121,9 @@ def build_engine_from_model(
         name: engine name; default the folder name.
         data_dir: folder with the real LUDB records used for the check.
         source: where the model came from (checkpoint path), recorded in ``created_by``.
+        window_samples: input length of the engine (segment engines only: the model is fully convolutional, so it
+            may run on shorter windows than it was trained on — the edge cuts one window per beat); default the
+            checkpoint's training window.
 
     Raises:
         BuildError: bad arguments or metadata, or TensorRT required but unavailable / failing.
@@ -127,7 +134,9 @@ def build_engine_from_model(
     if max_batch < 1:
         raise BuildError(f"max_batch must be >= 1, got {max_batch}")
     task, leads = meta["task"], tuple(meta["leads"])
-    fs_hz, window = float(meta["fs_hz"]), int(meta["window_samples"])
+    fs_hz, window = float(meta["fs_hz"]), int(window_samples or meta["window_samples"])
+    if window_samples and task != "segment":
+        raise BuildError("--window-samples applies to segment engines only (a classifier's window is fixed)")
     if fs_hz != INTERNAL_FS_HZ:
         raise BuildError(f"the checkpoint runs at {fs_hz} Hz; the edge feeds engines at {INTERNAL_FS_HZ} Hz")
     class_names = tuple(meta["class_names"])
@@ -171,7 +180,9 @@ def build_engine_from_model(
                 f"the fp32 TensorRT plan differs from PyTorch by {plan_diff:.2e} > {PLAN_FP32_TOLERANCE:.0e}"
             )
 
-    metrics = json.loads(json.dumps(meta.get("metrics", {}), default=_json_scalar))
+    metrics = _json_safe(json.loads(json.dumps(meta.get("metrics", {}), default=_json_scalar)))
+    if "thresholds_from" in meta:
+        metrics["thresholds_from"] = meta["thresholds_from"]
     metrics["export_check"] = {
         "windows": len(windows),
         "source": "LUDB, first window of each record",
@@ -232,6 +243,17 @@ def _json_scalar(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         return value.item()
     raise TypeError(f"checkpoint metrics hold a {type(value).__name__}, which JSON cannot store")
+
+
+def _json_safe(value: Any) -> Any:
+    """Undefined metrics (NaN, e.g. an AUROC without positives) -> null, so that manifest.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _version() -> str:
@@ -357,6 +379,11 @@ def build_engine_command(
         typer.Option("--hop-samples", min=1, help="Step between windows at run time (samples; default half a window)."),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Engine name (default: the folder name).")] = None,
+    window_samples: Annotated[
+        int | None,
+        typer.Option("--window-samples", min=1, help="Segment engines: input window in samples at the engine rate "
+                     "(a multiple of the encoder downsampling; the edge cuts one per beat). Default: training window."),
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Folder with ludb/ (real records for the PyTorch-vs-ONNX check).")
     ] = DEFAULT_DATA_DIR,
@@ -364,7 +391,9 @@ def build_engine_command(
     """Build an engine folder from a checkpoint: model.onnx (checked against PyTorch on real ECG windows), model.plan
     (TensorRT, when tensorrt and a GPU are present) and manifest.json. Load it with `beatssl-edge ... --engine DIR`."""
     try:
-        result = build_engine(checkpoint, out, precision, max_batch, require_tensorrt, hop_samples, name, data_dir)
+        result = build_engine(
+            checkpoint, out, precision, max_batch, require_tensorrt, hop_samples, name, data_dir, window_samples
+        )
     except (BuildError, ExportCheckError, OSError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
