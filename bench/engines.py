@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -33,12 +34,12 @@ DEFAULT_BATCHES = (1, 8, 64, 256)
 
 
 def time_runner(infer: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, seconds: float) -> dict[str, float]:
-    """Call ``infer(windows)`` repeatedly for about ``seconds`` (after 3 warm-up calls, at least 5 timed calls).
+    """Call ``infer(windows)`` repeatedly for about ``seconds`` (after 2 warm-up calls, at least 5 timed calls).
 
     Returns:
         ``windows_per_s``, ``p50_ms``, ``p99_ms`` (latency of one call) and ``calls``.
     """
-    for _ in range(3):
+    for _ in range(2):
         infer(windows)
     latencies = []
     start = time.perf_counter()
@@ -160,7 +161,7 @@ def main() -> None:
             engine.close()
     print(
         f"{manifest.task} engine {manifest.name!r}, input (B, {manifest.channels}, {manifest.window_samples}), "
-        f"{args.threads} threads; TensorRT: {trt_reason or 'used'}"
+        f"threads {args.threads}, load average {os.getloadavg()[0]:.2f}; TensorRT: {trt_reason or 'used'}"
     )
     print("| runner | batch | windows/s | p50 ms | p99 ms | vs torch |\n|---|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -174,7 +175,8 @@ def main() -> None:
         "input": [None, manifest.channels, manifest.window_samples],
         "threads": args.threads,
         "seconds": args.seconds,
-        "machine": f"{platform.machine()} {platform.processor() or ''} ({_cpus()} CPUs)".strip(),
+        "machine": f"{platform.machine()} {platform.processor() or ''} ({len(os.sched_getaffinity(0))} CPUs)",
+        "load_average_1min": os.getloadavg()[0],
         "versions": versions,
         "tensorrt": trt_reason or "used",
         "rows": rows,
@@ -182,12 +184,6 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from edge.inference import (
 )
 from edge.manifest import MANIFEST_FILE, ONNX_FILE, PLAN_FILE, Manifest, Normalisation, normalise
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.engine_build import build_engine, build_engine_command
+from train.engine_build import BuildError, build_engine, build_engine_command
 from train.export import ExportCheckError, reference_windows, torch_logits
 from train.models import build_model
 
@@ -68,7 +68,7 @@ def _checkpoint(path: Path, task: str) -> Path:
         "window_samples": CLS_WINDOW if task == "classify" else SEG_WINDOW,
         "class_names": list(classes),
         "normalisation": Normalisation(kind="zscore", eps=1e-3).to_dict(),
-        "metrics": {"val": {"macro_auroc": np.float64(0.5)}},  # numpy scalars, as training writes them
+        "metrics": {"val": {"macro_auroc": np.float64(0.5), "auroc_mi": float("nan")}},  # as training writes them
     }
     if task == "classify":
         meta["thresholds"] = [0.5, 0.4, 0.3, 0.2, 0.1]
@@ -112,7 +112,7 @@ def test_manifest_records_the_checkpoint(engines: dict[str, Path]) -> None:
     assert cls.thresholds == {"NORM": 0.5, "MI": 0.4, "STTC": 0.3, "CD": 0.2, "HYP": 0.1}
     assert cls.input_shape == (None, 12, CLS_WINDOW) and cls.output_names == ("logits",)
     assert cls.activation == "sigmoid" and cls.normalisation == Normalisation(kind="zscore", eps=1e-3)
-    assert cls.metrics["val"] == {"macro_auroc": 0.5} and cls.metrics["export_check"]["windows"] == 32
+    assert cls.metrics["val"] == {"macro_auroc": 0.5, "auroc_mi": None} and cls.metrics["export_check"]["windows"] == 32
     assert cls.hop_samples == CLS_WINDOW // 2 and cls.max_batch == 16 and cls.name == "classify"
     seg = Manifest.load(engines["segment"])
     assert seg.class_names == WAVE_CLASSES and seg.thresholds == {} and seg.activation == "softmax"
@@ -291,3 +291,16 @@ def test_tensorrt_matches_onnxruntime(tmp_path: Path, data_dir: Path, precision:
         got = trt_engine.infer(windows)  # 40 > max_batch 16: split
         assert trt_engine.infer(windows[:1]).shape == (1, 5)
         np.testing.assert_allclose(got, ort.infer(windows), atol=atol, rtol=0)
+
+
+def test_segment_engine_with_a_shorter_window(engines: dict[str, Path], tmp_path: Path, data_dir: Path) -> None:
+    result = build_engine(engines["segment.pt"], tmp_path / "short", window_samples=500, data_dir=data_dir)
+    assert result.manifest.input_shape == (None, 1, 500) and result.manifest.hop_samples == 250
+    model, _ = load_checkpoint(engines["segment.pt"])
+    windows = reference_windows(("II",), True, 250, 500, 8, data_dir)
+    with load_engine(tmp_path / "short") as engine:
+        np.testing.assert_allclose(
+            engine.infer(windows), torch_logits(model, normalise(windows, Normalisation("zscore", 1e-3))), atol=1e-4
+        )
+    with pytest.raises(BuildError, match="applies to segment engines only"):
+        build_engine(engines["classify.pt"], tmp_path / "no", window_samples=500, data_dir=data_dir)

@@ -89,7 +89,16 @@ def build_engine(
     """Build an engine folder from a training checkpoint (see :func:`build_engine_from_model`)."""
     model, meta = load_checkpoint(checkpoint)
     return build_engine_from_model(
-        model, meta, out, precision, max_batch, require_tensorrt, hop_samples, name, data_dir, str(checkpoint),
+        model,
+        meta,
+        out,
+        precision,
+        max_batch,
+        require_tensorrt,
+        hop_samples,
+        name,
+        data_dir,
+        str(checkpoint),
         window_samples,
     )
 
@@ -381,8 +390,12 @@ def build_engine_command(
     name: Annotated[str | None, typer.Option("--name", help="Engine name (default: the folder name).")] = None,
     window_samples: Annotated[
         int | None,
-        typer.Option("--window-samples", min=1, help="Segment engines: input window in samples at the engine rate "
-                     "(a multiple of the encoder downsampling; the edge cuts one per beat). Default: training window."),
+        typer.Option(
+            "--window-samples",
+            min=1,
+            help="Segment engines: input window in samples at the engine rate "
+            "(a multiple of the encoder downsampling; the edge cuts one per beat). Default: training window.",
+        ),
     ] = None,
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Folder with ludb/ (real records for the PyTorch-vs-ONNX check).")
