@@ -13,8 +13,9 @@ Data flow (one place to read it)::
 Threads: paho's network loop (callbacks only enqueue), ``workers`` worker threads (each owns the DeviceStreams of
 the devices hashed to it, so a device's chunks are processed in order and no lock guards stream state), one
 scheduler thread per loaded engine (the only user of that engine), and one housekeeping thread. A device's
-exception is caught, reported on its ``errors`` topic and its stream restarted; other devices go on. A full worker
-queue drops the incoming chunk and counts it (``overload``) rather than stall the network thread.
+exception is caught, reported on its ``errors`` topic and its stream restarted; other devices go on. When a worker
+queue is full the network thread waits (up to ``enqueue_timeout_s``), which pushes back on the broker — it keeps the
+QoS 1 messages until we read them; only beyond that wait is a chunk dropped and counted (``overload``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class EdgeConfig:
         node: node name used in the health topic.
         workers: worker threads (devices are spread over them by a stable hash).
         queue_size: bound of each worker's input queue (chunks).
+        enqueue_timeout_s: how long the network thread waits for room in a full worker queue before dropping the
+            chunk (``overload``). Waiting pushes back on the broker (it holds QoS 1 messages for us) instead of
+            losing data when input briefly outpaces processing.
         stale_after_s: wall time without data after which a device is flushed and reported stale.
         forget_after_s: wall time after which a stale device's state is dropped.
         health_interval_s: period of the retained health message.
@@ -70,6 +74,7 @@ class EdgeConfig:
     node: str = field(default_factory=socket.gethostname)
     workers: int = 2
     queue_size: int = 2000
+    enqueue_timeout_s: float = 5.0
     stale_after_s: float = 5.0
     forget_after_s: float = 300.0
     health_interval_s: float = 5.0
@@ -235,7 +240,7 @@ class EdgeApp:
         content_type = getattr(props, "ContentType", None) if props is not None else None
         item = (device, message.payload, content_type, time.monotonic())
         try:
-            self._queues[device_hash(device) % self.config.workers].put_nowait(item)
+            self._queues[device_hash(device) % self.config.workers].put(item, timeout=self.config.enqueue_timeout_s)
         except queue.Full:
             self._reject("overload", f"worker queue full; chunk of {device} dropped")
 
