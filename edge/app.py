@@ -63,6 +63,9 @@ class EdgeConfig:
         limits: payload bounds.
         stream: per-device tunables.
         partition: ``(k, n)`` — handle only devices whose stable hash mod n == k; None handles all.
+        shared_group: subscribe through the MQTT 5 shared subscription ``$share/<group>/ecg/+/samples``; only for
+            brokers that keep one device on one member (EMQX ``sticky`` / ``hash_topic`` strategy): a round-robin
+            broker (mosquitto) would split a device's chunks over workers. See docs/deploy.md.
         engines: engine folders to load (at most one ``segment`` and one ``classify``).
         backend: ``auto``, ``onnxruntime`` or ``tensorrt``; threads: ONNX Runtime intra-op threads per engine.
         max_batch / max_wait_ms: batching across devices (windows per engine call / longest wait for a batch).
@@ -81,6 +84,7 @@ class EdgeConfig:
     limits: proto.Limits = field(default_factory=proto.Limits)
     stream: StreamConfig = field(default_factory=StreamConfig)
     partition: tuple[int, int] | None = None
+    shared_group: str | None = None
     engines: tuple[Path, ...] = ()
     backend: str = "auto"
     threads: int | None = None
@@ -218,7 +222,8 @@ class EdgeApp:
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.config.mqtt.broker, reason_code)
             return
-        client.subscribe(proto.SAMPLES_SUBSCRIPTION, qos=1)
+        group = self.config.shared_group
+        client.subscribe(proto.shared_samples_subscription(group) if group else proto.SAMPLES_SUBSCRIPTION, qos=1)
         self._publish(self._health_topic, proto.dumps(self.health("online")), retain=True)
         log.info("connected to %s", self.config.mqtt.broker)
         self.connected.set()

@@ -190,6 +190,9 @@ def run(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker threads; devices are spread over them.")] = 2,
     partition: Annotated[str | None, typer.Option(
         help="Handle only share k of N (stable hash of the device id), e.g. 0/2, for several workers.")] = None,
+    shared_group: Annotated[str | None, typer.Option(
+        help="Subscribe via the MQTT 5 shared subscription $share/GROUP/ecg/+/samples (EMQX with a sticky or "
+             "hash_topic strategy; NOT mosquitto, which round-robins a device's chunks over workers).")] = None,
     stale_after_s: Annotated[float, typer.Option(help="Seconds without data before a device is flushed and "
                                                       "reported stale.")] = 5.0,
     max_payload_kb: Annotated[int, typer.Option(help="Largest accepted samples payload, KiB.")] = 256,
@@ -236,7 +239,10 @@ def run(
     settings = mqtt_settings(address, mqtt_version, username, password_file, client_id, keepalive,
                              tls_ca, tls_cert, tls_key, tls_insecure)
     limits = proto.Limits(max_payload_bytes=max_payload_kb * 1024, max_leads=max_leads)
+    if shared_group is not None and (not proto.valid_device_id(shared_group) or mqtt_version != "5"):
+        raise fail("--shared-group needs MQTT 5 and a name of letters, digits and _.:@-")
     config = EdgeConfig(mqtt=settings, workers=workers, partition=parse_partition(partition),
+                        shared_group=shared_group,
                         stale_after_s=stale_after_s, limits=limits, backend=backend, threads=threads,
                         max_batch=max_batch, max_wait_ms=max_wait_ms, rhythm_hop_s=rhythm_hop_s,
                         **engine_options(engine, no_engines, segment_leads), **({"node": node} if node else {}))

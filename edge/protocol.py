@@ -40,6 +40,11 @@ BINARY_HEADER = struct.Struct("<BBBBIffdIH")
 
 # ---------------------------------------------------------------------------------------------- topics
 SAMPLES_SUBSCRIPTION = "ecg/+/samples"
+
+
+def shared_samples_subscription(group: str) -> str:
+    """MQTT 5 shared subscription of the samples topic: the broker spreads messages over the group's members."""
+    return f"$share/{group}/{SAMPLES_SUBSCRIPTION}"
 TRUTH_SUBSCRIPTION = "sim/+/truth"
 
 _DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
