@@ -285,8 +285,8 @@ class DeviceInference:
             p = to_probabilities(logits[None, :], cls.activation)[0]
             probs = {name: round(float(v), 4) for name, v in zip(cls.class_names, p, strict=True)}
             labels = self.smoother.update(probs) if self.smoother is not None else []
-        elif problem is None and cls is not None:
-            problem = "leads" if self.cls_problem else "inference_failed"
+        elif problem is None and cls is not None and self.cls_problem is None:
+            problem = "inference_failed"
         return {
             "v": PROTOCOL_VERSION,
             "device": self.device,

@@ -179,6 +179,8 @@ class DeviceStream:
                 out += self._restart_detector("stream_restart")
         if self._beats is None:
             self._start_run(base)
+            if self._inf is not None and self._inf.cls_problem and self._generation == 1:
+                out += self.error("no_engine_for_leads", f"no rhythm labels for this stream: {self._inf.cls_problem}")
         self.counters.chunks += 1
         self.counters.samples += msg.n_samples
         resampled, beats = self._beats.push(msg.data_mv)

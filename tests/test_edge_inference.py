@@ -65,7 +65,7 @@ def test_ludb_beats_carry_wave_boundaries_close_to_the_annotations(broker, data_
                     errors_ms.append(((q["on"] - truth[k, 0]) * 1e3, (q["off"] - truth[k, 1]) * 1e3))
                     assert 40 <= b["intervals_ms"]["QRS"] <= 200
         qualities = [b["quality"] for d in devices for b in col.get(proto.beats_topic(d))]
-        assert len(errors_ms) >= 0.95 * n_truth, f"{len(errors_ms)} of {n_truth} QRS matched; quality {qualities}"
+        assert len(errors_ms) >= 0.9 * n_truth, f"{len(errors_ms)} of {n_truth} QRS matched; quality {qualities}"
         err = np.abs(np.asarray(errors_ms))
         assert np.mean(err <= 40) >= 0.95, f"QRS boundaries within 40 ms: {np.mean(err <= 40):.2f}"
         assert np.median(err) <= 16
@@ -97,4 +97,24 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
         health = edge.health("online")
         assert health["engines"]["classify"]["windows"] >= 3 * 7
         assert health["engines"]["segment"]["mean_batch"] >= 1.0
+        col.close()
+
+
+def test_stream_without_the_classifier_leads_is_reported_not_crashed(broker, data_dir, engines) -> None:
+    records = wfdb_records(data_dir / "mitdb", names=["100"])
+    with running_edge(broker, engines=engines) as (edge, settings):
+        col = Collector(settings)
+        replayer = Replayer(records, settings, devices=1, speed=float("inf"), device_prefix="holter")
+        replayer.run(duration_s=16.0)
+        device = replayer.device_ids[0]
+        assert col.wait_for(lambda: len(col.get(proto.rhythm_topic(device))) >= 7, 20)
+        errors = col.get(proto.errors_topic(device))
+        assert [e["code"] for e in errors] == ["no_engine_for_leads"]
+        assert "MLII" in errors[0]["message"] and "missing" in errors[0]["message"]
+        usable = [m for m in col.get(proto.rhythm_topic(device)) if m["usable"]]
+        assert usable and all(m["probs"] is None and m["labels"] == [] and m["engine"] is None for m in usable)
+        assert all(60 <= m["hr_bpm"] <= 90 for m in usable)
+        # beats are still segmented on the Holter lead (MLII)
+        beats = [b for b in col.get(proto.beats_topic(device)) if b["quality"] == "good"]
+        assert len(beats) >= 10 and all(b["segmented_leads"] == ["MLII"] for b in beats)
         col.close()
