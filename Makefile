@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test venv mosquitto chromium lint bench
+.PHONY: demo test venv mosquitto chromium bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
