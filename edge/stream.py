@@ -8,6 +8,7 @@ All times are seconds; ``device time`` is the device's own clock carried in each
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from edge.scheduler import InferenceRequest
 FLAT_STD_MV = 0.005
 #: Length of the signal-quality window (s of device time).
 QUALITY_WINDOW_S = 2.0
+#: How often the quality window is evaluated (s of device time).
+QUALITY_PERIOD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class DeviceStream:
         self._last_error_wall: dict[str, float] = {}
         self._recent: deque[np.ndarray] = deque()
         self._recent_len = 0
+        self._since_quality = math.inf
 
     # ------------------------------------------------------------------ input
     def ingest(self, msg: SamplesMessage, arrival: float | None = None) -> list[Output]:
@@ -198,6 +202,7 @@ class DeviceStream:
         self._segment_base = base
         self._recent.clear()
         self._recent_len = 0
+        self._since_quality = math.inf  # evaluate as soon as the first window is full
         if self.plan is not None:
             self._generation += 1
             if self._smoother is not None:
@@ -257,6 +262,10 @@ class DeviceStream:
             if self.state == "new":
                 self._set_state("online", out)
             return
+        self._since_quality += len(chunk_mv)
+        if self._since_quality < QUALITY_PERIOD_S * self.fs_hz:
+            return
+        self._since_quality = 0
         recent = np.concatenate(self._recent)
         flat = recent.std(axis=0) < FLAT_STD_MV
         leads_off = tuple(lead for lead, f in zip(self.leads, flat, strict=True) if f)

@@ -115,6 +115,9 @@ def test_stream_without_the_classifier_leads_is_reported_not_crashed(broker, dat
         assert usable and all(m["probs"] is None and m["labels"] == [] and m["engine"] is None for m in usable)
         assert all(60 <= m["hr_bpm"] <= 90 for m in usable)
         # beats are still segmented on the Holter lead (MLII)
-        beats = [b for b in col.get(proto.beats_topic(device)) if b["quality"] == "good"]
-        assert len(beats) >= 10 and all(b["segmented_leads"] == ["MLII"] for b in beats)
+        def good() -> list[dict]:
+            return [b for b in col.get(proto.beats_topic(device)) if b["quality"] == "good"]
+
+        assert col.wait_for(lambda: len(good()) >= 10, 20), [b["quality"] for b in col.get(proto.beats_topic(device))]
+        assert all(b["segmented_leads"] == ["MLII"] for b in good())
         col.close()
