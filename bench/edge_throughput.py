@@ -22,8 +22,9 @@ A step (N devices, one mode) is **kept in real time** when, over the measured pa
 every device sent beats and a rhythm message every hop (at most one missing), no beat lost its waves
 (``stream_end`` / ``stream_restart`` / ``failed`` quality), the edge rejected nothing (overload, scheduler queue) and
 dropped no publication, its queue depth stayed bounded (≤ N chunks), the simulator kept its schedule (max lag
-≤ 0.5 s), and p99 of ``proc_ms`` and of ``e2e_ms`` are ≤ ``--p99-ms``. N grows along ``--devices`` until the first
-step that fails; the largest N that passed is the result of that mode.
+≤ 0.5 s), p99 of ``proc_ms`` and of ``e2e_ms`` are ≤ ``--p99-ms``, and rhythm messages leave at most one hop
+(2 s) after their window closed (p99; beyond that the classifier builds a backlog). N grows along ``--devices``
+until the first step that fails; the largest N that passed is the result of that mode.
 
 Usage::
 
@@ -169,7 +170,8 @@ def wait_health_online(listener: Listener, timeout_s: float) -> bool:
 
 def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
              profile_out: Path | None = None) -> Step:
-    step = Step(mode=mode, devices=n, max_batch=MODES[mode])
+    base, _, extra = mode.partition(":")
+    step = Step(mode=mode, devices=n, max_batch=MODES[base])
     duration = args.warm_s + args.measure_s
     t_wall = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="bench-edge-"))
@@ -177,7 +179,7 @@ def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
         settings = MqttSettings(broker.address)
         listener = Listener(settings)
         edge_cmd = [str(BIN / "beatssl-edge"), "run", "--broker", f"127.0.0.1:{broker.port}", "--node", NODE,
-                    "--max-batch", str(MODES[mode]), "--log-level", "warning", *args.edge_arg]
+                    "--max-batch", str(MODES[base]), "--log-level", "warning", *args.edge_arg, *extra.split()]
         edge_log = open(logs / "edge.log", "wb")  # noqa: SIM115 - closed below
         edge = subprocess.Popen(edge_cmd, cwd=ROOT, stdout=edge_log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -346,6 +348,8 @@ def analyse(step: Step, listener: Listener, args: argparse.Namespace) -> None:
         r.append(f"proc p99 {step.proc_ms and step.proc_ms['p99']} ms")
     if step.e2e_ms is None or step.e2e_ms["p99"] > args.p99_ms:
         r.append(f"e2e p99 {step.e2e_ms and step.e2e_ms['p99']} ms")
+    if step.rhythm_e2e_ms is None or step.rhythm_e2e_ms["p99"] > 1e3 * args.rhythm_p99_s:
+        r.append(f"rhythm p99 {step.rhythm_e2e_ms and step.rhythm_e2e_ms['p99']} ms > one hop (backlog)")
     step.passed = not r
 
 
@@ -469,12 +473,17 @@ def main() -> None:
     parser.add_argument("--ludb", type=Path, default=ROOT.parent / "shared" / "data" / "ludb")
     parser.add_argument("--devices", default="10,20,30,40,50,60,75,100,125,150",
                         help="comma-separated N ladder (ascending); each mode stops at its first failing N")
-    parser.add_argument("--modes", default="batched,unbatched", help=f"comma-separated of {', '.join(MODES)}")
+    parser.add_argument("--modes", default="batched,unbatched",
+                        help=f"comma-separated of {', '.join(MODES)}, each optionally with extra edge arguments "
+                             f"after a colon (e.g. batched:--threads=1) to compare variants in one run")
     parser.add_argument("--warm-s", type=float, default=12.0, help="device seconds before measuring")
     parser.add_argument("--measure-s", type=float, default=25.0, help="device seconds measured per step")
     parser.add_argument("--tail-s", type=float, default=3.0, help="wall seconds to wait for the last messages")
     parser.add_argument("--chunk-ms", type=float, default=40.0, help="the simulator's chunk length (its default)")
     parser.add_argument("--p99-ms", type=float, default=500.0, help="p99 latency bound beyond the segmentation wait")
+    parser.add_argument("--rhythm-p99-s", type=float, default=RHYTHM_HOP_S,
+                        help="p99 bound of a rhythm message's delay after its window closed (default one hop: "
+                             "beyond it the classifier is building a backlog)")
     parser.add_argument("--edge-arg", action="append", default=[],
                         help="extra argument for `beatssl-edge run` (repeat), e.g. --edge-arg=--threads=1")
     parser.add_argument("--profile", default=None, metavar="N|auto",
