@@ -4,16 +4,23 @@ Per chunk, vectorised with numpy:
 
 1. QRS band-pass (:func:`edge.dsp.filters.qrs_bandpass`) and five-point derivative of every lead, run as one
    causal FIR (the band-pass's impulse response, cut at 1e-6 of its energy, convolved with the derivative) over a
-   preallocated history; squared and summed over leads this gives the slope energy ``e`` ((mV/s)²);
+   preallocated history; squared (and quantised) per lead and summed over leads this gives the slope energy ``e``
+   ((mV/s)²);
 3. moving-window integration (mean of ``e`` over ``mwi_window_s``), computed from an integer running sum so that
    it is exactly the same whatever the chunking;
 4. candidates: samples of the integrated signal that are larger than every sample ``peak_window_s`` before and not
    smaller than every sample ``peak_window_s`` after (so a candidate is known ``peak_window_s`` after its peak).
 
-Per candidate, in Python (a few per second): adaptive signal/noise levels and thresholds, a refractory period, a
-T-wave test (a candidate within ``twave_s`` of the last beat whose steepest slope is less than half that of the
-last beat is a T wave), and RR-based search-back (when no beat came ``searchback_rr`` × the median RR after the last
-one, the largest candidate above the lower threshold is taken). The first ``learning_s`` set the initial levels.
+Per candidate, in Python (a few per second): per-lead integrated energies (each lead's largest within
+``± peak_window_s``); once the first beats have set each lead's beat level, every lead's energy is capped at
+``lead_cap`` × its level before it is summed for the decisions (a lead swamped by an electrode or motion artefact
+cannot carry a candidate over the threshold on its own), and a candidate whose energy is in one lead only, at
+more than ``solo_ratio`` × that lead's level while every other lead stays below ``solo_floor`` × its own, is an
+artefact and ignored (it neither counts as noise nor enters search-back). Then adaptive signal/noise levels and
+thresholds, a refractory period, a T-wave test (a candidate within ``twave_s`` of the last beat whose steepest
+slope is less than half that of the last beat is a T wave), and RR-based search-back (when no beat came
+``searchback_rr`` × the median RR after the last one, the largest candidate above the lower threshold is taken).
+The first ``learning_s`` set the initial levels.
 
 Decisions depend only on sample indices, so the beats are identical whatever the chunking. Detection latency
 (after the R peak, at the internal rate, excluding the resampler and the chunk wait): about 0.2 s for beats found
@@ -33,6 +40,7 @@ from edge.ecg import INTERNAL_FS_HZ
 
 #: Fixed-point resolution of the energy before integration ((mV/s)² per unit).
 _ENERGY_QUANTUM = 1e-6
+_LEAD_LEARN_BEATS = 8  # the per-lead beat levels start as the median over this many first beats
 _BLOCK = 4096  # samples filtered per step (bounds the memory used by long chunks)
 
 
@@ -57,6 +65,7 @@ class _Candidate:
     energy: float  # integrated energy at the peak ((mV/s)²)
     slope: float  # steepest lead-combined slope in the integration window (mV/s)
     r_sample: int  # R-peak estimate (samples)
+    leads: np.ndarray  # per-lead integrated energy, largest within ± peak_window_s ((mV/s)²)
 
 
 class OnlineQRSDetector:
@@ -86,6 +95,10 @@ class OnlineQRSDetector:
         Initial period (s) whose energy sets the first signal and noise levels.
     min_energy
         Candidates below this integrated energy ((mV/s)²) are ignored (flat lines, quantisation noise).
+    lead_cap
+        Each lead's integrated energy is capped at this many times its beat level for the decisions.
+    solo_ratio, solo_floor
+        Artefact test: one lead above ``solo_ratio`` × its beat level, all others below ``solo_floor`` × theirs.
     """
 
     def __init__(
@@ -101,6 +114,9 @@ class OnlineQRSDetector:
         searchback_rr: float = 1.66,
         learning_s: float = 2.0,
         min_energy: float = 1.0,
+        lead_cap: float = 2.0,
+        solo_ratio: float = 2.0,
+        solo_floor: float = 0.05,
     ):
         self.fs_hz = float(fs_hz)
         self.n_leads = int(n_leads)
@@ -111,6 +127,9 @@ class OnlineQRSDetector:
         self.searchback_rr = float(searchback_rr)
         self.learning = round(learning_s * fs_hz)
         self.min_energy = float(min_energy)
+        self.lead_cap = float(lead_cap)
+        self.solo_ratio = float(solo_ratio)
+        self.solo_floor = float(solo_floor)
         sos = qrs_bandpass(fs_hz, *band_hz, order=band_order)
         self._band = impulse_response(sos)
         slope_fir = np.convolve(self._band, five_point_derivative(fs_hz))
@@ -119,8 +138,9 @@ class OnlineQRSDetector:
         self._energy_scale = _ENERGY_QUANTUM / self.window  # integrated energy per integer unit ((mV/s)²)
         look = 2 * self.half + self.window + 8  # samples read behind the newest one when deciding
         self._x = History(self.n_leads, keep=look + self._band.size + slope_fir.size, window=slope_fir.size)
-        # rows: quantised slope energy, its running sum, integrated energy (all in integer units)
-        self._energy = History(3, keep=look, dtype=np.int64)
+        # rows: quantised slope energy, its running sum, integrated energy, then the quantised slope energy of
+        # every lead (all in integer units)
+        self._energy = History(3 + self.n_leads, keep=look, dtype=np.int64)
         self.reset()
 
     def reset(self) -> None:
@@ -138,6 +158,9 @@ class OnlineQRSDetector:
         self._since_last: list[_Candidate] = []  # noise candidates after the last beat (search-back pool)
         self._rr: list[int] = []
         self._deadline: float | None = None
+        self.lead_signal = np.zeros(self.n_leads)  # per-lead integrated energy at beats ((mV/s)²)
+        self._first_leads: list[np.ndarray] = []
+        self._lead_cap: np.ndarray | None = None  # lead_cap × lead_signal, once the first beats set it
 
     # ------------------------------------------------------------------------------------------ thresholds
     @property
@@ -158,14 +181,13 @@ class OnlineQRSDetector:
             self._x.reset(fill=x[0])  # the stream is taken as constant before its start: no start-up step
         self._x.append(x.T)
         first = self._x.end - n - self._slope_taps.size + 1  # window column of the first new sample
-        parts = []
+        c = self._energy.reserve(n)
+        leads = self._energy.data[3:, c : c + n]
         for b in range(0, n, _BLOCK):
             slope = (self._x.windows[:, first + b : first + min(n, b + _BLOCK)] * self._slope_taps).sum(axis=2)
-            parts.append((slope * slope).sum(axis=0))
-        energy = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        c = self._energy.reserve(n)
-        quantised, csum, mwi = self._energy.data[:, c : c + n]
-        quantised[:] = np.rint(energy * (1.0 / _ENERGY_QUANTUM))
+            np.rint(slope * slope * (1.0 / _ENERGY_QUANTUM), out=leads[:, b : b + _BLOCK], casting="unsafe")
+        quantised, csum, mwi = self._energy.data[:3, c : c + n]
+        leads.sum(axis=0, out=quantised)
         np.cumsum(quantised, out=csum)
         csum += self._energy.data[1, c - 1]
         np.subtract(csum, self._energy.data[1, c - self.window : c + n - self.window], out=mwi)
@@ -214,12 +236,18 @@ class OnlineQRSDetector:
         if data[k + 1 : min(k + 1 + self.half, self._energy.end)].max(initial=0) > value:
             return None
         slope = float(np.sqrt(self._energy.data[0, k - self.window + 1 : k + 1].max() * _ENERGY_QUANTUM))
+        # per-lead integrated energy, largest within ± half (the leads' QRS need not peak together)
+        per_lead = self._energy.data[3:, k - self.half - self.window + 1 : min(k + 1 + self.half, self._energy.end)]
+        cs = np.cumsum(per_lead, axis=1)
+        lead_mwi = cs[:, self.window - 1 :].copy()
+        lead_mwi[:, 1:] -= cs[:, : -self.window]
+        leads = lead_mwi.max(axis=1) * self._energy_scale
         # R peak: largest band-passed power (summed over leads) in the integration window, less the filter delay
         k = self._x.column(j)
         segment = self._x.data[:, k - self.window - self._band.size + 2 : k + 1]
         power = sum(np.convolve(lead, self._band, mode="valid") ** 2 for lead in segment)
         r_sample = j - self.window + 1 + int(np.argmax(power)) - self.filter_delay
-        return _Candidate(j, value * self._energy_scale, slope, max(0, r_sample))
+        return _Candidate(j, value * self._energy_scale, slope, max(0, r_sample), leads)
 
     def _decide_in_order(self, candidate: _Candidate, beats: list[Peak]) -> None:
         if not self._learned:
@@ -237,41 +265,69 @@ class OnlineQRSDetector:
             self._decide_in_order(candidate, beats)
 
     # ------------------------------------------------------------------------------------------ decisions
+    def _level(self, c: _Candidate) -> float:
+        """The energy a decision uses: each lead's integrated energy capped at ``lead_cap`` × its beat level."""
+        if self._lead_cap is None:
+            return c.energy
+        return float(np.minimum(c.leads, self._lead_cap).sum())
+
+    def _artefact(self, c: _Candidate) -> bool:
+        """True for energy in one lead only, far above that lead's beat level (electrode and motion artefacts)."""
+        if self._lead_cap is None or self.n_leads < 2:
+            return False
+        ratio = c.leads / self.lead_signal
+        return bool(ratio.max() > self.solo_ratio and np.count_nonzero(ratio >= self.solo_floor) <= 1)
+
     def _decide(self, c: _Candidate, beats: list[Peak], update_noise: bool) -> None:
         last = self._last
         if last is not None and c.index - last.index < self.refractory:
             return
-        if c.energy >= self.threshold:
+        if self._artefact(c):
+            return
+        energy = self._level(c)
+        if energy >= self.threshold:
             if last is not None and c.index - last.index < self.twave and c.slope < 0.5 * last.slope:
                 if update_noise:
-                    self.noise_level += 0.125 * (c.energy - self.noise_level)
+                    self.noise_level += 0.125 * (energy - self.noise_level)
                 return
-            self.signal_level += 0.125 * (c.energy - self.signal_level)
-            self._accept(c, beats, searchback=False)
+            self.signal_level += 0.125 * (energy - self.signal_level)
+            self._accept(c, energy, beats, searchback=False)
             return
         if update_noise:
-            self.noise_level += 0.125 * (c.energy - self.noise_level)
+            self.noise_level += 0.125 * (energy - self.noise_level)
         self._since_last.append(c)
 
-    def _accept(self, c: _Candidate, beats: list[Peak], searchback: bool) -> None:
+    def _accept(self, c: _Candidate, energy: float, beats: list[Peak], searchback: bool) -> None:
         if self._last is not None:
             self._rr = [*self._rr[-7:], c.index - self._last.index]
         self._last = c
         self._since_last = []
+        if self._lead_cap is not None:
+            self.lead_signal += 0.125 * (np.minimum(c.leads, self._lead_cap) - self.lead_signal)
+            self._lead_cap = self.lead_cap * self.lead_signal
+        else:
+            self._first_leads.append(c.leads)
+            if len(self._first_leads) == _LEAD_LEARN_BEATS:
+                self.lead_signal = np.median(self._first_leads, axis=0)
+                self._lead_cap = self.lead_cap * self.lead_signal
         rr = float(np.median(self._rr)) if self._rr else self.fs_hz
         self._deadline = c.index + self.searchback_rr * rr
-        beats.append(Peak(c.r_sample, c.energy, searchback))
+        beats.append(Peak(c.r_sample, energy, searchback))
 
     def _run_deadlines(self, until: int, beats: list[Peak]) -> None:
         """Search back at every deadline before ``until`` (all candidates up to it are known by then)."""
         while self._deadline is not None and self._deadline < until:
-            best = max(self._since_last, key=lambda c: c.energy, default=None)
-            if best is None or best.energy < 0.5 * self.threshold:
+            best, energy = None, 0.0
+            for c in self._since_last:
+                e = self._level(c)
+                if e > energy:
+                    best, energy = c, e
+            if best is None or energy < 0.5 * self.threshold:
                 self._deadline += float(np.median(self._rr)) if self._rr else self.fs_hz
                 continue
             later = [c for c in self._since_last if c.index > best.index]
-            self.signal_level += 0.25 * (best.energy - self.signal_level)
-            self._accept(best, beats, searchback=True)
+            self.signal_level += 0.25 * (energy - self.signal_level)
+            self._accept(best, energy, beats, searchback=True)
             for c in later:
                 self._run_deadlines(c.index, beats)
                 self._decide(c, beats, update_noise=False)
