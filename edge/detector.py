@@ -133,7 +133,8 @@ class OnlineQRSDetector:
         sos = qrs_bandpass(fs_hz, *band_hz, order=band_order)
         self._band = impulse_response(sos)
         slope_fir = np.convolve(self._band, five_point_derivative(fs_hz))
-        self._slope_taps = slope_fir[::-1].copy()  # reversed: applied to windows oldest-first
+        # reversed (applied to windows oldest-first) and scaled so that the squared output is in energy quanta
+        self._slope_taps = slope_fir[::-1] * np.sqrt(1.0 / _ENERGY_QUANTUM)
         self.filter_delay = round(group_delay_samples(sos, 10.0, fs_hz))
         self._energy_scale = _ENERGY_QUANTUM / self.window  # integrated energy per integer unit ((mV/s)²)
         look = 2 * self.half + self.window + 8  # samples read behind the newest one when deciding
@@ -171,26 +172,29 @@ class OnlineQRSDetector:
     # ------------------------------------------------------------------------------------------ streaming
     def push(self, x: np.ndarray) -> list[Peak]:
         """Feed ``x`` ``(n, n_leads)`` mV and return the beats decided with it, in time order."""
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.n_leads:
-            raise ValueError(f"expected a chunk of shape (n, {self.n_leads}), got {x.shape}")
-        n = x.shape[0]
+        shape = np.shape(x)
+        if len(shape) != 2 or shape[1] != self.n_leads:
+            raise ValueError(f"expected a chunk of shape (n, {self.n_leads}), got {shape}")
+        n = shape[0]
         if n == 0:
             return []
+        history = self._x
         if self.samples_in == 0:
-            self._x.reset(fill=x[0])  # the stream is taken as constant before its start: no start-up step
-        self._x.append(x.T)
-        first = self._x.end - n - self._slope_taps.size + 1  # window column of the first new sample
+            history.reset(fill=x[0])  # the stream is taken as constant before its start: no start-up step
+        history.append(np.transpose(x))
+        first = history.end - n - self._slope_taps.size + 1  # window column of the first new sample
         c = self._energy.reserve(n)
-        leads = self._energy.data[3:, c : c + n]
+        data = self._energy.data
+        leads = data[3:, c : c + n]
+        # one FIR per lead (einsum sums each output's taps in the same order whatever the chunk size)
         for b in range(0, n, _BLOCK):
-            slope = (self._x.windows[:, first + b : first + min(n, b + _BLOCK)] * self._slope_taps).sum(axis=2)
-            np.rint(slope * slope * (1.0 / _ENERGY_QUANTUM), out=leads[:, b : b + _BLOCK], casting="unsafe")
-        quantised, csum, mwi = self._energy.data[:3, c : c + n]
-        leads.sum(axis=0, out=quantised)
+            slope = np.einsum("lnk,k->ln", history.windows[:, first + b : first + min(n, b + _BLOCK)], self._slope_taps)
+            np.rint(np.square(slope, out=slope), out=leads[:, b : b + _BLOCK], casting="unsafe")
+        quantised, csum, mwi = data[:3, c : c + n]
+        np.add.reduce(leads, axis=0, out=quantised)
         np.cumsum(quantised, out=csum)
-        csum += self._energy.data[1, c - 1]
-        np.subtract(csum, self._energy.data[1, c - self.window : c + n - self.window], out=mwi)
+        csum += data[1, c - 1]
+        np.subtract(csum, data[1, c - self.window : c + n - self.window], out=mwi)
         if not self._learned:
             learn = mwi[: max(0, self.learning - self.samples_in)]
             if learn.size:
@@ -210,13 +214,15 @@ class OnlineQRSDetector:
         lo = self._next_eval
         if end > lo:
             data = self._energy.data[2]
-            c = self._energy.column(lo)
-            core = data[c : c + end - lo]
-            local_max = (core > data[c - 1 : c + end - lo - 1]) & (core >= data[c + 1 : c + end - lo + 1])
+            c = lo - self._energy.start
+            m = end - lo
+            # a candidate rises from the sample before it and does not fall to the one after
+            rises = np.greater(data[c : c + m], data[c - 1 : c + m - 1])
+            rises &= np.greater_equal(data[c : c + m], data[c + 1 : c + m + 1])
             if final:
-                local_max[-1] = core[-1] > data[c + end - lo - 2]
-            for j in (np.flatnonzero(local_max) + lo).tolist():
-                candidate = self._candidate(j)
+                rises[-1] = data[c + m - 1] > data[c + m - 2]
+            for j in rises.nonzero()[0].tolist():
+                candidate = self._candidate(j + lo)
                 if candidate is not None:
                     self._decide_in_order(candidate, beats)
             self._next_eval = end

@@ -112,7 +112,7 @@ class StreamingResampler:
             q, r = divmod(k, self.up)
             columns = self._first[r : r + size] + (q * self.down - history.start)
             gathered = history.windows[:, columns]  # (C, size, n_taps)
-            blocks.append((gathered * self._weights[r : r + size]).sum(axis=2))
+            blocks.append(np.einsum("csk,sk->cs", gathered, self._weights[r : r + size]))
         self.samples_out = k_end
         if not blocks:
             return np.empty((0, self.n_channels), dtype=np.float32)
