@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from edge import config as cfg
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
 from edge.broker import EmbeddedBroker
@@ -81,8 +82,10 @@ HttpHostOpt = Annotated[str, typer.Option(
     "--http-host", help="Bind address of the live page. Anything but 127.0.0.1 / localhost needs "
                         "--http-credentials (see docs/web.md).")]
 HttpCredentialsOpt = Annotated[Path | None, typer.Option(
-    "--http-credentials", help=f"File whose first line is user:password: HTTP Basic authentication for the live "
-                               f"page (or set {CREDENTIALS_ENV}).")]
+    "--http-credentials", allow_from_autoenv=False,  # its variable holds user:password itself, not a path
+    help=f"File whose first line is user:password: HTTP Basic authentication for the live page (or set "
+         f"{CREDENTIALS_ENV}).")]
+ConfigOpt = Annotated[Path | None, cfg.config_option()]
 
 
 def mqtt_settings(
@@ -182,8 +185,9 @@ def wait_for_signal(stop: threading.Event, duration_s: float | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- run
-@app.command()
+@app.command(context_settings=cfg.ENV_CONTEXT)
 def run(
+    config: ConfigOpt = None,
     broker: BrokerOpt = None,
     node: Annotated[str | None, typer.Option(
         help="Node name in beatssl/edge/<node>/health (default: hostname).")] = None,
@@ -197,6 +201,8 @@ def run(
                                                       "reported stale.")] = 5.0,
     max_payload_kb: Annotated[int, typer.Option(help="Largest accepted samples payload, KiB.")] = 256,
     max_leads: Annotated[int, typer.Option(help="Most leads accepted per stream.")] = 16,
+    min_fs_hz: Annotated[float, typer.Option(help="Lowest accepted sampling rate, Hz.")] = proto.Limits.min_fs_hz,
+    max_fs_hz: Annotated[float, typer.Option(help="Highest accepted sampling rate, Hz.")] = proto.Limits.max_fs_hz,
     duration_s: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until "
                                                              "Ctrl-C / SIGTERM).")] = None,
     engine: EngineOpt = None,
@@ -225,7 +231,13 @@ def run(
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Subscribe to ecg/+/samples, detect beats online, segment them and classify rhythm windows with the loaded
-    engines, and publish beatssl/<device>/{beats,rhythm,status,errors} (see docs/protocol.md)."""
+    engines, and publish beatssl/<device>/{beats,rhythm,status,errors} (see docs/protocol.md).
+
+    Options also come from BEATSSL_<OPTION> environment variables (BEATSSL_WORKERS=4) and a TOML --config file.
+    Precedence: command line > environment > config file > defaults; `beatssl-edge config show` prints the result.
+    The broker password comes from --password-file or BEATSSL_MQTT_PASSWORD, never from the command line.
+    SIGTERM stops gracefully: queued chunks are processed, detectors flushed, outputs acknowledged, then exit.
+    """
     setup_logging(log_level)
     embedded = None
     if broker is None:
@@ -238,7 +250,10 @@ def run(
         address = parse_broker(broker)
     settings = mqtt_settings(address, mqtt_version, username, password_file, client_id, keepalive,
                              tls_ca, tls_cert, tls_key, tls_insecure)
-    limits = proto.Limits(max_payload_bytes=max_payload_kb * 1024, max_leads=max_leads)
+    if not 0 < min_fs_hz <= max_fs_hz:
+        raise fail(f"need 0 < --min-fs-hz <= --max-fs-hz, not {min_fs_hz:g} and {max_fs_hz:g}")
+    limits = proto.Limits(max_payload_bytes=max_payload_kb * 1024, max_leads=max_leads, min_fs_hz=min_fs_hz,
+                          max_fs_hz=max_fs_hz)
     if shared_group is not None and (not proto.valid_device_id(shared_group) or mqtt_version != "5"):
         raise fail("--shared-group needs MQTT 5 and a name of letters, digits and _.:@-")
     config = EdgeConfig(mqtt=settings, workers=workers, partition=parse_partition(partition),
@@ -332,6 +347,7 @@ def detect(
 # ---------------------------------------------------------------------------------------------- demo / view
 @app.command()
 def demo(
+    config: ConfigOpt = None,
     devices: Annotated[int, typer.Option(min=1, max=500, help="Virtual devices replaying the bundled sample.")] = 6,
     speed: Annotated[float, typer.Option(help="Replay speed: 1 = real time.")] = 1.0,
     duration_s: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
@@ -388,12 +404,16 @@ def demo(
 
 @app.command()
 def view(
+    config: ConfigOpt = None,
     broker: Annotated[str, typer.Option("--broker", envvar="BEATSSL_BROKER",
                                         help="MQTT broker HOST:PORT.")] = "127.0.0.1:1883",
     mqtt_version: MqttVersionOpt = "5",
     username: UsernameOpt = None,
     password_file: PasswordFileOpt = None,
     tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    tls_insecure: TlsInsecureOpt = False,
     refresh_hz: Annotated[float, typer.Option(help="Screen refreshes per second.")] = 4.0,
 ) -> None:
     """Live terminal view of what edge nodes publish on a broker (beats, status, errors, health)."""
@@ -401,7 +421,8 @@ def view(
 
     from edge.view import LiveView
 
-    settings = mqtt_settings(parse_broker(broker), mqtt_version, username, password_file, tls_ca=tls_ca)
+    settings = mqtt_settings(parse_broker(broker), mqtt_version, username, password_file, tls_ca=tls_ca,
+                             tls_cert=tls_cert, tls_key=tls_key, tls_insecure=tls_insecure)
     lv = LiveView(settings).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -412,6 +433,28 @@ def view(
                 live.update(lv.table())
     finally:
         lv.stop()
+
+
+# ---------------------------------------------------------------------------------------------- config
+config_app = typer.Typer(help="The configuration `run` would use (file, environment, defaults).",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Path | None, typer.Option(
+        "--config", envvar=cfg.CONFIG_ENV, show_default=False,
+        help="TOML config file (as for run).")] = None,
+    run_args: Annotated[list[str] | None, typer.Argument(
+        help="Options of `run` to apply on top, after `--` (e.g. -- --workers 8).", show_default=False)] = None,
+) -> None:
+    """Print the effective configuration of `beatssl-edge run` as TOML, each value with its origin (command line >
+    environment > config file > default), secrets masked. The output works as a --config file."""
+    run_cmd = typer.main.get_command(app).commands["run"]
+    args = (["--config", str(config)] if config is not None else []) + list(run_args or [])
+    with run_cmd.make_context("beatssl-edge run", args) as ctx:
+        sys.stdout.write(cfg.effective_toml(ctx))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m edge.cli`
