@@ -162,6 +162,8 @@ class EdgeApp:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self._unsubscribed = threading.Event()
+        self.client.on_unsubscribe = lambda *_: self._unsubscribed.set()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeApp:
@@ -186,8 +188,13 @@ class EdgeApp:
         return self.subscribed.wait(timeout_s)
 
     def stop(self, drain_timeout_s: float = 5.0) -> None:
-        """Process what is queued, publish it, mark the node offline and disconnect."""
+        """Take no more input, process what is queued, flush every device's detector, publish it all, mark the node
+        offline and disconnect once the broker has acknowledged every output (or after ``drain_timeout_s``)."""
         deadline = time.monotonic() + drain_timeout_s
+        if self.subscribed.is_set() and self.client.is_connected():
+            # after the UNSUBACK no more chunks come: everything we acknowledged (PUBACK) is in a worker queue
+            self.client.unsubscribe(self._subscription())
+            self._unsubscribed.wait(min(2.0, drain_timeout_s))
         while any(not q.empty() for q in self._queues) and time.monotonic() < deadline:
             time.sleep(0.01)
         self._stop.set()
@@ -222,11 +229,14 @@ class EdgeApp:
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.config.mqtt.broker, reason_code)
             return
-        group = self.config.shared_group
-        client.subscribe(proto.shared_samples_subscription(group) if group else proto.SAMPLES_SUBSCRIPTION, qos=1)
+        client.subscribe(self._subscription(), qos=1)
         self._publish(self._health_topic, proto.dumps(self.health("online")), retain=True)
         log.info("connected to %s", self.config.mqtt.broker)
         self.connected.set()
+
+    def _subscription(self) -> str:
+        group = self.config.shared_group
+        return proto.shared_samples_subscription(group) if group else proto.SAMPLES_SUBSCRIPTION
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if not self._stop.is_set():
@@ -255,7 +265,9 @@ class EdgeApp:
         q = self._queues[k]
         while True:
             item = q.get()
-            if item is None:
+            if item is None:  # shutting down: flush the detectors, so beats still in their look-ahead go out
+                for device, stream in list(streams.items()):
+                    self._emit(device, stream.expire())
                 return
             if isinstance(item, _Expire):
                 self._expire(streams)
