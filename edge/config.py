@@ -183,7 +183,7 @@ def effective_toml(ctx: typer.Context) -> str:
                   "DEFAULT": "default"}.get(getattr(source, "name", ""), "")
         if getattr(source, "name", "") == "ENVIRONMENT":
             origin = "env " + next((e for e in _envvars(param, ctx.auto_envvar_prefix) if os.environ.get(e)), "?")
-        unset = value is None or value == []
+        unset = value is None or (isinstance(value, (list, tuple)) and not value)
         left = f"# {name} = (unset)" if unset else f"{name.ljust(width)} = {toml_value(value)}"
         lines.append(f"{left.ljust(width + 24)}  # {origin}")
     for env in SECRET_ENVS:
