@@ -70,8 +70,8 @@ EngineOpt = Annotated[list[Path] | None, typer.Option(
 NoEnginesOpt = Annotated[bool, typer.Option("--no-engines", help="Load no engine: beats and beat-based rhythm only.")]
 BackendOpt = Annotated[str, typer.Option(help="Inference backend: auto (TensorRT when a plan and a GPU are "
                                               "present), onnxruntime or tensorrt.")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="ONNX Runtime intra-op threads per engine "
-                                                        "(default: its own choice).")]
+ThreadsOpt = Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads per engine (1 is best on "
+                                                       "small CPUs: no spinning pool; see bench/README.md).")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Most windows per engine call, across all devices.")]
 MaxWaitOpt = Annotated[float, typer.Option(help="Longest a window waits for others to fill a batch, ms.")]
 SegLeadsOpt = Annotated[str | None, typer.Option(
@@ -208,7 +208,7 @@ def run(
     engine: EngineOpt = None,
     no_engines: NoEnginesOpt = False,
     backend: BackendOpt = "auto",
-    threads: ThreadsOpt = None,
+    threads: ThreadsOpt = 1,
     max_batch: MaxBatchOpt = 64,
     max_wait_ms: MaxWaitOpt = 20.0,
     segment_leads: SegLeadsOpt = None,
