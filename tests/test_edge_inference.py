@@ -47,23 +47,30 @@ def test_ludb_beats_carry_wave_boundaries_close_to_the_annotations(broker, data_
         devices = replayer.device_ids
         # every beat whose window completes (R + 1 s before the 10 s end) comes back with waves
         assert col.wait_for(lambda: all(len(col.get(proto.beats_topic(d))) >= 6 for d in devices), 30)
-        errors_ms, n_truth = [], 0
-        for device, rec in zip(devices, LUDB_RECORDS, strict=True):
-            beats = col.get(proto.beats_topic(device))
-            truth = _truth_qrs(data_dir, rec)
-            # annotated beats whose segmentation window (centred on R) fits in the 10 s record
-            half = edge.plan.seg_pre / edge.plan.fs_hz
-            truth = truth[(truth[:, 0] > half) & (truth[:, 1] < 10.0 - half)]
-            n_truth += len(truth)
-            segmented = [b for b in beats if b["quality"] in ("good", "partial")]
-            for b in segmented:
-                assert set(b["waves"]) == {"P", "QRS", "T"}
-                assert set(b["intervals_ms"]) == {"PR", "QRS", "QT", "QTc_bazett", "QTc_fridericia"}
-                q = b["waves"]["QRS"]
-                k = int(np.argmin(np.abs(truth[:, 0] - q["on"])))
-                if abs(q["on"] - truth[k, 0]) <= 0.15:  # the standard 150 ms match window
-                    errors_ms.append(((q["on"] - truth[k, 0]) * 1e3, (q["off"] - truth[k, 1]) * 1e3))
-                    assert 40 <= b["intervals_ms"]["QRS"] <= 200
+        half = edge.plan.seg_pre / edge.plan.fs_hz
+
+        def score() -> tuple[list[tuple[float, float]], int]:
+            errors_ms, n_truth = [], 0
+            for device, rec in zip(devices, LUDB_RECORDS, strict=True):
+                truth = _truth_qrs(data_dir, rec)
+                # annotated beats whose segmentation window (centred on R) fits in the 10 s record
+                truth = truth[(truth[:, 0] > half) & (truth[:, 1] < 10.0 - half)]
+                n_truth += len(truth)
+                for b in col.get(proto.beats_topic(device)):
+                    if b["quality"] not in ("good", "partial"):
+                        continue
+                    assert set(b["waves"]) == {"P", "QRS", "T"}
+                    assert set(b["intervals_ms"]) == {"PR", "QRS", "QT", "QTc_bazett", "QTc_fridericia"}
+                    q = b["waves"]["QRS"]
+                    k = int(np.argmin(np.abs(truth[:, 0] - q["on"])))
+                    if abs(q["on"] - truth[k, 0]) <= 0.15:  # the standard 150 ms match window
+                        errors_ms.append(((q["on"] - truth[k, 0]) * 1e3, (q["off"] - truth[k, 1]) * 1e3))
+                        assert 40 <= b["intervals_ms"]["QRS"] <= 200
+            return errors_ms, n_truth
+
+        # segmented beats keep arriving while the engine works through the windows: wait for them
+        col.wait_for(lambda: len(score()[0]) >= 0.9 * score()[1], 30)
+        errors_ms, n_truth = score()
         qualities = [b["quality"] for d in devices for b in col.get(proto.beats_topic(d))]
         assert len(errors_ms) >= 0.9 * n_truth, f"{len(errors_ms)} of {n_truth} QRS matched; quality {qualities}"
         err = np.abs(np.asarray(errors_ms))
