@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from edge.config import config_option
 from edge.mqtt import BrokerAddress, MqttSettings, read_password
 from simulator.replay import DEVICE_NAMINGS, FORMATS, Replayer, ReplayError, ReplaySummary
 from simulator.sources import ReplaySource, SourceError, ptbxl_records, sample_records, wfdb_records
@@ -89,6 +90,16 @@ PasswordFileOpt = Annotated[Path | None, typer.Option(
     "--password-file", envvar="BEATSSL_MQTT_PASSWORD_FILE",
     help="File whose first line is the broker password (or set BEATSSL_MQTT_PASSWORD).")]
 ClientIdOpt = Annotated[str, typer.Option("--client-id", help="MQTT client id (default: beatssl-sim-<random>).")]
+KeepaliveOpt = Annotated[int, typer.Option("--keepalive", min=5, help="MQTT keep-alive interval, seconds.")]
+TlsCaOpt = Annotated[Path | None, typer.Option("--tls-ca", envvar="BEATSSL_TLS_CA",
+                                               help="CA certificate (PEM) of the broker; turns TLS on.")]
+TlsCertOpt = Annotated[Path | None, typer.Option("--tls-cert", envvar="BEATSSL_TLS_CERT",
+                                                 help="Client certificate (PEM) for mutual TLS.")]
+TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="BEATSSL_TLS_KEY",
+                                                help="Client private key (PEM).")]
+TlsInsecureOpt = Annotated[bool, typer.Option("--tls-insecure", help="Do NOT verify the broker's certificate "
+                                                                     "(testing only!).")]
+ConfigOpt = Annotated[Path | None, config_option()]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line (it is also off when stdout is "
                                                               "not a terminal).")]
 
@@ -98,7 +109,9 @@ class _Replay:
 
     def __init__(self, broker: str, devices: int, speed: str, chunk_ms: float, loop: bool, fmt: str,
                  leads: str | None, duration_s: float | None, device_prefix: str, device_names: str,
-                 mqtt_version: str, username: str | None, password_file: Path | None, client_id: str, quiet: bool):
+                 mqtt_version: str, username: str | None, password_file: Path | None, client_id: str, quiet: bool,
+                 keepalive: int = 30, tls_ca: Path | None = None, tls_cert: Path | None = None,
+                 tls_key: Path | None = None, tls_insecure: bool = False):
         self.options = dict(devices=devices, speed=_speed(speed), chunk_ms=chunk_ms, loop=loop, fmt=fmt,
                             leads=_split(leads), device_prefix=device_prefix, device_names=device_names)
         self.duration_s = duration_s
@@ -109,8 +122,15 @@ class _Replay:
             password = read_password(password_file)
         except (OSError, IndexError) as exc:
             raise ValueError(f"cannot read the password file {password_file}: {exc}") from None
+        for option, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{option} {path}: no such file")
+        if tls_insecure:
+            logging.getLogger(__name__).warning("--tls-insecure: the broker's certificate is NOT verified; anyone on "
+                                                "the path can read and forge ECG data")
         self.settings = MqttSettings(BrokerAddress.parse(broker), protocol=mqtt_version, client_id=client_id,
-                                     username=username, password=password)
+                                     username=username, password=password, keepalive_s=keepalive, tls_ca=tls_ca,
+                                     tls_cert=tls_cert, tls_key=tls_key, tls_insecure=tls_insecure)
 
     def run(self, sources: list[ReplaySource]) -> ReplaySummary:
         replayer = Replayer(sources, self.settings, **self.options)
@@ -188,12 +208,13 @@ def replay_ptbxl(
     loop: LoopOpt = False, fmt: FormatOpt = "json", leads: LeadsOpt = None, duration_s: DurationOpt = None,
     device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", mqtt_version: MqttVersionOpt = "5",
     username: UsernameOpt = None, password_file: PasswordFileOpt = None, client_id: ClientIdOpt = "",
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, keepalive: KeepaliveOpt = 30, tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None, tls_insecure: TlsInsecureOpt = False, config: ConfigOpt = None,
 ) -> None:
     """Replay PTB-XL records (native PhysioNet layout), chosen by id, fold and count."""
     _main(lambda: _ptbxl(data, ids, fold, count, rate), lambda: _Replay(
         broker, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names,
-        mqtt_version, username, password_file, client_id, quiet))
+        mqtt_version, username, password_file, client_id, quiet, keepalive, tls_ca, tls_cert, tls_key, tls_insecure))
 
 
 @replay_app.command("wfdb")
@@ -203,12 +224,13 @@ def replay_wfdb(
     loop: LoopOpt = False, fmt: FormatOpt = "json", leads: LeadsOpt = None, duration_s: DurationOpt = None,
     device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", mqtt_version: MqttVersionOpt = "5",
     username: UsernameOpt = None, password_file: PasswordFileOpt = None, client_id: ClientIdOpt = "",
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, keepalive: KeepaliveOpt = 30, tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None, tls_insecure: TlsInsecureOpt = False, config: ConfigOpt = None,
 ) -> None:
     """Replay the records of a WFDB folder (MIT-BIH, QTDB, LUDB …), with their .atr beats and wave annotations."""
     _main(lambda: wfdb_records(folder, names=_split(records), count=count), lambda: _Replay(
         broker, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names,
-        mqtt_version, username, password_file, client_id, quiet))
+        mqtt_version, username, password_file, client_id, quiet, keepalive, tls_ca, tls_cert, tls_key, tls_insecure))
 
 
 @replay_app.command("sample")
@@ -217,12 +239,13 @@ def replay_sample(
     loop: LoopOpt = True, fmt: FormatOpt = "json", leads: LeadsOpt = None, duration_s: DurationOpt = None,
     device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", mqtt_version: MqttVersionOpt = "5",
     username: UsernameOpt = None, password_file: PasswordFileOpt = None, client_id: ClientIdOpt = "",
-    quiet: QuietOpt = False,
+    quiet: QuietOpt = False, keepalive: KeepaliveOpt = 30, tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None, tls_insecure: TlsInsecureOpt = False, config: ConfigOpt = None,
 ) -> None:
     """Replay the bundled sample (4 LUDB 12-lead records, 2 one-minute MIT-BIH excerpts); loops by default."""
     _main(sample_records, lambda: _Replay(
         broker, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names,
-        mqtt_version, username, password_file, client_id, quiet))
+        mqtt_version, username, password_file, client_id, quiet, keepalive, tls_ca, tls_cert, tls_key, tls_insecure))
 
 
 # ---------------------------------------------------------------------------------------------- list

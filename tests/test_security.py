@@ -39,10 +39,11 @@ from edge.broker import EmbeddedBroker, free_port
 from edge.mqtt import BrokerAddress, MqttSettings, make_client
 from edge.records import read_record
 
-USERS = ("edge", "viewer", "dev-a", "dev-b", "dev-c")
+USERS = ("edge", "viewer", "dev-a", "dev-b", "dev-c", "sim-000")
 ACL = """\
 # devices: write their own samples topic only (%u = the user name)
 pattern write ecg/%u/samples
+pattern write sim/%u/truth
 
 user edge
 topic read ecg/+/samples
@@ -265,6 +266,25 @@ def test_a_device_cannot_spoof_another_device(secure: SecureBroker, data_dir: Pa
         assert len(refusals) == 2 * len(chunks_b) and set(refusals) == {0x87}  # MQTT 5 PUBACK: Not authorized
         for c in (col, dev_a, dev_b):
             c.close()
+
+
+def test_simulator_replays_over_tls_with_a_config_file(secure: SecureBroker, tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from simulator.cli import app as sim_cli
+
+    conf = tmp_path / "beatssl.toml"  # connection keys at the top level, the simulator's own table below
+    conf.write_text(f'broker = "127.0.0.1:{secure.port}"\ntls_ca = "{secure.ca}"\nworkers = 3\n'
+                    f'[replay]\nusername = "sim-000"\ndevices = 1\n')
+    monkeypatch.setenv("BEATSSL_MQTT_PASSWORD", secure.passwords["sim-000"])
+    with secure_edge(secure) as edge:
+        col = Collector(secure.settings("viewer"))
+        result = CliRunner().invoke(sim_cli, ["replay", "sample", "--config", str(conf), "--no-loop", "--speed", "max",
+                                              "--duration-s", "8", "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert col.wait_for(lambda: len(col.get(proto.beats_topic("sim-000"))) >= 5, 10)
+        assert edge.devices()["sim-000"].counters.errors == {}
+        col.close()
 
 
 def test_tls_insecure_connects_without_verification_and_warns_loudly(secure: SecureBroker, caplog, capsys) -> None:
