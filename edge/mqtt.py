@@ -67,7 +67,7 @@ class MqttSettings:
         keepalive_s: keep-alive interval (s).
         client_id: explicit client id; empty means ``<prefix>-<random>``.
         username / password: credentials (the password never comes from the command line; see the CLIs).
-        tls_ca / tls_cert / tls_key: PEM files; giving ``tls_ca`` turns TLS on.
+        tls_ca / tls_cert / tls_key: PEM files; giving ``tls_ca`` (or ``tls_insecure``) turns TLS on.
         tls_insecure: skip server hostname/certificate verification (testing only; loudly warned about).
         max_queued: bound on outgoing messages held while the broker is away; beyond it they are counted as dropped.
     """
@@ -116,7 +116,7 @@ def make_client(
     client.reconnect_delay_set(min_delay=1, max_delay=8)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
-    if settings.tls_ca is not None or settings.tls_cert is not None:
+    if settings.tls_ca is not None or settings.tls_cert is not None or settings.tls_insecure:
         client.tls_set(
             ca_certs=str(settings.tls_ca) if settings.tls_ca else None,
             certfile=str(settings.tls_cert) if settings.tls_cert else None,
