@@ -24,6 +24,17 @@ from edge.ecg import canonical_lead
 from edge.inference import EngineError, ManifestError
 from edge.metrics import MetricsServer
 from edge.mqtt import BrokerAddress, MqttSettings, read_password
+from edge.mqtt_cli import (
+    ClientIdOpt,
+    KeepaliveOpt,
+    MqttVersionOpt,
+    PasswordFileOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsInsecureOpt,
+    TlsKeyOpt,
+    UsernameOpt,
+)
 from edge.web import CREDENTIALS_ENV, InsecureBindError, WebServer, read_credentials
 
 app = typer.Typer(
@@ -46,23 +57,6 @@ BrokerOpt = Annotated[str | None, typer.Option(
     "--broker", envvar="BEATSSL_BROKER",
     help="MQTT broker HOST:PORT. Without it an embedded broker is started on 127.0.0.1 "
          "(mosquitto if installed, else an in-process MQTT 3.1.1 broker).")]
-MqttVersionOpt = Annotated[str, typer.Option("--mqtt-version", envvar="BEATSSL_MQTT_VERSION",
-                                             help="MQTT protocol version: 5 or 3.1.1.")]
-UsernameOpt = Annotated[str | None, typer.Option("--username", envvar="BEATSSL_MQTT_USERNAME",
-                                                    help="Broker user name.")]
-PasswordFileOpt = Annotated[Path | None, typer.Option(
-    "--password-file", envvar="BEATSSL_MQTT_PASSWORD_FILE",
-    help="File whose first line is the broker password (or set BEATSSL_MQTT_PASSWORD).")]
-ClientIdOpt = Annotated[str, typer.Option("--client-id", help="MQTT client id (default: <program>-<random>).")]
-KeepaliveOpt = Annotated[int, typer.Option("--keepalive", min=5, help="MQTT keep-alive interval, seconds.")]
-TlsCaOpt = Annotated[Path | None, typer.Option("--tls-ca", envvar="BEATSSL_TLS_CA",
-                                                  help="CA certificate (PEM); turns TLS on.")]
-TlsCertOpt = Annotated[Path | None, typer.Option("--tls-cert", envvar="BEATSSL_TLS_CERT",
-                                                    help="Client certificate (PEM) for mutual TLS.")]
-TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="BEATSSL_TLS_KEY",
-                                                   help="Client private key (PEM).")]
-TlsInsecureOpt = Annotated[bool, typer.Option("--tls-insecure",
-                                              help="Do NOT verify the broker's certificate (testing only!).")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="Logging level: debug, info, warning, error.")]
 EngineOpt = Annotated[list[Path] | None, typer.Option(
     "--engine", help="Engine folder to load (repeat for a segmentation and a classification engine). "

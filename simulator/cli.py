@@ -26,6 +26,17 @@ from rich.live import Live
 
 from edge.config import config_option
 from edge.mqtt import BrokerAddress, MqttSettings, read_password
+from edge.mqtt_cli import (
+    ClientIdOpt,
+    KeepaliveOpt,
+    MqttVersionOpt,
+    PasswordFileOpt,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsInsecureOpt,
+    TlsKeyOpt,
+    UsernameOpt,
+)
 from simulator.replay import DEVICE_NAMINGS, FORMATS, Replayer, ReplayError, ReplaySummary
 from simulator.sources import ReplaySource, SourceError, ptbxl_records, sample_records, wfdb_records
 
@@ -83,22 +94,6 @@ PrefixOpt = Annotated[str, typer.Option("--device-prefix", help="Device ids are 
                                                                 "(or <prefix>-<record> with --device-names "
                                                                 "record).")]
 NamingOpt = Annotated[str, typer.Option("--device-names", help=f"Device id scheme: {' or '.join(DEVICE_NAMINGS)}.")]
-MqttVersionOpt = Annotated[str, typer.Option("--mqtt-version", help="MQTT protocol version: 5 or 3.1.1.")]
-UsernameOpt = Annotated[str | None, typer.Option("--username", envvar="BEATSSL_MQTT_USERNAME",
-                                                 help="Broker user name.")]
-PasswordFileOpt = Annotated[Path | None, typer.Option(
-    "--password-file", envvar="BEATSSL_MQTT_PASSWORD_FILE",
-    help="File whose first line is the broker password (or set BEATSSL_MQTT_PASSWORD).")]
-ClientIdOpt = Annotated[str, typer.Option("--client-id", help="MQTT client id (default: beatssl-sim-<random>).")]
-KeepaliveOpt = Annotated[int, typer.Option("--keepalive", min=5, help="MQTT keep-alive interval, seconds.")]
-TlsCaOpt = Annotated[Path | None, typer.Option("--tls-ca", envvar="BEATSSL_TLS_CA",
-                                               help="CA certificate (PEM) of the broker; turns TLS on.")]
-TlsCertOpt = Annotated[Path | None, typer.Option("--tls-cert", envvar="BEATSSL_TLS_CERT",
-                                                 help="Client certificate (PEM) for mutual TLS.")]
-TlsKeyOpt = Annotated[Path | None, typer.Option("--tls-key", envvar="BEATSSL_TLS_KEY",
-                                                help="Client private key (PEM).")]
-TlsInsecureOpt = Annotated[bool, typer.Option("--tls-insecure", help="Do NOT verify the broker's certificate "
-                                                                     "(testing only!).")]
 ConfigOpt = Annotated[Path | None, config_option()]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line (it is also off when stdout is "
                                                               "not a terminal).")]
