@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 
 from train import config
@@ -126,6 +127,8 @@ def evaluate(
     part: str = typer.Option("test", help="Split part: val | test."),
     data_root: str = DataOpt,
     out: Path = typer.Option(None, help="Write the metrics JSON here (default: print)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="With --out, also write PNGs next to the JSON: "
+                               "loss curves, true vs predicted segmentation of 3 records or a confusion summary."),
 ) -> None:
     """Evaluate a fine-tuned checkpoint on its task's val or test part, with its stored config."""
     from train.checkpoint import load_checkpoint
@@ -144,8 +147,42 @@ def evaluate(
     if out:
         out.write_text(text)
         typer.echo(f"wrote {out}")
+        if plots:
+            for png in _evaluation_plots(task, model, meta["task"], part, checkpoint, out):
+                typer.echo(f"wrote {png}")
     else:
         typer.echo(text)
+
+
+def _evaluation_plots(task, model, kind: str, part: str, checkpoint: Path, out: Path) -> list[Path]:  # noqa: ANN001
+    """PNGs next to ``out``: the run's loss curves (when its metrics.json has a history) and, for segment, true vs
+    predicted labels of lead II of the first 3 records of ``part``; for classify, the per-class confusion summary."""
+    from sklearn.metrics import multilabel_confusion_matrix
+
+    from edge.ecg import INTERNAL_FS_HZ, LEADS_12, PTBXL_SUPERCLASSES
+    from edge.plots import plot_confusion, plot_loss_curves, plot_segmentation
+
+    written: list[Path] = []
+    stem = out.with_suffix("")
+    history_file = Path(checkpoint).parent / "metrics.json"
+    history = json.loads(history_file.read_text()).get("history", []) if history_file.is_file() else []
+    if history:
+        curves = {"train_loss": [h["train_loss"] for h in history]}
+        written.append(plot_loss_curves(curves, f"{stem}_loss.png", title=f"{kind}: training loss per epoch"))
+    if kind == "segment":
+        lead = LEADS_12.index("II")
+        for name in task.parts[part][:3]:
+            rec = task.records[name]
+            pred = task.predict(model, rec.signal_mv[lead : lead + 1])[0]
+            written.append(plot_segmentation(rec.signal_mv[lead], INTERNAL_FS_HZ, rec.labels[lead], pred,
+                                             f"{stem}_segment_{name}.png", title=f"LUDB {name}, lead II ({part})"))
+    elif kind == "classify" and len(task.sets[part]):
+        y, scores = task.scores(model, part)
+        pred = (scores >= np.asarray(task.thresholds)[None, :]).astype(int)
+        matrices = multilabel_confusion_matrix(y.astype(int), pred, labels=list(range(len(PTBXL_SUPERCLASSES))))
+        written.append(plot_confusion(matrices, PTBXL_SUPERCLASSES, f"{stem}_confusion.png",
+                                      title=f"confusion per class ({part})"))
+    return written
 
 
 @data_app.command("download")
