@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.beats import detect_record
+from edge.plots import plot_latency_histogram
 from edge.records import Record, read_annotations, read_record
 from edge.scoring import beat_samples, match_beats
 
@@ -244,6 +245,10 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
         console.print(f"wrote {args.json}")
+        if results.latencies_s:
+            png = plot_latency_histogram(np.asarray(results.latencies_s) * 1e3, args.json.with_suffix(".png"),
+                                         "ours: detection latency after the R peak (ms)")
+            console.print(f"wrote {png}")
 
 
 if __name__ == "__main__":
