@@ -29,6 +29,7 @@ import onnxruntime as ort
 from edge.ecg import LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
 from edge.inference import load_engine, tensorrt_unavailable_reason
 from edge.manifest import Manifest, Normalisation, normalise
+from edge.plots import plot_latency_histogram
 
 DEFAULT_BATCHES = (1, 8, 64, 256)
 
@@ -53,6 +54,7 @@ def time_runner(infer: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, 
         "p50_ms": 1e3 * float(np.percentile(lat, 50)),
         "p99_ms": 1e3 * float(np.percentile(lat, 99)),
         "calls": len(lat),
+        "latencies_ms": (1e3 * lat).tolist(),
     }
 
 
@@ -151,10 +153,12 @@ def main() -> None:
             runners[engine.backend.name] = engine.infer
         windows = bench_windows(manifest, max(batches), data_dir)
         rows = []
+        latencies: dict[tuple[str, int], list[float]] = {}
         for batch in batches:
             base = None
             for name, infer in runners.items():
                 r = time_runner(infer, windows[:batch], args.seconds)
+                latencies[(name, batch)] = r.pop("latencies_ms")
                 base = base or r["windows_per_s"]
                 rows.append({"runner": name, "batch": batch, **r, "vs_torch": r["windows_per_s"] / base})
         for engine in engines:
@@ -184,6 +188,10 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
+        for (name, batch), values in latencies.items():
+            png = args.json.with_name(f"{args.json.stem}-{name}-b{batch}.png")
+            plot_latency_histogram(values, png, f"{manifest.name}: {name}, batch {batch}, latency per call (ms)")
+            print(f"wrote {png}")
 
 
 if __name__ == "__main__":
