@@ -23,7 +23,7 @@ from edge.broker import EmbeddedBroker
 from edge.ecg import canonical_lead
 from edge.inference import EngineError, ManifestError
 from edge.metrics import MetricsServer
-from edge.mqtt import BrokerAddress, MqttSettings, read_password
+from edge.mqtt import BrokerAddress, MqttSettings
 from edge.mqtt_cli import (
     ClientIdOpt,
     KeepaliveOpt,
@@ -34,6 +34,7 @@ from edge.mqtt_cli import (
     TlsInsecureOpt,
     TlsKeyOpt,
     UsernameOpt,
+    settings_from_options,
 )
 from edge.web import CREDENTIALS_ENV, InsecureBindError, WebServer, read_credentials
 
@@ -95,20 +96,15 @@ def mqtt_settings(
     tls_insecure: bool = False,
 ) -> MqttSettings:
     """Build validated MqttSettings from CLI values (raises typer.Exit with a clear message on bad input)."""
-    if mqtt_version not in ("5", "3.1.1"):
-        raise fail(f"--mqtt-version must be 5 or 3.1.1, not {mqtt_version!r}")
-    for opt, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key),
-                      ("--password-file", password_file)):
-        if path is not None and not Path(path).is_file():
-            raise fail(f"{opt} {path}: no such file")
+    try:
+        settings = settings_from_options(broker, mqtt_version, username, password_file, client_id, keepalive,
+                                         tls_ca, tls_cert, tls_key, tls_insecure)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     if tls_insecure:
         err.print("[bold yellow]WARNING: --tls-insecure: the broker's certificate is NOT verified; "
                   "anyone on the path can read and forge ECG data.[/]")
-    return MqttSettings(
-        broker=broker, protocol=mqtt_version, keepalive_s=keepalive, client_id=client_id, username=username,
-        password=read_password(password_file), tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-        tls_insecure=tls_insecure,
-    )
+    return settings
 
 
 def parse_broker(text: str) -> BrokerAddress:

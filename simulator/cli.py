@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.live import Live
 
 from edge.config import config_option
-from edge.mqtt import BrokerAddress, MqttSettings, read_password
+from edge.mqtt import BrokerAddress
 from edge.mqtt_cli import (
     ClientIdOpt,
     KeepaliveOpt,
@@ -36,6 +36,7 @@ from edge.mqtt_cli import (
     TlsInsecureOpt,
     TlsKeyOpt,
     UsernameOpt,
+    settings_from_options,
 )
 from simulator.replay import DEVICE_NAMINGS, FORMATS, Replayer, ReplayError, ReplaySummary
 from simulator.sources import ReplaySource, SourceError, ptbxl_records, sample_records, wfdb_records
@@ -111,21 +112,11 @@ class _Replay:
                             leads=_split(leads), device_prefix=device_prefix, device_names=device_names)
         self.duration_s = duration_s
         self.quiet = quiet
-        if mqtt_version not in ("5", "3.1.1"):
-            raise ValueError(f"--mqtt-version must be 5 or 3.1.1, not {mqtt_version!r}")
-        try:
-            password = read_password(password_file)
-        except (OSError, IndexError) as exc:
-            raise ValueError(f"cannot read the password file {password_file}: {exc}") from None
-        for option, path in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)):
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"{option} {path}: no such file")
+        self.settings = settings_from_options(BrokerAddress.parse(broker), mqtt_version, username, password_file,
+                                              client_id, keepalive, tls_ca, tls_cert, tls_key, tls_insecure)
         if tls_insecure:
             logging.getLogger(__name__).warning("--tls-insecure: the broker's certificate is NOT verified; anyone on "
                                                 "the path can read and forge ECG data")
-        self.settings = MqttSettings(BrokerAddress.parse(broker), protocol=mqtt_version, client_id=client_id,
-                                     username=username, password=password, keepalive_s=keepalive, tls_ca=tls_ca,
-                                     tls_cert=tls_cert, tls_key=tls_key, tls_insecure=tls_insecure)
 
     def run(self, sources: list[ReplaySource]) -> ReplaySummary:
         replayer = Replayer(sources, self.settings, **self.options)
