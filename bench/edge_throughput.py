@@ -190,7 +190,8 @@ def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
                 return step
             sim_cmd = [str(BIN / "simulator"), "replay", "wfdb", str(args.ludb), "--broker",
                        f"127.0.0.1:{broker.port}", "--devices", str(n), "--speed", "1", "--loop",
-                       "--duration-s", str(duration), "--device-prefix", DEVICE_PREFIX, "--quiet"]
+                       "--duration-s", str(duration), "--device-prefix", DEVICE_PREFIX, "--quiet",
+                       "--chunk-ms", str(args.chunk_ms), "--format", args.format]
             reaped0 = children_cpu_s()
             sim = subprocess.Popen(sim_cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    start_new_session=True)
@@ -480,6 +481,8 @@ def main() -> None:
     parser.add_argument("--measure-s", type=float, default=25.0, help="device seconds measured per step")
     parser.add_argument("--tail-s", type=float, default=3.0, help="wall seconds to wait for the last messages")
     parser.add_argument("--chunk-ms", type=float, default=40.0, help="the simulator's chunk length (its default)")
+    parser.add_argument("--format", choices=("binary", "json"), default="binary",
+                        help="the simulator's payload encoding (binary: int16 as a device sends; json: mV floats)")
     parser.add_argument("--p99-ms", type=float, default=500.0, help="p99 latency bound beyond the segmentation wait")
     parser.add_argument("--rhythm-p99-s", type=float, default=RHYTHM_HOP_S,
                         help="p99 bound of a rhythm message's delay after its window closed (default one hop: "

@@ -18,6 +18,7 @@ Input payloads come in two encodings:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -261,8 +262,14 @@ def _decode_binary(payload: bytes) -> SamplesMessage:
     return SamplesMessage(seq, float(fs), _canonical(names), float(t0), (adu / gain).astype(np.float32))
 
 
-def _canonical(names: list[str]) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=1024)
+def _canonical_joined(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(canonical_lead(name) for name in names)
+
+
+def _canonical(names: list[str]) -> tuple[str, ...]:
+    """Canonical lead names; cached, since a device sends the same names with every chunk."""
+    return _canonical_joined(tuple(names))
 
 
 def _validate(msg: SamplesMessage, limits: Limits) -> None:
