@@ -5,7 +5,7 @@ Three processes per step, all on this machine, through a real mosquitto (started
 * the **edge**: ``beatssl-edge run --broker … --node bench`` with the shipped engines (rhythm labels every 2 s per
   device, every beat segmented on lead II), ``--max-batch`` as the mode says;
 * the **simulator**: ``simulator replay wfdb <ludb> --devices N --speed 1 --loop --duration-s D`` (LUDB 12-lead
-  500 Hz records, looping, JSON payloads, 40 ms chunks, real time);
+  500 Hz records, looping, real time; ``--format`` binary int16 (default) or JSON, ``--chunk-ms`` 40);
 * this process: a light paho subscriber to ``beatssl/+/beats``, ``beatssl/+/rhythm``, the edge's health and errors,
   and the samples of device 0 only (to pin the simulator's clock: device ``i`` publishes the chunk ending at device
   time ``t`` at wall time ``start + i/N·chunk + t``; ``start`` = the smallest arrival − t seen for device 0).
@@ -136,8 +136,8 @@ class Listener:
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         now = time.time()
         if msg.topic == self._sample_topic:
-            m = json.loads(msg.payload)
-            self.clock.append((now, m["t0"] + len(m["data"][0]) / m["fs"]))
+            m = proto.decode_samples(msg.payload)
+            self.clock.append((now, m.t0_s + m.n_samples / m.fs_hz))
         else:
             self.items.append((now, msg.topic, msg.payload))
 

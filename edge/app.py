@@ -25,7 +25,6 @@ import queue
 import socket
 import threading
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,11 +92,6 @@ class EdgeConfig:
     max_wait_ms: float = 20.0
     seg_leads: tuple[str, ...] = ()
     rhythm_hop_s: float = 2.0
-
-
-def device_hash(device_id: str) -> int:
-    """Stable (process-independent) hash of a device id, used for worker choice and ``--partition``."""
-    return zlib.crc32(device_id.encode())
 
 
 class _Expire:
@@ -250,13 +244,14 @@ class EdgeApp:
             return
         if self.config.partition is not None:
             k, n = self.config.partition
-            if device_hash(device) % n != k:
+            if proto.device_hash(device) % n != k:
                 return
         props = getattr(message, "properties", None)
         content_type = getattr(props, "ContentType", None) if props is not None else None
         item = (device, message.payload, content_type, time.monotonic())
         try:
-            self._queues[device_hash(device) % self.config.workers].put(item, timeout=self.config.enqueue_timeout_s)
+            queue_k = self._queues[proto.device_hash(device) % self.config.workers]
+            queue_k.put(item, timeout=self.config.enqueue_timeout_s)
         except queue.Full:
             self._reject("overload", f"worker queue full; chunk of {device} dropped")
 
@@ -305,7 +300,7 @@ class EdgeApp:
 
     def _deliver(self, request: InferenceRequest, output: np.ndarray | None) -> None:
         """Scheduler thread → the worker that owns the device (blocking put: results are never dropped)."""
-        self._queues[device_hash(request.device) % self.config.workers].put(_Result(request, output))
+        self._queues[proto.device_hash(request.device) % self.config.workers].put(_Result(request, output))
 
     def _expire(self, streams: dict[str, DeviceStream]) -> None:
         now = time.monotonic()

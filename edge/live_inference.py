@@ -8,7 +8,10 @@ outputs into ``beats`` / ``rhythm`` payloads.
 Timing: a beat's segmentation window spans ``[R - pre, R + post)`` at the internal rate (centred on R by default), so
 its message goes out once ``post`` seconds of signal after the R peak have arrived (1.6 s with the shipped 800-sample
 engine: the T wave is closed and the network has context on both sides), plus the batching wait
-(``--max-wait-ms``). Rhythm windows (the classifier's length, 10 s) are sent every hop (2 s).
+(``--max-wait-ms``). Rhythm windows (the classifier's length, 10 s) are sent every hop (2 s). Each device's hops are
+shifted by a fixed phase in ``[0, hop)`` drawn from its id (:func:`rhythm_phase`): devices that started together
+do not all ask for a classifier window in the same instant, so the load on the engine is even instead of one burst
+per hop.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ import numpy as np
 
 from edge.delineate import BeatWaves, combine_leads, delineate_beat, intervals_ms
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
-from edge.protocol import PROTOCOL_VERSION
+from edge.protocol import PROTOCOL_VERSION, device_hash
 from edge.rhythm import LabelSmoother, describe_rr, window_problem
 from edge.scheduler import InferenceRequest
 
 #: Leads segmented by default, in order of preference: the first one the stream has.
 PREFERRED_SEGMENT_LEADS = ("II", "MLII", "I", "V5", "V2")
+
+
+def rhythm_phase(device: str, hop_samples: int) -> int:
+    """Offset (samples, in ``[0, hop_samples)``) of a device's rhythm hops from the start of its run; stable per id."""
+    return device_hash(device) % 1009 * hop_samples // 1009
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,8 @@ class DeviceInference:
                 self.cls_lead_idx = plan.cls.lead_indices(leads)
             except LeadMismatchError as exc:
                 self.cls_problem = str(exc)
-        self.next_hop = int(round(plan.rhythm_hop_s * self.fs))
+        hop = int(round(plan.rhythm_hop_s * self.fs))
+        self.next_hop = hop + rhythm_phase(device, hop)
         self._awaiting: deque[_PendingBeat] = deque()
         self._in_flight: dict[int, _PendingBeat] = {}
         self._beat_times: deque[tuple[float, float | None]] = deque()

@@ -23,6 +23,7 @@ import json
 import math
 import re
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,6 +100,12 @@ def output_subscription(kind: str = "+") -> str:
 def valid_device_id(device_id: str) -> bool:
     """True when ``device_id`` is safe to use in topics: 1–64 chars of ``[A-Za-z0-9_.:@-]``."""
     return bool(_DEVICE_ID_RE.match(device_id))
+
+
+def device_hash(device_id: str) -> int:
+    """Stable (process- and machine-independent) hash of a device id: CRC-32 of its UTF-8 bytes. Workers split devices
+    with it (``--partition k/N`` keeps ``device_hash(id) % N == k``), so every worker must compute the same value."""
+    return zlib.crc32(device_id.encode())
 
 
 def device_from_topic(topic: str) -> str | None:

@@ -43,6 +43,9 @@ DEVICE_NAMINGS: tuple[str, ...] = ("index", "record")
 #: Seconds to wait for the broker's CONNACK, and for outstanding acknowledgements when a replay ends.
 CONNECT_TIMEOUT_S = 10.0
 FLUSH_TIMEOUT_S = 10.0
+#: chunks due within this much of now go out together, without a sleep between them (so at most this early): one
+#: wake-up per 2 ms instead of one per chunk — 100 devices × 25 chunks/s cost 0.5 core in wake-ups alone.
+SCHEDULE_SLACK_S = 0.002
 
 
 class ReplayError(RuntimeError):
@@ -320,7 +323,7 @@ class Replayer:
             if finite:
                 wall_due = self._start + due_s / self.speed
                 wait = wall_due - time.monotonic()
-                if wait > 0 and stop.wait(wait):
+                if wait > SCHEDULE_SLACK_S and stop.wait(wait):
                     break
                 summary.max_lag_s = max(summary.max_lag_s, -wait)
             if dev.pos == len(dev.signal_mv):  # loop: start the record over

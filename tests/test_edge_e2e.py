@@ -14,7 +14,7 @@ from edge_harness import Collector, running_edge
 from typer.testing import CliRunner
 
 from edge import protocol as proto
-from edge.app import EdgeApp, EdgeConfig, device_hash
+from edge.app import EdgeApp, EdgeConfig
 from edge.beats import detect_record
 from edge.cli import app as edge_cli
 from edge.mqtt import MqttSettings
@@ -65,7 +65,7 @@ def test_two_partitioned_workers_share_devices_without_loss_or_duplicates(broker
                                         for d in devices), 30)
         owners = {d: [k for k, w in enumerate(workers) if d in w.devices()] for d in devices}
         assert all(len(o) == 1 for o in owners.values()), owners
-        assert all(owners[d] == [device_hash(d) % 2] for d in devices)
+        assert all(owners[d] == [proto.device_hash(d) % 2] for d in devices)
         assert {o[0] for o in owners.values()} == {0, 1}, "the hash should spread 8 devices over both workers"
         for i, d in enumerate(devices):
             got = [m["sample"] for m in col.get(proto.beats_topic(d))]

@@ -11,6 +11,7 @@ from edge_harness import Collector, running_edge
 
 from edge import protocol as proto
 from edge.cli import default_engines
+from edge.live_inference import rhythm_phase
 from edge.records import read_annotations
 from simulator.replay import Replayer
 from simulator.sources import wfdb_records
@@ -79,6 +80,15 @@ def test_ludb_beats_carry_wave_boundaries_close_to_the_annotations(broker, data_
         col.close()
 
 
+def test_rhythm_phases_spread_devices_over_the_hop() -> None:
+    # 100 devices that start together ask for classifier windows spread over the hop, not all at once
+    phases = np.array([rhythm_phase(f"sim-{i:03d}", 500) for i in range(100)])
+    assert phases.min() >= 0 and phases.max() < 500
+    per_quarter = np.bincount(phases // 125, minlength=4)
+    assert per_quarter.min() >= 15, per_quarter
+    assert rhythm_phase("sim-007", 500) == rhythm_phase("sim-007", 500)
+
+
 def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -> None:
     records = wfdb_records(data_dir / "ludb", names=["6", "7", "8"])
     with running_edge(broker, engines=engines, rhythm_hop_s=2.0) as (edge, settings):
@@ -86,12 +96,16 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
         replayer = Replayer(records, settings, devices=3, speed=float("inf"), chunk_ms=40, loop=True,
                             device_prefix="rhy")
         replayer.run(duration_s=24.0)
-        # hops end at 2, 4, … 22 s; the one at 24 s would need samples past the end (resampler look-ahead)
+        # hops end at φ + 2, 4, … s (φ in [0, 2): the device's phase) up to 22 s (φ + 20 s at least): 10 or 11
+        phases = {}
         for device in replayer.device_ids:
-            assert col.wait_for(lambda d=device: len(col.get(proto.rhythm_topic(d))) >= 11, 20)
+            assert col.wait_for(lambda d=device: len(col.get(proto.rhythm_topic(d))) >= 10, 20)
             msgs = col.get(proto.rhythm_topic(device))
             t_end = [m["t_end"] for m in msgs]
             assert np.allclose(np.diff(t_end), 2.0, atol=0.01), t_end
+            phases[device] = t_end[0] - 2.0
+            assert 0.0 <= phases[device] < 2.0
+            assert phases[device] == pytest.approx(rhythm_phase(device, 500) / 250.0, abs=0.005)
             assert [m["reason"] for m in msgs[:4]] == ["warming_up"] * 4
             usable = [m for m in msgs if m["usable"]]
             assert usable, "no usable window in 24 s of clean LUDB signal"
