@@ -21,7 +21,8 @@ Latencies of a beat (its R peak at device time ``time``; the edge needs ``post``
 A step (N devices, one mode) is **kept in real time** when, over the measured part (device time ``[warm, D]``):
 every device sent beats and a rhythm message every hop (at most one missing), no beat lost its waves
 (``stream_end`` / ``stream_restart`` / ``failed`` quality), the edge rejected nothing (overload, scheduler queue) and
-dropped no publication, its queue depth stayed bounded (≤ N chunks), the simulator kept its schedule (max lag
+dropped no publication, its input queue never held more than ``--p99-ms`` of input (sampled at each health
+message, every 5 s: depth × chunk / N), the simulator kept its schedule (max lag
 ≤ 0.5 s), p99 of ``proc_ms`` and of ``e2e_ms`` are ≤ ``--p99-ms``, and rhythm messages leave at most one hop
 (2 s) after their window closed (p99; beyond that the classifier builds a backlog). N grows along ``--devices``
 until the first step that fails; the largest N that passed is the result of that mode.
@@ -59,6 +60,7 @@ from rich.table import Table
 from edge import protocol as proto
 from edge.broker import EmbeddedBroker
 from edge.mqtt import MqttSettings, make_client
+from edge.plots import plot_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -341,8 +343,10 @@ def analyse(step: Step, listener: Listener, args: argparse.Namespace) -> None:
         r.append(f"edge dropped {step.publish_dropped} publications")
     if any((e.get("rejected") or 0) or (e.get("failed") or 0) for e in step.engines.values()):
         r.append("scheduler rejected/failed windows")
-    if step.queue_depth_max > max(n, 20):
-        r.append(f"queue depth {step.queue_depth_max} > {max(n, 20)}")
+    # the queue in seconds of input: chunks waiting / chunks arriving per second (N devices, one per chunk_ms each)
+    backlog_s = step.queue_depth_max * args.chunk_ms / 1000.0 / n
+    if backlog_s > args.p99_ms / 1000.0:
+        r.append(f"queue depth {step.queue_depth_max} = {backlog_s:.2f} s of input > {args.p99_ms:g} ms")
     if step.sim.get("max_lag_s", 0) > 0.5:
         r.append(f"simulator lagged {step.sim['max_lag_s']:.2f} s")
     if step.proc_ms is None or step.proc_ms["p99"] > args.p99_ms:
@@ -469,6 +473,21 @@ def print_table(console: Console, steps: list[Step]) -> None:
     console.print(table)
 
 
+def plot_scaling_steps(steps: list[Step], args: argparse.Namespace, path: Path) -> Path:
+    """PNG: p99 of ``proc_ms`` and ``e2e_ms`` against N for every mode of the ladder (not the profiling run)."""
+    series: dict[str, tuple[list[float], list[float], list[bool]]] = {}
+    for s in steps[:len(steps) - (1 if args.profile else 0)]:
+        for name, p in (("proc", s.proc_ms), ("e2e", s.e2e_ms)):
+            if p is not None:
+                x, y, ok = series.setdefault(f"{s.mode} {name} p99", ([], [], []))
+                x.append(s.devices)
+                y.append(p["p99"])
+                ok.append(s.passed)
+    title = (f"edge latency p99 vs 12-lead 500 Hz devices ({args.format}, {args.chunk_ms:g} ms chunks, "
+             f"{os.cpu_count()} CPUs)")
+    return plot_scaling(series, path, args.p99_ms, title, xlabel="devices (N)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ludb", type=Path, default=ROOT.parent / "shared" / "data" / "ludb")
@@ -546,7 +565,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
-        console.print(f"wrote {args.json}")
+        png = plot_scaling_steps(steps, args, args.json.with_suffix(".png"))
+        console.print(f"wrote {args.json} and {png}")
 
 
 if __name__ == "__main__":

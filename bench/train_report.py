@@ -1,10 +1,15 @@
 """Acceptance run of train/: Beat-SSL pretraining (cpu-small), then LUDB segmentation fine-tuned from it versus
 the same encoder from scratch (same config, same epochs, same run), and the PTB-XL classification smoke test.
 
+Each fine-tuning pair (pretrained, scratch) runs for every ``--seeds`` seed (fine-tuning seed: batch order, head
+initialisation, dropout; the record split stays fixed) and every ``--label-fractions`` fraction of the labelled
+training records. The acceptance verdict uses the full-label runs averaged over seeds; the lower fractions show
+where pretraining matters most (few labels).
+
 Runs the ``train`` CLI stage by stage (each a subprocess, timed), then writes ``bench/train_report.md`` and
 ``bench/train_report.json`` from the stages' ``metrics.json``. ``--reuse`` skips stages whose model.pt exists.
 
-    .venv/bin/python bench/train_report.py [--out runs/report] [--reuse]
+    .venv/bin/python bench/train_report.py [--out runs/report] [--reuse] [--seeds 0,1] [--label-fractions 1,0.25]
 """
 
 from __future__ import annotations
@@ -18,26 +23,36 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edge.ecg import PTBXL_SUPERCLASSES, WAVE_CLASSES
+from train.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, "-m", "train.cli"]
 
 
-def stages(out: str) -> dict[str, list[str]]:
+def seg_name(init: str, fraction: float, seed: int) -> str:
+    """Stage name of one segmentation fine-tuning run (``init``: ``pretrained`` or ``scratch``)."""
+    return f"segment_{init}_f{round(fraction * 100)}_s{seed}"
+
+
+def stages(out: str, seeds: list[int], fractions: list[float]) -> dict[str, list[str]]:
     """Stage name -> CLI arguments (after ``train``)."""
     pre = f"{out}/pretrain/model.pt"
-    return {
-        "pretrain": ["pretrain", "-c", "cpu-small-pretrain", "--out", f"{out}/pretrain", "--no-resume"],
-        "segment_pretrained": ["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment", "--init", pre,
-                               "--out", f"{out}/segment-pretrained", "--no-resume"],
-        "segment_scratch": ["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment",
-                            "--out", f"{out}/segment-scratch", "--no-resume"],
-        "classify": ["finetune", "--task", "classify", "-c", "cpu-small-finetune-classify", "--init", pre,
-                     "--out", f"{out}/classify", "--no-resume"],
-    }  # fmt: skip
+    plan = {"pretrain": ["pretrain", "-c", "cpu-small-pretrain", "--out", f"{out}/pretrain", "--no-resume"]}
+    for fraction in fractions:
+        for seed in seeds:
+            for init in ("pretrained", "scratch"):
+                name = seg_name(init, fraction, seed)
+                plan[name] = ["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment",
+                              *(["--init", pre] if init == "pretrained" else []), "--seed", str(seed),
+                              "--label-fraction", str(fraction), "--out", f"{out}/{name.replace('_', '-')}",
+                              "--no-resume"]
+    plan["classify"] = ["finetune", "--task", "classify", "-c", "cpu-small-finetune-classify", "--init", pre,
+                        "--out", f"{out}/classify", "--no-resume"]
+    return plan  # fmt: skip
 
 
 def run_stage(name: str, args: list[str], folder: Path, reuse: bool) -> dict:
@@ -51,51 +66,90 @@ def run_stage(name: str, args: list[str], folder: Path, reuse: bool) -> dict:
         (folder / "wall_s.txt").write_text(f"{time.monotonic() - t0:.1f}\n")
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["wall_s"] = float((folder / "wall_s.txt").read_text())
+    split = read_checkpoint(folder / "model.pt")["meta"].get("split")
+    if split:  # segmentation: records per part (train after --label-fraction)
+        metrics["split_records"] = {part: len(names) for part, names in split.items()}
     metrics.pop("history", None)
     return metrics
 
 
-def seg_table(results: dict[str, dict]) -> list[str]:
-    """Markdown rows: per class Dice, onset/offset F1 and error (mean ± sd ms), for each segmentation run."""
+def seg_table(results: dict[str, dict], seed: int) -> list[str]:
+    """Markdown rows: per class Dice, onset/offset F1 and error (mean ± sd ms), for the full-label runs of a seed."""
     lines = [
         "| run | wave | Dice | onset F1 | offset F1 | onset error ms (mean ± sd) | offset error ms (mean ± sd) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for run in ("segment_pretrained", "segment_scratch"):
+    for init in ("pretrained", "scratch"):
+        run = seg_name(init, 1.0, seed)
         test = results[run]["test"]
         for wave in WAVE_CLASSES[1:]:
             w = test[wave]
             lines.append(
-                f"| {run.removeprefix('segment_')} | {wave} | {w['dice']:.3f} | {w['onset']['f1']:.3f} | "
+                f"| {init} | {wave} | {w['dice']:.3f} | {w['onset']['f1']:.3f} | "
                 f"{w['offset']['f1']:.3f} | {w['onset']['err_mean_ms']:+.1f} ± {w['onset']['err_sd_ms']:.1f} | "
                 f"{w['offset']['err_mean_ms']:+.1f} ± {w['offset']['err_sd_ms']:.1f} |"
             )
         lines.append(
-            f"| {run.removeprefix('segment_')} | **mean** | **{test['mean_dice']:.3f}** | "
+            f"| {init} | **mean** | **{test['mean_dice']:.3f}** | "
             f"boundary F1 {test['mean_boundary_f1']:.3f} | | | |"
         )
     return lines
 
 
-def verdict(results: dict[str, dict]) -> list[str]:
-    """Acceptance targets, each marked met / not met from the measured numbers."""
-    pre, scr = results["segment_pretrained"]["test"], results["segment_scratch"]["test"]
-    qrs_f1 = min(pre["QRS"]["onset"]["f1"], pre["QRS"]["offset"]["f1"])
+def summary(results: dict[str, dict], init: str, fraction: float, seeds: list[int]) -> dict[str, np.ndarray]:
+    """Per-seed test numbers of one (init, fraction) cell: mean Dice, mean boundary F1, min QRS on/off F1."""
+    tests = [results[seg_name(init, fraction, seed)]["test"] for seed in seeds]
+    return {
+        "dice": np.array([t["mean_dice"] for t in tests]),
+        "boundary_f1": np.array([t["mean_boundary_f1"] for t in tests]),
+        "qrs_f1": np.array([min(t["QRS"]["onset"]["f1"], t["QRS"]["offset"]["f1"]) for t in tests]),
+    }
+
+
+def pm(values: np.ndarray, digits: int = 4) -> str:
+    """``mean ± sd`` over seeds (sd with ddof=1; just the value for one seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def fraction_table(results: dict[str, dict], seeds: list[int], fractions: list[float]) -> list[str]:
+    """Markdown rows: each label fraction and init, its per-seed mean Dice and the mean ± sd of the main scores."""
+    lines = [
+        "| labelled train records | init | mean Dice per seed | mean Dice | boundary F1 | QRS on/off F1 (min) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for fraction in fractions:
+        n = results[seg_name("scratch", fraction, seeds[0])]["split_records"]["train"]
+        for init in ("pretrained", "scratch"):
+            s = summary(results, init, fraction, seeds)
+            per_seed = ", ".join(f"{d:.4f}" for d in s["dice"])
+            lines.append(f"| {fraction:.0%} ({n}) | {init} | {per_seed} | {pm(s['dice'])} | {pm(s['boundary_f1'])} | "
+                         f"{pm(s['qrs_f1'], 3)} |")
+    return lines
+
+
+def verdict(results: dict[str, dict], seeds: list[int]) -> list[str]:
+    """Acceptance targets on the full-label runs (mean over seeds), each marked met / not met."""
+    pre, scr = summary(results, "pretrained", 1.0, seeds), summary(results, "scratch", 1.0, seeds)
+    over = f"mean over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
     checks = [
-        (f"mean Dice >= 0.90 (pretrained: {pre['mean_dice']:.3f})", pre["mean_dice"] >= 0.90),
-        (f"QRS onset and offset F1 >= 0.98 (pretrained: min {qrs_f1:.3f})", qrs_f1 >= 0.98),
+        (f"mean Dice >= 0.90 (pretrained, {over}: {pre['dice'].mean():.3f})", pre["dice"].mean() >= 0.90),
+        (f"QRS onset and offset F1 >= 0.98 (pretrained, {over}: min {pre['qrs_f1'].mean():.3f})",
+         pre["qrs_f1"].mean() >= 0.98),
         (
-            f"pretrained >= scratch in mean Dice ({pre['mean_dice']:.4f} vs {scr['mean_dice']:.4f}; mean boundary F1 "
-            f"{pre['mean_boundary_f1']:.4f} vs {scr['mean_boundary_f1']:.4f})",
-            pre["mean_dice"] >= scr["mean_dice"],
+            f"pretrained >= scratch in mean Dice ({over}: {pre['dice'].mean():.4f} vs {scr['dice'].mean():.4f}; "
+            f"boundary F1 {pre['boundary_f1'].mean():.4f} vs {scr['boundary_f1'].mean():.4f}; pretrained ahead in "
+            f"{int((pre['dice'] >= scr['dice']).sum())} of {len(seeds)} seeds)",
+            pre["dice"].mean() >= scr["dice"].mean(),
         ),
     ]
     return [f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks]
 
 
-def write_report(results: dict[str, dict], out_md: Path) -> None:
+def write_report(results: dict[str, dict], seeds: list[int], fractions: list[float], out_md: Path) -> None:
     pre, cls = results["pretrain"], results["classify"]
-    seg = results["segment_pretrained"]
+    seg = results[seg_name("pretrained", 1.0, seeds[0])]
     lines = [
         "# train/ acceptance report (cpu-small)",
         "",
@@ -118,13 +172,20 @@ def write_report(results: dict[str, dict], out_md: Path) -> None:
         f"Split by record (seed 0): {seg['test']['records']} test records x 12 leads = {seg['test']['leads']} "
         "single-lead windows, scored inside each lead's annotated span only. Boundary F1: an onset/offset matches a "
         "reference one within 150 ms (one-to-one, nearest first); errors are predicted - reference over matched "
-        "boundaries. Same config, same epochs, same run for both rows; only the encoder initialisation differs.",
+        "boundaries. Same config, same epochs, same run for both inits; only the encoder initialisation differs. "
+        f"Fine-tuning seeds {', '.join(map(str, seeds))} (the record split is the same for all).",
         "",
-        *seg_table(results),
+        "### Pretrained vs scratch, per label fraction (mean ± sd over seeds)",
+        "",
+        *fraction_table(results, seeds, fractions),
+        "",
+        f"### Per wave, all labels, seed {seeds[0]}",
+        "",
+        *seg_table(results, seeds[0]),
         "",
         "### Targets",
         "",
-        *verdict(results),
+        *verdict(results, seeds),
         "",
         "## PTB-XL classification smoke test (10 records)",
         "",
@@ -155,13 +216,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/report", help="run folder (relative to the repository)")
     parser.add_argument("--reuse", action="store_true", help="skip stages whose model.pt exists")
+    parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds, comma-separated")
+    parser.add_argument("--label-fractions", default="1,0.25",
+                        help="fractions of the labelled training records, comma-separated (1 must be one of them)")
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    fractions = sorted({float(f) for f in args.label_fractions.split(",")}, reverse=True)
+    if not seeds or fractions[0] != 1.0 or not all(0.0 < f <= 1.0 for f in fractions):
+        parser.error("--seeds needs at least one seed and --label-fractions must include 1 (all in (0, 1])")
     results = {
         name: run_stage(name, cli, REPO / cli[cli.index("--out") + 1], args.reuse)
-        for name, cli in stages(args.out).items()
+        for name, cli in stages(args.out, seeds, fractions).items()
     }
-    (REPO / "bench" / "train_report.json").write_text(json.dumps(results, indent=2, default=float))
-    write_report(results, REPO / "bench" / "train_report.md")
+    settings = {"seeds": seeds, "label_fractions": fractions}
+    (REPO / "bench" / "train_report.json").write_text(
+        json.dumps({"settings": settings, **results}, indent=2, default=float))
+    write_report(results, seeds, fractions, REPO / "bench" / "train_report.md")
     print(f"wrote {REPO / 'bench' / 'train_report.md'} and train_report.json")
 
 

@@ -1,4 +1,5 @@
-"""PNG plots for the offline side: a record with its beats, latency histograms, loss curves, segmentation, confusion.
+"""PNG plots for the offline side: a record with its beats, latency histograms, loss curves, segmentation, confusion,
+latency against load.
 
 Every function draws on its own ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display, no global
 state, safe from any thread) and writes a PNG of exactly ``size_px`` pixels (width, height) to ``path``, creating
@@ -128,6 +129,27 @@ def plot_latency_histogram(values_ms: Sequence[float] | np.ndarray, path: str | 
     ax.set_xlabel("latency, ms")
     ax.set_ylabel("count")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_scaling(series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[bool]]], path: str | Path,
+                 bound: float, title: str, xlabel: str = "devices", ylabel: str = "p99 latency, ms",
+                 size_px: tuple[int, int] = (1000, 600)) -> Path:
+    """One line per series (``name -> (x, y, passed)``) of a value against load, with the pass bound drawn; points
+    that failed their step are hollow. y is drawn on a log axis (a backlog grows by orders of magnitude)."""
+    fig = _figure(size_px)
+    ax = fig.subplots()
+    for name, (x, y, passed) in series.items():
+        x_arr, y_arr, ok = np.asarray(x, float), np.asarray(y, float), np.asarray(passed, bool)
+        (line,) = ax.plot(x_arr, y_arr, marker="o", linestyle="-", label=name)
+        ax.scatter(x_arr[~ok], y_arr[~ok], s=80, facecolors="white", edgecolors=line.get_color(), zorder=3)
+    ax.axhline(bound, color="#f85149", linestyle="--", linewidth=1.2, label=f"bound {bound:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(title="hollow: step failed")
+    ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
 
 

@@ -50,6 +50,12 @@ def test_latency_histogram(tmp_path: Path) -> None:
     assert_png(plots.plot_latency_histogram([], tmp_path / "none.png", "nothing", size_px=(400, 300)), (400, 300))
 
 
+def test_scaling(tmp_path: Path) -> None:
+    series = {"batched e2e p99": ([50, 75, 100, 125], [140, 210, 396, 2400], [True, True, True, False]),
+              "unbatched e2e p99": ([50, 75], [115, 900], [True, False])}
+    assert_png(plots.plot_scaling(series, tmp_path / "scale.png", 500.0, "latency vs devices"), (1000, 600))
+
+
 def test_loss_curves(tmp_path: Path) -> None:
     history = {"train_loss": [2.1, 1.5, 1.2, 1.0], "val_loss": [2.0, 1.6, 1.4, 1.35],
                "val_auroc": [0.6, 0.7, 0.8, 0.82]}
