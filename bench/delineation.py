@@ -53,6 +53,7 @@ from edge.broker import EmbeddedBroker
 from edge.cli import default_engines
 from edge.manifest import Manifest
 from edge.mqtt import MqttSettings
+from edge.plots import plot_error_boxes
 from edge.records import read_annotations, read_record
 from simulator.replay import Replayer
 from simulator.sources import ReplaySource, wfdb_records
@@ -240,11 +241,11 @@ def stream(sources: list[ReplaySource], seg_leads: tuple[str, ...], speed: float
 
 
 def evaluate(truths: dict[str, dict], beats: dict[str, list[dict]], lead: str | None, pre_s: float,
-             post_s: float, groups: dict[str, set[str]]) -> dict[str, dict]:
-    """Scores of each record group (``{"all": {...}, "test": {...}}``, sets of record names)."""
-    out = {}
+             post_s: float, groups: dict[str, set[str]]) -> tuple[dict[str, dict], dict[str, Scores]]:
+    """Summary and raw scores of each record group (``groups``: ``{"all": names, "test": names}``)."""
+    out, raw = {}, {}
     for group, names in groups.items():
-        scores = Scores()
+        scores = raw[group] = Scores()
         for device, truth in truths.items():
             if truth["record"] in names:
                 score(ref_beats(truth, lead, pre_s, post_s), beats.get(device, []), scores)
@@ -255,7 +256,7 @@ def evaluate(truths: dict[str, dict], beats: dict[str, list[dict]], lead: str | 
                     quality[str(b.get("quality"))] += 1
         out[group] = scores.summary() | {"records": len([t for t in truths.values() if t["record"] in names]),
                                          "published_quality": dict(quality)}
-    return out
+    return out, raw
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -301,6 +302,7 @@ def main() -> None:
     window_s = manifest.window_samples / manifest.fs_hz
     pre_s = post_s = window_s / 2
     results: dict[str, dict] = {}
+    panels: dict[str, Scores] = {}
     health: dict[str, dict] = {}
     load = {"start": [round(x, 2) for x in os.getloadavg()]}
     t_start = time.monotonic()
@@ -310,8 +312,9 @@ def main() -> None:
             leads = tuple(x for x in args.qtdb_leads.split(",") if x)
             truths, beats, health["qtdb"] = stream(sources, leads, args.qtdb_speed, "qt", engine, console)
         names = {s.name for s in sources}
-        results |= {f"QTDB q1c ({len(names)})": r for r in evaluate(truths, beats, None, pre_s, post_s,
-                                                                     {"all": names}).values()}
+        res, raw = evaluate(truths, beats, None, pre_s, post_s, {"all": names})
+        results[f"QTDB q1c ({len(names)})"] = res["all"]
+        panels[f"QTDB q1c ({len(names)} records)"] = raw["all"]
     split = None
     if "ludb" in args.datasets:
         all_names = ludb_data.record_names(args.ludb)
@@ -321,7 +324,8 @@ def main() -> None:
         truths, beats, health["ludb"] = stream(sources, ("II",), math.inf, "ludb", engine, console)
         groups = {"all": set(names), "test": set(names) & set(split["test"]),
                   "train+val": set(names) - set(split["test"])}
-        res = evaluate(truths, beats, "II", pre_s, post_s, groups)
+        res, raw = evaluate(truths, beats, "II", pre_s, post_s, groups)
+        panels[f"LUDB lead II, held-out test ({res['test']['records']} records)"] = raw["test"]
         results[f"LUDB II, held-out test ({res['test']['records']})"] = res["test"]
         results[f"LUDB II, train+val ({res['train+val']['records']})"] = res["train+val"]
         results[f"LUDB II, all ({res['all']['records']})"] = res["all"]
@@ -344,7 +348,11 @@ def main() -> None:
             "edge_health": {k: {kk: h.get(kk) for kk in ("rejected", "engines", "beats", "published")}
                             for k, h in health.items()},
         }, indent=2))
-        console.print(f"wrote {args.json}")
+        png = plot_error_boxes({name: {f"{w} {side}": sc.errors[f"{w}_{side}"] for w, side in BOUNDARIES}
+                                | {"QT": sc.qt_errors} for name, sc in panels.items()},
+                               args.json.with_suffix(".png"), f"live delineation by the edge ({manifest.name})",
+                               limit=MATCH_S * 1e3)
+        console.print(f"wrote {args.json} and {png}")
 
 
 if __name__ == "__main__":

@@ -281,7 +281,8 @@ class OnlineQRSDetector:
         """True for energy in one lead only, far above that lead's beat level (electrode and motion artefacts)."""
         if self._lead_cap is None or self.n_leads < 2:
             return False
-        with np.errstate(divide="ignore", invalid="ignore"):  # a lead at level 0 gives inf (x/0) or NaN (0/0, compares False)
+        # a lead whose beat level is 0 gives inf (x / 0) or NaN (0 / 0, which compares False): no warning for it
+        with np.errstate(divide="ignore", invalid="ignore"):
             ratio = c.leads / self.lead_signal
         return bool(ratio.max() > self.solo_ratio and np.count_nonzero(ratio >= self.solo_floor) <= 1)
 

@@ -153,6 +153,30 @@ def plot_scaling(series: Mapping[str, tuple[Sequence[float], Sequence[float], Se
     return _save(fig, path)
 
 
+def plot_error_boxes(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, title: str,
+                     limit: float = 150.0, size_px: tuple[int, int] = (1200, 600)) -> Path:
+    """One panel per group (``panel -> {name: errors}``), a box per name (median, quartiles, 5-95 % whiskers) of
+    the errors within ±``limit`` (the match window; the count beyond is in the label), zero marked."""
+    fig = _figure(size_px)
+    axes = fig.subplots(1, max(1, len(panels)), sharey=True, squeeze=False)[0]
+    for ax, (panel, series) in zip(axes, panels.items(), strict=False):
+        data, labels = [], []
+        for name, values in series.items():
+            v = np.asarray(values, dtype=np.float64)
+            v = v[np.isfinite(v)]
+            inside = v[np.abs(v) <= limit]
+            data.append(inside if inside.size else np.array([np.nan]))
+            labels.append(f"{name}\nn={inside.size}" + (f" (+{v.size - inside.size})" if v.size > inside.size else ""))
+        ax.boxplot(data, whis=(5, 95), showfliers=False)
+        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+        ax.axhline(0.0, color="#111111", linewidth=0.8)
+        ax.set_title(panel)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("error (published − reference), ms")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, title: str = "training",
                      size_px: tuple[int, int] = (1000, 600)) -> Path:
     """Curves per epoch: series whose name contains ``loss`` on the left panel, any others (metrics) on the right.
