@@ -1,8 +1,9 @@
 """Several processes through torchrun (DistributedDataParallel): the multi-GPU code path, run on the CPU with gloo.
 
 NCCL and CUDA are not here; what this checks is ours: the launcher contract (WORLD_SIZE / RANK / LOCAL_RANK), the
-DistributedSampler splitting the data between ranks, only rank 0 writing checkpoints and metrics, and every rank
-leaving the loop at the same step when the time budget runs out (else the others hang in the next all-reduce).
+DistributedSampler splitting the data between ranks, only rank 0 writing checkpoints and metrics, and the time budget
+ending the run on every rank (the stop decision is all-reduced, so ranks whose clocks disagree by a step still leave
+together instead of one hanging in the next gradient all-reduce; here both see the budget spent).
 """
 
 from __future__ import annotations
