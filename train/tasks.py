@@ -452,7 +452,6 @@ class ClassifyTask(Task):
             "class_names": list(PTBXL_SUPERCLASSES),
             "thresholds": [float(t) for t in self.thresholds],
             "thresholds_from": self.threshold_source,
-            "classify_sources": list(self.cfg.data.classify_sources),
             "split": self.records,
         }
 
