@@ -26,9 +26,12 @@ class DataConfig:
         pretrain_sources: sub-folders of ``root`` used as unlabelled 10 s windows for pretraining.
         max_windows_per_record: cap on 10 s windows cut from one long record (pretraining).
         window_s: window length (s); at the internal rate it must be a multiple of the encoder's downsampling.
-        split_seed: seed of the LUDB record split.
-        test_fraction, val_fraction: LUDB records held out for testing / validation.
+        split_seed: seed of the LUDB record split and of the CinC 2021 record-name hash split.
+        test_fraction, val_fraction: LUDB and CinC 2021 records held out for testing / validation.
         label_fraction: fraction of the labelled training records used for fine-tuning (seeded subset).
+        classify_sources: labelled 12-lead data of the ``classify`` task, any of ``ptbxl`` (strat_fold split),
+            ``cinc2021`` (``cinc2021_sample``, SNOMED-CT codes mapped to the superclasses) and ``ludb`` (diagnosis
+            text mapped to the superclasses, the LUDB record split).
     """
 
     root: str = "../shared/data"
@@ -39,6 +42,7 @@ class DataConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     label_fraction: float = 1.0
+    classify_sources: list[str] = field(default_factory=lambda: ["ptbxl"])
 
     def root_path(self) -> Path:
         root = Path(self.root)

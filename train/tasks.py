@@ -2,13 +2,16 @@
 
 A task owns its model, its training Dataset and collate function, ``loss(model, batch)`` and
 ``evaluate(model, part)``; :mod:`train.loop` does the rest. ``pretrain`` is Beat-SSL (rhythm + beat contrast on 3KG
-views), ``segment`` is per-sample P / QRS / T labelling on LUDB, ``classify`` is PTB-XL superdiagnostic multilabel.
+views), ``segment`` is per-sample P / QRS / T labelling on LUDB, ``classify`` is PTB-XL superdiagnostic multilabel
+(on PTB-XL, and optionally CinC 2021 and LUDB with their diagnoses mapped to the superclasses).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -21,7 +24,7 @@ from train import losses
 from train.augment import ThreeKG, amplitude_view
 from train.checkpoint import read_checkpoint
 from train.config import Config, ModelConfig, as_dict
-from train.data import ludb, ptbxl
+from train.data import cinc2021, ludb, ludb_dx, ptbxl
 from train.data.normalise import NORMALISATION, model_input
 from train.data.windows import folder_windows
 from train.features import beat_templates, cosine_similarity01, reference_lead, rhythm_features, standardise
@@ -99,7 +102,9 @@ class Task:
 
 # --------------------------------------------------------------------------------------------------- pretraining
 def held_out(cfg: Config) -> set[Path]:
-    """Records never seen in pretraining: the LUDB val/test split and PTB-XL folds 9 and 10 (paths, no extension)."""
+    """Records never seen in pretraining (paths, no extension): the LUDB val/test split, PTB-XL folds 9 and 10 and
+    the CinC 2021 records whose name hashes to val/test (labelled or not), so that no classify or segment test
+    record was seen by the encoder."""
     root = cfg.data.root_path()
     out: set[Path] = set()
     if (root / "ludb" / "RECORDS").exists():
@@ -110,6 +115,14 @@ def held_out(cfg: Config) -> set[Path]:
     if (root / "ptbxl" / "ptbxl_database.csv").exists():
         rows = ptbxl.read_index(root / "ptbxl")
         out |= {r.path for r in ptbxl.rows_for(rows, "val") + ptbxl.rows_for(rows, "test")}
+    cinc = root / CLASSIFY_FOLDERS["cinc2021"]
+    if (cinc / "labels.csv").exists():
+        d = cfg.data
+        out |= {
+            cinc / row["source"] / row["record"]
+            for row in cinc2021.read_labels(cinc)
+            if cinc2021.part_of(row["record"], d.split_seed, d.test_fraction, d.val_fraction) != "train"
+        }
     return out
 
 
@@ -291,11 +304,24 @@ class SegmentTask(Task):
 
 
 # -------------------------------------------------------------------------------------------------- classification
-class RecordSet(Dataset):
-    """Labelled 12-lead records loaded into memory: (12, T) mV at the internal rate and a multi-hot label."""
+#: Folder below ``data.root`` of each ``data.classify_sources`` entry.
+CLASSIFY_FOLDERS: dict[str, str] = {"ptbxl": "ptbxl", "cinc2021": "cinc2021_sample", "ludb": "ludb"}
 
-    def __init__(self, signals: list[np.ndarray], labels: list[np.ndarray]) -> None:
-        self.signals, self.labels = signals, labels
+
+class LabelledRecord(NamedTuple):
+    """One labelled 12-lead record of a classify source; ``load()`` reads its (12, n) mV at the internal rate."""
+
+    source: str
+    record: str
+    labels: np.ndarray
+    load: Callable[[], np.ndarray]
+
+
+class RecordSet(Dataset):
+    """Labelled 12-lead records loaded into memory: (12, T) mV at the internal rate, a multi-hot label, a source."""
+
+    def __init__(self, signals: list[np.ndarray], labels: list[np.ndarray], sources: list[str]) -> None:
+        self.signals, self.labels, self.sources = signals, labels, sources
 
     def __len__(self) -> int:
         return len(self.signals)
@@ -304,33 +330,76 @@ class RecordSet(Dataset):
         return {"x": self.signals[i], "y": self.labels[i]}
 
 
+def classify_records(cfg: Config, source: str) -> dict[str, list[LabelledRecord]]:
+    """The labelled records of one classify source by split part ``train`` / ``val`` / ``test``.
+
+    PTB-XL: strat_fold 1-8 / 9 / 10. CinC 2021: the seeded record-name hash split. LUDB: :func:`ludb.split` (the
+    segmentation task's split, so LUDB test records stay test records). Records without a label are left out.
+    """
+    d = cfg.data
+    if source not in CLASSIFY_FOLDERS:
+        raise ValueError(f"unknown classify source {source!r}, expected some of {sorted(CLASSIFY_FOLDERS)}")
+    root = d.root_path() / CLASSIFY_FOLDERS[source]
+    if source == "ptbxl":
+        rows = ptbxl.read_index(root)
+        return {
+            part: [
+                LabelledRecord(source, str(r.ecg_id), r.labels, partial(ptbxl.load_signal, r))
+                for r in ptbxl.rows_for(rows, part)
+            ]
+            for part in ptbxl.FOLDS
+        }
+    if source == "cinc2021":
+        parts = cinc2021.split(cinc2021.read_index(root), d.split_seed, d.test_fraction, d.val_fraction)
+        return {
+            part: [LabelledRecord(source, r.record, r.labels, partial(cinc2021.load_signal, r)) for r in rows]
+            for part, rows in parts.items()
+        }
+    parts = ludb.split(ludb.record_names(root), d.split_seed, d.test_fraction, d.val_fraction)
+    labels = {n: ludb_dx.diagnosis_label(root, n) for names in parts.values() for n in names}
+    return {
+        part: [
+            LabelledRecord(source, n, labels[n], partial(ludb.load_signal, root, n))
+            for n in names
+            if labels[n] is not None
+        ]
+        for part, names in parts.items()
+    }
+
+
 class ClassifyTask(Task):
-    """PTB-XL superdiagnostic multilabel classification on the official strat_fold split."""
+    """PTB-XL superclass multilabel classification on ``data.classify_sources`` (PTB-XL, CinC 2021, LUDB).
+
+    Each source keeps its own split (see :func:`classify_records`); the parts of all sources are pooled. Every
+    record's first window is used, edge-padded when the record is shorter.
+    """
 
     name = "classify"
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        rows = ptbxl.read_index(Path(cfg.data.root_path()) / "ptbxl")
-        if not rows:
-            raise ValueError(f"no PTB-XL records under {cfg.data.root_path() / 'ptbxl'}")
-        self.rows = {part: ptbxl.rows_for(rows, part) for part in ptbxl.FOLDS}
-        self.rows["train"] = _subset(self.rows["train"], cfg.data.label_fraction, cfg.run.seed)
-        self.sets = {part: self._load(r) for part, r in self.rows.items()}
+        records: dict[str, list[LabelledRecord]] = {part: [] for part in ptbxl.FOLDS}
+        for source in cfg.data.classify_sources:
+            for part, items in classify_records(cfg, source).items():
+                records[part] += items
+        if not any(records.values()):
+            raise ValueError(f"no labelled record of {cfg.data.classify_sources} under {cfg.data.root_path()}")
+        records["train"] = _subset(records["train"], cfg.data.label_fraction, cfg.run.seed)
+        self.records = {part: [f"{r.source}/{r.record}" for r in items] for part, items in records.items()}
+        self.sets = {
+            part: RecordSet([self._fit(r.load()) for r in items], [r.labels for r in items], [r.source for r in items])
+            for part, items in records.items()
+        }
         self.train_set = self.sets["train"]
         self.thresholds = np.full(len(PTBXL_SUPERCLASSES), 0.5)
         self.threshold_source = "default 0.5"
         self.model = build_model("classify", as_dict(cfg)["model"], len(LEADS_12), len(PTBXL_SUPERCLASSES))
         self.init_encoder()
 
-    def _load(self, rows: list[ptbxl.PtbxlRow]) -> RecordSet:
-        signals = [self._fit(ptbxl.load_signal(r)) for r in rows]
-        return RecordSet(signals, [r.labels for r in rows])
-
     def _fit(self, x: np.ndarray) -> np.ndarray:
-        """Crop or zero-pad (12, n) to the window length."""
+        """The first window of (12, n): cropped, or padded with each lead's last value when shorter."""
         n = self.window_samples
-        return x[:, :n] if x.shape[1] >= n else np.pad(x, ((0, 0), (0, n - x.shape[1])))
+        return x[:, :n] if x.shape[1] >= n else np.pad(x, ((0, 0), (0, n - x.shape[1])), mode="edge")
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         x = model_input(np.stack([it["x"] for it in items]))
@@ -353,10 +422,28 @@ class ClassifyTask(Task):
         self.threshold_source = f"max F1 on {part}"
 
     def evaluate(self, model: nn.Module, part: str) -> dict[str, Any]:
+        """Pooled report of ``part`` plus, per source, its record and positive counts and its own macro scores."""
         if not len(self.sets[part]):
             return {"records": 0}
         y, s = self.scores(model, part)
-        return {"records": len(y), **multilabel_report(y, s, self.thresholds, PTBXL_SUPERCLASSES)}
+        sources = np.array(self.sets[part].sources)
+        per_source = {}
+        for source in dict.fromkeys(self.sets[part].sources):
+            k = sources == source
+            report = multilabel_report(y[k], s[k], self.thresholds, PTBXL_SUPERCLASSES)
+            per_source[source] = {
+                "records": int(k.sum()),
+                "positives": dict(zip(PTBXL_SUPERCLASSES, y[k].sum(axis=0).astype(int).tolist(), strict=True)),
+                "macro_auroc": report["macro_auroc"],
+                "auroc_classes_defined": report["auroc_classes_defined"],
+                "macro_f1": report["macro_f1"],
+            }
+        return {
+            "records": len(y),
+            **multilabel_report(y, s, self.thresholds, PTBXL_SUPERCLASSES),
+            "positives": dict(zip(PTBXL_SUPERCLASSES, y.sum(axis=0).astype(int).tolist(), strict=True)),
+            "sources": per_source,
+        }
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -365,6 +452,7 @@ class ClassifyTask(Task):
             "class_names": list(PTBXL_SUPERCLASSES),
             "thresholds": [float(t) for t in self.thresholds],
             "thresholds_from": self.threshold_source,
+            "split": self.records,
         }
 
 
