@@ -72,7 +72,9 @@ class LabelSmoother:
     """Hysteresis on multilabel probabilities so labels do not flicker.
 
     A label switches on once its probability has been ≥ its threshold for ``on_windows`` consecutive windows, and
-    off once it has been < threshold − ``margin`` for ``off_windows`` consecutive windows.
+    off once it has been below its off level for ``off_windows`` consecutive windows. The off level is threshold −
+    ``margin``, but never below half the threshold: a threshold under ``margin`` (tuned on validation data of a
+    confident model, e.g. 0.04) would otherwise give a negative off level and a label that never goes off.
     """
 
     thresholds: dict[str, float]
@@ -88,7 +90,7 @@ class LabelSmoother:
         for name, thr in self.thresholds.items():
             p = probs.get(name, 0.0)
             self._above[name] = self._above.get(name, 0) + 1 if p >= thr else 0
-            self._below[name] = self._below.get(name, 0) + 1 if p < thr - self.margin else 0
+            self._below[name] = self._below.get(name, 0) + 1 if p < max(thr - self.margin, thr / 2) else 0
             if name not in self.active and self._above[name] >= self.on_windows:
                 self.active.add(name)
             elif name in self.active and self._below[name] >= self.off_windows:

@@ -94,3 +94,10 @@ def test_label_smoother_has_hysteresis() -> None:
     active = [("NORM" in s.update({"NORM": p, "MI": 0.0})) for p in seq]
     # on after two consecutive >= 0.5; 0.45 is inside the band (no switch off); off after two < 0.4
     assert active == [False, False, False, True, True, True, True, True, False]
+
+
+def test_label_with_a_threshold_below_the_margin_still_switches_off() -> None:
+    # threshold 0.04 (as tuned on validation data): off level max(0.04 - 0.1, 0.02) = 0.02, not -0.06
+    s = LabelSmoother({"CD": 0.04}, margin=0.1, on_windows=2, off_windows=2)
+    active = [bool(s.update({"CD": p})) for p in [0.05, 0.3, 0.03, 0.01, 0.0, 0.05]]
+    assert active == [False, True, True, True, False, False]
