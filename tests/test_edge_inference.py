@@ -97,7 +97,7 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
                             device_prefix="rhy")
         replayer.run(duration_s=24.0)
         # hops end at φ + 2, 4, … s (φ in [0, 2): the device's phase) up to 22 s (φ + 20 s at least): 10 or 11
-        phases = {}
+        phases, n_usable = {}, 0
         for device in replayer.device_ids:
             assert col.wait_for(lambda d=device: len(col.get(proto.rhythm_topic(d))) >= 10, 20)
             msgs = col.get(proto.rhythm_topic(device))
@@ -109,6 +109,7 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
             assert [m["reason"] for m in msgs[:4]] == ["warming_up"] * 4
             usable = [m for m in msgs if m["usable"]]
             assert usable, "no usable window in 24 s of clean LUDB signal"
+            n_usable += len(usable)
             for m in usable:
                 assert m["window_s"] == 10.0 and m["engine"] is not None
                 assert set(m["probs"]) == {"NORM", "MI", "STTC", "CD", "HYP"}
@@ -116,7 +117,8 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
                 assert m["hr_bpm"] is not None and 30 <= m["hr_bpm"] <= 200
                 assert m["regularity"] in ("regular", "irregular")
         health = edge.health("online")
-        assert health["engines"]["classify"]["windows"] >= 3 * 7
+        # every usable message came from one classifier window (6 or 7 per device: hops at φ + 10 … ≤ 22 s)
+        assert health["engines"]["classify"]["windows"] >= n_usable >= 3 * 6
         assert health["engines"]["segment"]["mean_batch"] >= 1.0
         col.close()
 
