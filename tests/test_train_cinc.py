@@ -15,6 +15,7 @@ import pytest
 from edge.ecg import PTBXL_SUPERCLASSES
 from train import config
 from train.data import cinc2021, ludb, ludb_dx
+from train.data.rate import read_12_lead
 from train.data.superclass import NONE, NORMAL, record_label
 from train.tasks import ClassifyTask, held_out
 
@@ -71,7 +72,7 @@ def test_cinc_index_leaves_out_unlabelled_and_flat_records(cinc: Path) -> None:
     assert dict(zip(PTBXL_SUPERCLASSES, counts.tolist(), strict=True)) == {
         "NORM": 51, "MI": 13, "STTC": 49, "CD": 32, "HYP": 16
     }  # fmt: skip
-    signal = cinc2021.load_signal(rows["S0003"])  # 1000 Hz, 115.2 s
+    signal = read_12_lead(rows["S0003"].path)  # 1000 Hz, 115.2 s
     assert signal.shape == (12, 28800) and signal.dtype == np.float32
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from edge.ecg import LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
 from train.data import ludb, ptbxl
+from train.data.rate import read_12_lead
 
 
 def test_ludb_marks_become_per_sample_labels_at_250_hz(data_dir: Path) -> None:
@@ -43,4 +44,4 @@ def test_ptbxl_superclasses_and_folds(data_dir: Path) -> None:
     assert label[6001] == {"STTC"} and label[6002] == {"NORM", "CD"}  # as SOURCE.md lists
     assert sum("NORM" in v for v in label.values()) == 9
     assert [r.ecg_id for r in ptbxl.rows_for(list(rows.values()), "test")] == [6000, 6004]
-    assert ptbxl.load_signal(rows[6000]).shape == (12, 2500)
+    assert read_12_lead(rows[6000].path).shape == (12, 2500)

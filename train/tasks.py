@@ -8,8 +8,6 @@ views), ``segment`` is per-sample P / QRS / T labelling on LUDB, ``classify`` is
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,6 +24,7 @@ from train.checkpoint import read_checkpoint
 from train.config import Config, ModelConfig, as_dict
 from train.data import cinc2021, ludb, ludb_dx, ptbxl
 from train.data.normalise import NORMALISATION, model_input
+from train.data.rate import read_12_lead
 from train.data.windows import folder_windows
 from train.features import beat_templates, cosine_similarity01, reference_lead, rhythm_features, standardise
 from train.metrics import multilabel_report, segmentation_report, tune_thresholds
@@ -309,12 +308,12 @@ CLASSIFY_FOLDERS: dict[str, str] = {"ptbxl": "ptbxl", "cinc2021": "cinc2021_samp
 
 
 class LabelledRecord(NamedTuple):
-    """One labelled 12-lead record of a classify source; ``load()`` reads its (12, n) mV at the internal rate."""
+    """One labelled 12-lead record of a classify source and its WFDB path (no extension)."""
 
     source: str
     record: str
     labels: np.ndarray
-    load: Callable[[], np.ndarray]
+    path: Path
 
 
 class RecordSet(Dataset):
@@ -344,7 +343,7 @@ def classify_records(cfg: Config, source: str) -> dict[str, list[LabelledRecord]
         rows = ptbxl.read_index(root)
         return {
             part: [
-                LabelledRecord(source, str(r.ecg_id), r.labels, partial(ptbxl.load_signal, r))
+                LabelledRecord(source, str(r.ecg_id), r.labels, r.path)
                 for r in ptbxl.rows_for(rows, part)
             ]
             for part in ptbxl.FOLDS
@@ -352,14 +351,14 @@ def classify_records(cfg: Config, source: str) -> dict[str, list[LabelledRecord]
     if source == "cinc2021":
         parts = cinc2021.split(cinc2021.read_index(root), d.split_seed, d.test_fraction, d.val_fraction)
         return {
-            part: [LabelledRecord(source, r.record, r.labels, partial(cinc2021.load_signal, r)) for r in rows]
+            part: [LabelledRecord(source, r.record, r.labels, r.path) for r in rows]
             for part, rows in parts.items()
         }
     parts = ludb.split(ludb.record_names(root), d.split_seed, d.test_fraction, d.val_fraction)
     labels = {n: ludb_dx.diagnosis_label(root, n) for names in parts.values() for n in names}
     return {
         part: [
-            LabelledRecord(source, n, labels[n], partial(ludb.load_signal, root, n))
+            LabelledRecord(source, n, labels[n], root / "data" / n)
             for n in names
             if labels[n] is not None
         ]
@@ -387,7 +386,9 @@ class ClassifyTask(Task):
         records["train"] = _subset(records["train"], cfg.data.label_fraction, cfg.run.seed)
         self.records = {part: [f"{r.source}/{r.record}" for r in items] for part, items in records.items()}
         self.sets = {
-            part: RecordSet([self._fit(r.load()) for r in items], [r.labels for r in items], [r.source for r in items])
+            part: RecordSet(
+                [self._fit(read_12_lead(r.path)) for r in items], [r.labels for r in items], [r.source for r in items]
+            )
             for part, items in records.items()
         }
         self.train_set = self.sets["train"]

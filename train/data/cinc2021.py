@@ -16,9 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.ecg import INTERNAL_FS_HZ, LEADS_12
-from edge.records import read_record
-from train.data.rate import to_internal_rate
 from train.data.superclass import NONE, NORMAL, record_label
 
 MI, STTC, CD, HYP = ("MI",), ("STTC",), ("CD",), ("HYP",)
@@ -228,8 +225,3 @@ def split(rows: list[CincRow], seed: int, test_fraction: float, val_fraction: fl
         parts[part_of(r.record, seed, test_fraction, val_fraction)].append(r)
     return parts
 
-
-def load_signal(row: CincRow, fs_hz: float = INTERNAL_FS_HZ) -> np.ndarray:
-    """(12, n) float32 mV in LEADS_12 order at ``fs_hz``, the whole record (the task keeps its first window)."""
-    rec = read_record(row.path, leads=LEADS_12)
-    return to_internal_rate(rec.signal_mv.T, rec.fs_hz, fs_hz)

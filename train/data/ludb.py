@@ -76,12 +76,6 @@ def load_record(root: Path, name: str, fs_hz: float = INTERNAL_FS_HZ) -> LudbRec
     return LudbRecord(name=name, signal_mv=signal, labels=labels, spans=spans, fs_hz=fs_hz)
 
 
-def load_signal(root: Path, name: str, fs_hz: float = INTERNAL_FS_HZ) -> np.ndarray:
-    """(12, n) float32 mV of record ``name`` in LEADS_12 order at ``fs_hz``, without its annotations."""
-    rec = read_record(root / "data" / name, leads=LEADS_12)
-    return to_internal_rate(rec.signal_mv.T, rec.fs_hz, fs_hz)
-
-
 def split(names: list[str], seed: int, test_fraction: float, val_fraction: float) -> dict[str, list[str]]:
     """Split record names into train / val / test by record (seeded permutation; the same seed gives the same split)."""
     order = np.random.default_rng(seed).permutation(len(names))

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.ecg import INTERNAL_FS_HZ, LEADS_12, PTBXL_SUPERCLASSES
-from edge.records import read_record
-from train.data.rate import to_internal_rate
+from edge.ecg import PTBXL_SUPERCLASSES
 
 #: Official split: folds 1-8 train, 9 validation, 10 test.
 FOLDS: dict[str, tuple[int, ...]] = {"train": (1, 2, 3, 4, 5, 6, 7, 8), "val": (9,), "test": (10,)}
@@ -74,8 +72,3 @@ def rows_for(rows: list[PtbxlRow], part: str) -> list[PtbxlRow]:
     """Rows of one official split part: ``"train"``, ``"val"`` or ``"test"``."""
     return [r for r in rows if r.fold in FOLDS[part]]
 
-
-def load_signal(row: PtbxlRow, fs_hz: float = INTERNAL_FS_HZ) -> np.ndarray:
-    """(12, n) float32 mV in LEADS_12 order at ``fs_hz``."""
-    rec = read_record(row.path, leads=LEADS_12)
-    return to_internal_rate(rec.signal_mv.T, rec.fs_hz, fs_hz)
