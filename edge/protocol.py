@@ -241,7 +241,7 @@ def _decode_json(payload: bytes) -> SamplesMessage:
         if not gain > 0:
             raise ProtocolError("malformed", "units 'adu' needs a positive 'gain' (adu per mV)")
         data = data / gain
-    return SamplesMessage(seq, fs, _canonical(leads), t0, data.T.astype(np.float32))
+    return SamplesMessage(seq, fs, _canonical(tuple(leads)), t0, data.T.astype(np.float32))
 
 
 def _decode_binary(payload: bytes) -> SamplesMessage:
@@ -266,17 +266,13 @@ def _decode_binary(payload: bytes) -> SamplesMessage:
     if not gain > 0:
         raise ProtocolError("malformed", "binary gain must be positive")
     adu = np.frombuffer(payload, dtype="<i2", offset=off).reshape(n, n_leads)
-    return SamplesMessage(seq, float(fs), _canonical(names), float(t0), (adu / gain).astype(np.float32))
+    return SamplesMessage(seq, float(fs), _canonical(tuple(names)), float(t0), (adu / gain).astype(np.float32))
 
 
 @functools.lru_cache(maxsize=1024)
-def _canonical_joined(names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(canonical_lead(name) for name in names)
-
-
-def _canonical(names: list[str]) -> tuple[str, ...]:
+def _canonical(names: tuple[str, ...]) -> tuple[str, ...]:
     """Canonical lead names; cached, since a device sends the same names with every chunk."""
-    return _canonical_joined(tuple(names))
+    return tuple(canonical_lead(name) for name in names)
 
 
 def _validate(msg: SamplesMessage, limits: Limits) -> None:

@@ -115,7 +115,7 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
                 entry = {"step": step, "epoch": epoch, "loss": running[-1], **parts, "samples_s": rate}
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
-            if _all_agree(time.monotonic() - t_start > 60 * cfg.optim.max_minutes, ddp, device):
+            if _any_rank(time.monotonic() - t_start > 60 * cfg.optim.max_minutes, ddp, device):
                 out_of_time = True
                 break
         # ---- end of epoch: validate, checkpoint
@@ -158,9 +158,9 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
     return metrics
 
 
-def _all_agree(flag: bool, ddp: bool, device: str) -> bool:
-    """``flag`` of any process (all ranks must leave the loop at the same step, or the others hang in the next
-    gradient all-reduce waiting for it); just ``flag`` without DDP."""
+def _any_rank(flag: bool, ddp: bool, device: str) -> bool:
+    """True when ``flag`` is True on any process, so all ranks leave the loop at the same step (else the others hang
+    in the next gradient all-reduce waiting for it); just ``flag`` without DDP."""
     if not ddp:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)

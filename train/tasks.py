@@ -427,6 +427,10 @@ class ClassifyTask(Task):
         if not len(self.sets[part]):
             return {"records": 0}
         y, s = self.scores(model, part)
+
+        def positives(labels: np.ndarray) -> dict[str, int]:
+            return dict(zip(PTBXL_SUPERCLASSES, labels.sum(axis=0).astype(int).tolist(), strict=True))
+
         sources = np.array(self.sets[part].sources)
         per_source = {}
         for source in dict.fromkeys(self.sets[part].sources):
@@ -434,7 +438,7 @@ class ClassifyTask(Task):
             report = multilabel_report(y[k], s[k], self.thresholds, PTBXL_SUPERCLASSES)
             per_source[source] = {
                 "records": int(k.sum()),
-                "positives": dict(zip(PTBXL_SUPERCLASSES, y[k].sum(axis=0).astype(int).tolist(), strict=True)),
+                "positives": positives(y[k]),
                 "macro_auroc": report["macro_auroc"],
                 "auroc_classes_defined": report["auroc_classes_defined"],
                 "macro_f1": report["macro_f1"],
@@ -442,7 +446,7 @@ class ClassifyTask(Task):
         return {
             "records": len(y),
             **multilabel_report(y, s, self.thresholds, PTBXL_SUPERCLASSES),
-            "positives": dict(zip(PTBXL_SUPERCLASSES, y.sum(axis=0).astype(int).tolist(), strict=True)),
+            "positives": positives(y),
             "sources": per_source,
         }
 
