@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edge.ecg import LEADS_12, WAVE_CLASSES
 from train import config
-from train.checkpoint import load_checkpoint
+from train.checkpoint import load_checkpoint, read_checkpoint
 from train.cli import app
 from train.loop import fit
 from train.tasks import make_task
@@ -73,3 +73,19 @@ def test_fit_writes_a_checkpoint_that_load_checkpoint_rebuilds_and_resumes(data_
 
     again = fit(_tiny(data_dir, tmp_path / "seg", epochs=2), make_task(_tiny(data_dir, tmp_path / "seg", epochs=2)))
     assert again["epochs_done"] == 2 and again["steps"] == 2 * metrics["steps"]  # resumed after epoch 1
+
+
+def test_encoder_lr_scale_slows_only_a_pretrained_encoder(data_dir: Path, tmp_path: Path) -> None:
+    def encoder_scale(out: Path) -> float:
+        return read_checkpoint(out / "last.pt")["state"]["optimizer"]["param_groups"][0]["lr_scale"]
+
+    scratch = _tiny(data_dir, tmp_path / "scratch", epochs=1)
+    scratch.optim.encoder_lr_scale = 0.3
+    fit(scratch, make_task(scratch))
+    assert encoder_scale(tmp_path / "scratch") == 1.0  # nothing to preserve: full rate
+
+    tuned = _tiny(data_dir, tmp_path / "tuned", epochs=1)
+    tuned.optim.encoder_lr_scale = 0.3
+    tuned.run.init = str(tmp_path / "scratch" / "model.pt")
+    fit(tuned, make_task(tuned))
+    assert encoder_scale(tmp_path / "tuned") == 0.3

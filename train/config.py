@@ -121,7 +121,8 @@ class OptimConfig:
         epochs: passes over the training set.
         max_minutes: wall-clock cap (min) on the loop; the run stops cleanly and checkpoints when reached.
         grad_clip: max gradient norm (0 = off).
-        encoder_lr_scale: learning-rate multiplier of a pretrained encoder while fine-tuning.
+        encoder_lr_scale: learning-rate multiplier of a pretrained encoder (``run.init`` set) while fine-tuning; an
+            encoder trained from scratch always learns at the full rate.
     """
 
     lr: float = 3e-3

@@ -68,8 +68,10 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
     )
     model = task.model.to(device)
     encoder_ids = {id(p) for p in model.encoder.parameters()}
+    # A pretrained encoder (run.init) may learn slower than the new head; one trained from scratch learns at full rate.
+    encoder_scale = cfg.optim.encoder_lr_scale if cfg.run.init else 1.0
     groups = [
-        {"params": [p for p in model.parameters() if id(p) in encoder_ids], "lr_scale": cfg.optim.encoder_lr_scale},
+        {"params": [p for p in model.parameters() if id(p) in encoder_ids], "lr_scale": encoder_scale},
         {"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr_scale": 1.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
