@@ -9,7 +9,8 @@ import torch
 
 from edge.ecg import WAVE_CLASSES
 from train import config
-from train.models import Classifier, Encoder, EncoderConfig, Segmenter, roi_pool
+from train.losses import beat_loss, rhythm_loss
+from train.models import Classifier, Encoder, EncoderConfig, PretrainModel, Segmenter, roi_pool
 from train.tasks import SegmentTask
 
 
@@ -62,3 +63,34 @@ def test_one_training_step_lowers_the_loss(tiny_segment_task: SegmentTask) -> No
     opt.step()
     after, _ = task.loss(model, batch)
     assert after.item() < before.item()
+
+
+def test_losses_under_bfloat16_autocast_stay_float32_and_close(tiny_segment_task: SegmentTask) -> None:
+    """The GPU recipe trains under bfloat16 autocast (train.loop); here the same autocast runs on the CPU."""
+    torch.manual_seed(0)
+    task = tiny_segment_task
+    batch = task.collate([task.train_set[i] for i in range(4)])
+    model = task.model.train()
+    full, _ = task.loss(model, batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half, _ = task.loss(model, batch)
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    assert abs(half.item() - full.item()) < 0.05 * full.item()
+    half.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+    pre = PretrainModel(Encoder(EncoderConfig(widths=(8, 16), strides=(1, 5), blocks=1)), 32, 16).train()
+    x, item = torch.randn(4, 1, 500), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    start = torch.tensor([50, 300] * 4)
+    record, sim = torch.tensor([0, 0, 1, 1]), torch.full((4, 4), 0.97)
+
+    def pretrain_loss() -> torch.Tensor:
+        z_r, z_b = pre(x, item, start, start + 120)
+        rhythm = rhythm_loss(z_r[:2], z_r[2:], torch.full((2, 2), 0.9), "soft_1", 50.0, 0.1)
+        return rhythm + beat_loss(z_b[:4], z_b[4:], record, sim, "soft_1", 50.0, 0.1, 0.95)
+
+    full = pretrain_loss()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = pretrain_loss()
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    assert abs(half.item() - full.item()) < 0.05 * full.item()
