@@ -1,8 +1,9 @@
 """The one training loop, shared by pretraining and fine-tuning (nanoGPT style, top to bottom).
 
 batch -> forward + loss (task) -> backward -> clip -> step -> log -> checkpoint. DistributedDataParallel when
-launched by ``torchrun`` (``WORLD_SIZE`` > 1), bfloat16 autocast on CUDA, a progress bar with loss and samples/s,
-``last.pt`` after every epoch for resume, ``model.pt`` + ``metrics.json`` at the end.
+launched by ``torchrun`` (``WORLD_SIZE`` > 1; the other collectives are in :mod:`train.distributed`), bfloat16
+autocast on CUDA, a progress bar with loss and samples/s, ``last.pt`` after every epoch for resume, ``model.pt`` +
+``metrics.json`` at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from train.checkpoint import read_checkpoint, save_checkpoint
 from train.config import Config
+from train.distributed import any_rank
 from train.tasks import Task
 
 
@@ -117,7 +119,7 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
                 entry = {"step": step, "epoch": epoch, "loss": running[-1], **parts, "samples_s": rate}
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
-            if _any_rank(time.monotonic() - t_start > 60 * cfg.optim.max_minutes, ddp, device):
+            if any_rank(time.monotonic() - t_start > 60 * cfg.optim.max_minutes, device):
                 out_of_time = True
                 break
         # ---- end of epoch: validate, checkpoint
@@ -158,16 +160,6 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
     if ddp:
         dist.destroy_process_group()
     return metrics
-
-
-def _any_rank(flag: bool, ddp: bool, device: str) -> bool:
-    """True when ``flag`` is True on any process, so all ranks leave the loop at the same step (else the others hang
-    in the next gradient all-reduce waiting for it); just ``flag`` without DDP."""
-    if not ddp:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:

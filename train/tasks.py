@@ -26,6 +26,7 @@ from train.data import cinc2021, ludb, ludb_dx, ptbxl
 from train.data.normalise import NORMALISATION, model_input
 from train.data.rate import read_12_lead
 from train.data.windows import folder_windows
+from train.distributed import gather_rows
 from train.features import beat_templates, cosine_similarity01, reference_lead, rhythm_features, standardise
 from train.metrics import multilabel_report, segmentation_report, tune_thresholds
 from train.models import build_model
@@ -198,7 +199,7 @@ class PretrainTask(Task):
             "start": torch.from_numpy(np.tile(centre - self.before, 2)),
             "stop": torch.from_numpy(np.tile(centre + self.after, 2)),
             "record": torch.from_numpy(record),
-            "rhythm_sim": torch.from_numpy(cosine_similarity01(self.rhythm[idx], self.rhythm[idx]).astype(np.float32)),
+            "rhythm_feat": torch.from_numpy(self.rhythm[idx]),
             "beat_sim": torch.from_numpy(cosine_similarity01(templates, templates).astype(np.float32)),
         }
 
@@ -206,7 +207,11 @@ class PretrainTask(Task):
         c = self.cfg.loss
         z_r, z_b = model(batch["x"], batch["item"], batch["start"], batch["stop"])
         b, k = z_r.shape[0] // 2, batch["record"].shape[0]
-        rhythm = losses.rhythm_loss(z_r[:b], z_r[b:], batch["rhythm_sim"], c.rhythm, c.rhythm_exp, c.temperature)
+        # Under torchrun the rhythm contrast spans the views of every rank's batch (global negatives).
+        feats = gather_rows(batch["rhythm_feat"]).cpu().numpy()
+        sim = torch.from_numpy(cosine_similarity01(feats, feats).astype(np.float32)).to(z_r.device)
+        z1, z2 = gather_rows(z_r[:b]), gather_rows(z_r[b:])
+        rhythm = losses.rhythm_loss(z1, z2, sim, c.rhythm, c.rhythm_exp, c.temperature)
         if c.beat == "none":
             return rhythm + 0.0 * z_b.sum(), {"rhythm": rhythm.item()}
         beat = losses.beat_loss(
