@@ -4,12 +4,13 @@ the same encoder from scratch (same config, same epochs, same run), and the PTB-
 Each fine-tuning pair (pretrained, scratch) runs for every ``--seeds`` seed (fine-tuning seed: batch order, head
 initialisation, dropout; the record split stays fixed) and every ``--label-fractions`` fraction of the labelled
 training records. The acceptance verdict uses the full-label runs averaged over seeds; the lower fractions show
-where pretraining matters most (few labels).
+where pretraining matters most (few labels). One more pair, first seed and all labels, keeps the encoder's weights
+fixed (``--freeze-encoder``) and trains the decoder only: what the Beat-SSL features carry against random ones.
 
 Runs the ``train`` CLI stage by stage (each a subprocess, timed), then writes ``bench/train_report.md`` and
 ``bench/train_report.json`` from the stages' ``metrics.json``. ``--reuse`` skips stages whose model.pt exists.
 
-    .venv/bin/python bench/train_report.py [--out runs/report] [--reuse] [--seeds 0,1] [--label-fractions 1,0.25]
+    .venv/bin/python bench/train_report.py [--out runs/report] [--reuse] [--seeds 0,1,2] [--label-fractions 1,0.25]
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def seg_name(init: str, fraction: float, seed: int) -> str:
     return f"segment_{init}_f{round(fraction * 100)}_s{seed}"
 
 
+def frozen_name(init: str, seed: int) -> str:
+    """Stage name of a full-label segmentation run whose encoder stays as initialised (``--freeze-encoder``)."""
+    return f"segment_{init}_frozen_f100_s{seed}"
+
+
 def stages(out: str, seeds: list[int], fractions: list[float]) -> dict[str, list[str]]:
     """Stage name -> CLI arguments (after ``train``)."""
     pre = f"{out}/pretrain/model.pt"
@@ -50,6 +56,11 @@ def stages(out: str, seeds: list[int], fractions: list[float]) -> dict[str, list
                               *(["--init", pre] if init == "pretrained" else []), "--seed", str(seed),
                               "--label-fraction", str(fraction), "--out", f"{out}/{name.replace('_', '-')}",
                               "--no-resume"]
+    for init in ("pretrained", "scratch"):  # the encoder's features alone: decoder trained, encoder weights fixed
+        name = frozen_name(init, seeds[0])
+        plan[name] = ["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment",
+                      *(["--init", pre] if init == "pretrained" else []), "--seed", str(seeds[0]), "--freeze-encoder",
+                      "--out", f"{out}/{name.replace('_', '-')}", "--no-resume"]
     plan["classify"] = ["finetune", "--task", "classify", "-c", "cpu-small-finetune-classify", "--init", pre,
                         "--out", f"{out}/classify", "--no-resume"]
     return plan  # fmt: skip
@@ -129,6 +140,16 @@ def fraction_table(results: dict[str, dict], seeds: list[int], fractions: list[f
     return lines
 
 
+def frozen_table(results: dict[str, dict], seed: int) -> list[str]:
+    """Markdown rows: frozen-encoder runs (pretrained vs random encoder), mean Dice and per-wave Dice."""
+    lines = ["| encoder (weights fixed) | mean Dice | P | QRS | T | boundary F1 |", "| --- " * 6 + "|"]
+    for init, label in (("pretrained", "Beat-SSL pretrained"), ("scratch", "random (scratch init)")):
+        t = results[frozen_name(init, seed)]["test"]
+        lines.append(f"| {label} | {t['mean_dice']:.4f} | {t['P']['dice']:.3f} | {t['QRS']['dice']:.3f} | "
+                     f"{t['T']['dice']:.3f} | {t['mean_boundary_f1']:.4f} |")
+    return lines
+
+
 def verdict(results: dict[str, dict], seeds: list[int]) -> list[str]:
     """Acceptance targets on the full-label runs (mean over seeds), each marked met / not met."""
     pre, scr = summary(results, "pretrained", 1.0, seeds), summary(results, "scratch", 1.0, seeds)
@@ -183,6 +204,13 @@ def write_report(results: dict[str, dict], seeds: list[int], fractions: list[flo
         "",
         *seg_table(results, seeds[0]),
         "",
+        f"### Frozen encoder: what the features alone carry (all labels, seed {seeds[0]})",
+        "",
+        "The same decoder trained on the same labels, on top of an encoder whose weights stay fixed "
+        "(`--freeze-encoder`; batch-norm statistics still adapt): the Beat-SSL-pretrained one, or a random one.",
+        "",
+        *frozen_table(results, seeds[0]),
+        "",
         "### Targets",
         "",
         *verdict(results, seeds),
@@ -216,7 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/report", help="run folder (relative to the repository)")
     parser.add_argument("--reuse", action="store_true", help="skip stages whose model.pt exists")
-    parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds, comma-separated")
+    parser.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, comma-separated")
     parser.add_argument("--label-fractions", default="1,0.25",
                         help="fractions of the labelled training records, comma-separated (1 must be one of them)")
     args = parser.parse_args()

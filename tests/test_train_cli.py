@@ -89,3 +89,15 @@ def test_encoder_lr_scale_slows_only_a_pretrained_encoder(data_dir: Path, tmp_pa
     tuned.run.init = str(tmp_path / "scratch" / "model.pt")
     fit(tuned, make_task(tuned))
     assert encoder_scale(tmp_path / "tuned") == 0.3
+
+
+def test_frozen_encoder_keeps_its_weights_while_the_decoder_learns(data_dir: Path, tmp_path: Path) -> None:
+    cfg = _tiny(data_dir, tmp_path / "frozen", epochs=1)
+    cfg.optim.freeze_encoder = True
+    task = make_task(cfg)
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    fit(cfg, task)
+    after = task.model.state_dict()
+    weights = [k for k in before if k.endswith("weight")]
+    assert all(torch.equal(before[k], after[k]) for k in weights if k.startswith("encoder."))
+    assert not all(torch.equal(before[k], after[k]) for k in weights if not k.startswith("encoder."))

@@ -104,6 +104,9 @@ def finetune(
     max_minutes: float = MinutesOpt,
     batch_size: int = BatchOpt,
     lr: float = LrOpt,
+    freeze_encoder: bool = typer.Option(
+        None, "--freeze-encoder/--train-encoder", help="Train only the new head / decoder (encoder weights fixed)."
+    ),
     device: str = DeviceOpt,
     resume: bool = ResumeOpt,
 ) -> None:
@@ -113,7 +116,7 @@ def finetune(
         _overrides(
             task=task, run__init=init, data__label_fraction=label_fraction, run__out_dir=out, data__root=data_root,
             run__seed=seed, optim__epochs=epochs, optim__max_minutes=max_minutes, optim__batch_size=batch_size,
-            optim__lr=lr, run__device=device, run__resume=resume,
+            optim__lr=lr, optim__freeze_encoder=freeze_encoder, run__device=device, run__resume=resume,
         ),
     )  # fmt: skip
     if cfg.task not in ("classify", "segment"):

@@ -123,6 +123,8 @@ class OptimConfig:
         grad_clip: max gradient norm (0 = off).
         encoder_lr_scale: learning-rate multiplier of a pretrained encoder (``run.init`` set) while fine-tuning; an
             encoder trained from scratch always learns at the full rate.
+        freeze_encoder: fine-tuning trains the new head / decoder only; the encoder's weights stay as initialised
+            (pretrained, or random from scratch) while its batch-norm statistics still follow the fine-tuning data.
     """
 
     lr: float = 3e-3
@@ -133,6 +135,7 @@ class OptimConfig:
     max_minutes: float = 14.0
     grad_clip: float = 1.0
     encoder_lr_scale: float = 1.0
+    freeze_encoder: bool = False
 
 
 @dataclass

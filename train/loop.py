@@ -69,6 +69,8 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
         num_workers=cfg.run.num_workers,
     )
     model = task.model.to(device)
+    if cfg.optim.freeze_encoder:
+        model.encoder.requires_grad_(False)
     encoder_ids = {id(p) for p in model.encoder.parameters()}
     # A pretrained encoder (run.init) may learn slower than the new head; one trained from scratch learns at full rate.
     encoder_scale = cfg.optim.encoder_lr_scale if cfg.run.init else 1.0
