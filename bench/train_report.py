@@ -47,20 +47,21 @@ def frozen_name(init: str, seed: int) -> str:
 def stages(out: str, seeds: list[int], fractions: list[float]) -> dict[str, list[str]]:
     """Stage name -> CLI arguments (after ``train``)."""
     pre = f"{out}/pretrain/model.pt"
+
+    def segment(name: str, init: str, seed: int, *extra: str) -> list[str]:
+        return ["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment",
+                *(["--init", pre] if init == "pretrained" else []), "--seed", str(seed), *extra,
+                "--out", f"{out}/{name.replace('_', '-')}", "--no-resume"]
+
     plan = {"pretrain": ["pretrain", "-c", "cpu-small-pretrain", "--out", f"{out}/pretrain", "--no-resume"]}
     for fraction in fractions:
         for seed in seeds:
             for init in ("pretrained", "scratch"):
                 name = seg_name(init, fraction, seed)
-                plan[name] = ["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment",
-                              *(["--init", pre] if init == "pretrained" else []), "--seed", str(seed),
-                              "--label-fraction", str(fraction), "--out", f"{out}/{name.replace('_', '-')}",
-                              "--no-resume"]
+                plan[name] = segment(name, init, seed, "--label-fraction", str(fraction))
     for init in ("pretrained", "scratch"):  # the encoder's features alone: decoder trained, encoder weights fixed
         name = frozen_name(init, seeds[0])
-        plan[name] = ["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment",
-                      *(["--init", pre] if init == "pretrained" else []), "--seed", str(seeds[0]), "--freeze-encoder",
-                      "--out", f"{out}/{name.replace('_', '-')}", "--no-resume"]
+        plan[name] = segment(name, init, seeds[0], "--freeze-encoder")
     plan["classify"] = ["finetune", "--task", "classify", "-c", "cpu-small-finetune-classify", "--init", pre,
                         "--out", f"{out}/classify", "--no-resume"]
     return plan  # fmt: skip
