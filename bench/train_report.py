@@ -10,7 +10,7 @@ fixed (``--freeze-encoder``) and trains the decoder only: what the Beat-SSL feat
 Runs the ``train`` CLI stage by stage (each a subprocess, timed), then writes ``bench/train_report.md`` and
 ``bench/train_report.json`` from the stages' ``metrics.json``. ``--reuse`` skips stages whose model.pt exists.
 
-    .venv/bin/python bench/train_report.py [--out runs/report] [--reuse] [--seeds 0,1,2] [--label-fractions 1,0.25]
+    .venv/bin/python bench/train_report.py [--out runs/report] [--reuse] [--seeds 0,1,2,3,4] [--label-fractions 1,0.25]
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def run_stage(name: str, args: list[str], folder: Path, reuse: bool) -> dict:
         (folder / "wall_s.txt").write_text(f"{time.monotonic() - t0:.1f}\n")
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["wall_s"] = float((folder / "wall_s.txt").read_text())
-    split = read_checkpoint(folder / "model.pt")["meta"].get("split")
+    meta = read_checkpoint(folder / "model.pt")["meta"]
+    metrics["optim"] = meta["config"]["optim"]
+    split = meta.get("split")
     if split:  # segmentation: records per part (train after --label-fraction)
         metrics["split_records"] = {part: len(names) for part, names in split.items()}
     metrics.pop("history", None)
@@ -162,11 +164,22 @@ def verdict(results: dict[str, dict], seeds: list[int]) -> list[str]:
         (
             f"pretrained >= scratch in mean Dice ({over}: {pre['dice'].mean():.4f} vs {scr['dice'].mean():.4f}; "
             f"boundary F1 {pre['boundary_f1'].mean():.4f} vs {scr['boundary_f1'].mean():.4f}; pretrained ahead in "
-            f"{int((pre['dice'] >= scr['dice']).sum())} of {len(seeds)} seeds)",
+            f"{int((pre['dice'] >= scr['dice']).sum())} of {len(seeds)} seeds; per-seed difference "
+            f"{(pre['dice'] - scr['dice']).min():+.4f} to {(pre['dice'] - scr['dice']).max():+.4f})",
             pre["dice"].mean() >= scr["dice"].mean(),
         ),
     ]
     return [f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks]
+
+
+def lp_ft_note(results: dict[str, dict], seeds: list[int]) -> str:
+    """How the pretrained runs' fine-tuning differs, read from their checkpoint's config ('' when it does not)."""
+    optim = results[seg_name("pretrained", 1.0, seeds[0])]["optim"]
+    if not optim.get("encoder_frozen_epochs", 0):
+        return ""
+    return (f", except that a pretrained encoder is held fixed for the first {optim['encoder_frozen_epochs']} of "
+            f"{optim['epochs']} epochs while the decoder learns, then trained with it (LP-FT, "
+            "`optim.encoder_frozen_epochs`; the scratch encoder has nothing to preserve and trains throughout)")
 
 
 def write_report(results: dict[str, dict], seeds: list[int], fractions: list[float], out_md: Path) -> None:
@@ -194,8 +207,9 @@ def write_report(results: dict[str, dict], seeds: list[int], fractions: list[flo
         f"Split by record (seed 0): {seg['test']['records']} test records x 12 leads = {seg['test']['leads']} "
         "single-lead windows, scored inside each lead's annotated span only. Boundary F1: an onset/offset matches a "
         "reference one within 150 ms (one-to-one, nearest first); errors are predicted - reference over matched "
-        "boundaries. Same config, same epochs, same run for both inits; only the encoder initialisation differs. "
-        f"Fine-tuning seeds {', '.join(map(str, seeds))} (the record split is the same for all).",
+        "boundaries. Same config, same epochs, same run for both inits; only the encoder initialisation differs"
+        f"{lp_ft_note(results, seeds)}. Fine-tuning seeds {', '.join(map(str, seeds))} (the record split is the same "
+        "for all).",
         "",
         "### Pretrained vs scratch, per label fraction (mean ± sd over seeds)",
         "",
@@ -245,7 +259,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/report", help="run folder (relative to the repository)")
     parser.add_argument("--reuse", action="store_true", help="skip stages whose model.pt exists")
-    parser.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds, comma-separated")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="fine-tuning seeds, comma-separated")
     parser.add_argument("--label-fractions", default="1,0.25",
                         help="fractions of the labelled training records, comma-separated (1 must be one of them)")
     args = parser.parse_args()

@@ -101,3 +101,25 @@ def test_frozen_encoder_keeps_its_weights_while_the_decoder_learns(data_dir: Pat
     weights = [k for k in before if k.endswith("weight")]
     assert all(torch.equal(before[k], after[k]) for k in weights if k.startswith("encoder."))
     assert not all(torch.equal(before[k], after[k]) for k in weights if not k.startswith("encoder."))
+
+
+def test_lp_ft_holds_a_pretrained_encoder_for_its_first_epochs_then_tunes_it(data_dir: Path, tmp_path: Path) -> None:
+    source = _tiny(data_dir, tmp_path / "source", epochs=1)
+    fit(source, make_task(source))
+
+    def tuned(epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        cfg = _tiny(data_dir, tmp_path / "lpft", epochs=epochs)
+        cfg.run.init = str(tmp_path / "source" / "model.pt")
+        cfg.optim.encoder_frozen_epochs = 1
+        task = make_task(cfg)
+        before = {k: v.clone() for k, v in task.model.state_dict().items() if k.endswith("weight")}
+        fit(cfg, task)
+        return before, task.model.state_dict()
+
+    def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], encoder: bool) -> list[str]:
+        return [k for k in before if k.startswith("encoder.") == encoder and not torch.equal(before[k], after[k])]
+
+    before, after = tuned(epochs=1)  # epoch 1: encoder at rate 0, decoder learning
+    assert changed(before, after, encoder=True) == [] and changed(before, after, encoder=False)
+    before, after = tuned(epochs=2)  # resumes after epoch 1; epoch 2 tunes the encoder too
+    assert changed(before, after, encoder=True)

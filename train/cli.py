@@ -107,6 +107,9 @@ def finetune(
     freeze_encoder: bool = typer.Option(
         None, "--freeze-encoder/--train-encoder", help="Train only the new head / decoder (encoder weights fixed)."
     ),
+    encoder_frozen_epochs: int = typer.Option(
+        None, help="LP-FT: a pretrained encoder stays fixed for this many first epochs, then fine-tunes (0 = off)."
+    ),
     device: str = DeviceOpt,
     resume: bool = ResumeOpt,
 ) -> None:
@@ -116,7 +119,8 @@ def finetune(
         _overrides(
             task=task, run__init=init, data__label_fraction=label_fraction, run__out_dir=out, data__root=data_root,
             run__seed=seed, optim__epochs=epochs, optim__max_minutes=max_minutes, optim__batch_size=batch_size,
-            optim__lr=lr, optim__freeze_encoder=freeze_encoder, run__device=device, run__resume=resume,
+            optim__lr=lr, optim__freeze_encoder=freeze_encoder, optim__encoder_frozen_epochs=encoder_frozen_epochs,
+            run__device=device, run__resume=resume,
         ),
     )  # fmt: skip
     if cfg.task not in ("classify", "segment"):

@@ -125,6 +125,9 @@ class OptimConfig:
             encoder trained from scratch always learns at the full rate.
         freeze_encoder: fine-tuning trains the new head / decoder only; the encoder's weights stay as initialised
             (pretrained, or random from scratch) while its batch-norm statistics still follow the fine-tuning data.
+        encoder_frozen_epochs: a pretrained encoder (``run.init`` set) learns at rate 0 for this many first epochs
+            while the new head / decoder trains, then at its normal rate (linear probing then fine-tuning, LP-FT:
+            a random head's first gradients do not distort the pretrained features). 0 = off; ignored from scratch.
     """
 
     lr: float = 3e-3
@@ -136,6 +139,7 @@ class OptimConfig:
     grad_clip: float = 1.0
     encoder_lr_scale: float = 1.0
     freeze_encoder: bool = False
+    encoder_frozen_epochs: int = 0
 
 
 @dataclass

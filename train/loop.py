@@ -101,6 +101,10 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
         net.train()
         bar = tqdm(loader, desc=f"{task.name} epoch {epoch + 1}/{cfg.optim.epochs}", disable=not master, leave=False)
         t_epoch, seen, running = time.monotonic(), 0, []
+        # LP-FT: the pretrained encoder's group sits at rate 0 for the first epochs (a learning rate, not
+        # requires_grad, so DDP's gradient hooks stay the same in every epoch).
+        lp_phase = bool(cfg.run.init) and epoch < cfg.optim.encoder_frozen_epochs
+        optimizer.param_groups[0]["lr_scale"] = 0.0 if lp_phase else encoder_scale
         for batch in bar:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             for g in optimizer.param_groups:
