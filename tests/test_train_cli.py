@@ -86,6 +86,7 @@ def test_encoder_lr_scale_slows_only_a_pretrained_encoder(data_dir: Path, tmp_pa
 
     tuned = _tiny(data_dir, tmp_path / "tuned", epochs=1)
     tuned.optim.encoder_lr_scale = 0.3
+    tuned.optim.encoder_frozen_epochs = 0  # no LP-FT phase: epoch 1 already runs at the scaled rate
     tuned.run.init = str(tmp_path / "scratch" / "model.pt")
     fit(tuned, make_task(tuned))
     assert encoder_scale(tmp_path / "tuned") == 0.3
