@@ -72,10 +72,8 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
     if cfg.optim.freeze_encoder:
         model.encoder.requires_grad_(False)
     encoder_ids = {id(p) for p in model.encoder.parameters()}
-    # A pretrained encoder (run.init) may learn slower than the new head; one trained from scratch learns at full rate.
-    encoder_scale = cfg.optim.encoder_lr_scale if cfg.run.init else 1.0
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) in encoder_ids], "lr_scale": encoder_scale},
+    groups = [  # the encoder group's lr_scale is set per epoch (_encoder_rate)
+        {"params": [p for p in model.parameters() if id(p) in encoder_ids], "lr_scale": 1.0},
         {"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr_scale": 1.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -101,10 +99,7 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
         net.train()
         bar = tqdm(loader, desc=f"{task.name} epoch {epoch + 1}/{cfg.optim.epochs}", disable=not master, leave=False)
         t_epoch, seen, running = time.monotonic(), 0, []
-        # LP-FT: the pretrained encoder's group sits at rate 0 for the first epochs (a learning rate, not
-        # requires_grad, so DDP's gradient hooks stay the same in every epoch).
-        lp_phase = bool(cfg.run.init) and epoch < cfg.optim.encoder_frozen_epochs
-        optimizer.param_groups[0]["lr_scale"] = 0.0 if lp_phase else encoder_scale
+        optimizer.param_groups[0]["lr_scale"] = _encoder_rate(cfg, epoch)
         for batch in bar:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             for g in optimizer.param_groups:
@@ -166,6 +161,18 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
     if ddp:
         dist.destroy_process_group()
     return metrics
+
+
+def _encoder_rate(cfg: Config, epoch: int) -> float:
+    """Learning-rate multiplier of the encoder in ``epoch`` (0-based).
+
+    From scratch (no ``run.init``): 1. A pretrained encoder: 0 for the first ``optim.encoder_frozen_epochs`` (LP-FT;
+    a rate, not ``requires_grad``, so DDP's gradient hooks stay the same in every epoch), then
+    ``optim.encoder_lr_scale``.
+    """
+    if not cfg.run.init:
+        return 1.0
+    return 0.0 if epoch < cfg.optim.encoder_frozen_epochs else cfg.optim.encoder_lr_scale
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
