@@ -107,6 +107,10 @@ def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
     except ValueError as exc:
         mismatch = str(exc)
     torch.save({"loss": loss.detach(), "grad": layer.weight.grad.clone(), "mismatch": mismatch}, f"{out}/{rank}.pt")
+    # Tear down in order: DDP's reducer before its process group, and no rank leaving while the other still talks
+    # (else gloo's threads can be destroyed joinable at exit: "terminate called", SIGABRT, about 1 run in 12).
+    del net
+    dist.barrier()
     dist.destroy_process_group()
 
 
