@@ -2,14 +2,14 @@
 
 Scoring (the same for every detector):
 
-* reference beats are the ``.atr`` annotations whose symbol is a beat symbol (:data:`edge.scoring.BEAT_SYMBOLS`);
+* reference beats are the ``.atr`` annotations whose symbol is a beat symbol (:data:`offline.scoring.BEAT_SYMBOLS`);
 * one-to-one matching within ±150 ms (ANSI/AAMI EC57); counts are pooled over the records of a database;
 * reference beats and detections in the first and last 0.5 s of a record are left out (edge effects: no detector
   can be judged on a beat whose QRS is cut by the record's ends);
 * ventricular flutter episodes (``[`` … ``]`` in the annotations, record 207) are left out: they hold no beat
   annotations, only flutter waves (EC57 excludes them from QRS detection scoring).
 
-Ours runs on the live code path (:func:`edge.beats.detect_record`) fed in ``--chunk-ms`` chunks and is timed over
+Ours runs on the live code path (``detect_record``) fed in ``--chunk-ms`` chunks and is timed over
 that path (resampling included); XQRS runs on lead 0, neurokit2 (``ecg_clean`` then ``ecg_peaks``, its defaults) on
 lead 0, both offline on the whole record. Throughput is record duration / processing time, one stream, one core.
 
@@ -32,10 +32,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from edge.beats import detect_record
-from edge.plots import plot_latency_histogram
-from edge.records import Record, read_annotations, read_record
-from edge.scoring import beat_samples, match_beats
+from edge.detection.beats import detect_record
+from offline.plots import plot_latency_histogram
+from offline.records import Record, read_annotations, read_record
+from offline.scoring import beat_samples, match_beats
 
 MATCH_WINDOW_S = 0.15
 EDGE_S = 0.5

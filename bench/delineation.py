@@ -47,14 +47,14 @@ import wfdb
 from rich.console import Console
 from rich.table import Table
 
+from beatssl.cli import default_engines
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
-from edge.broker import EmbeddedBroker
-from edge.cli import default_engines
-from edge.manifest import Manifest
-from edge.mqtt import MqttSettings
-from edge.plots import plot_error_boxes
-from edge.records import read_annotations, read_record
+from edge.inference.manifest import Manifest
+from edge.transport.broker import EmbeddedBroker
+from edge.transport.mqtt import MqttSettings
+from offline.plots import plot_error_boxes
+from offline.records import read_annotations, read_record
 from simulator.replay import Replayer
 from simulator.sources import ReplaySource, wfdb_records
 from train.data import ludb as ludb_data

@@ -58,9 +58,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edge import protocol as proto
-from edge.broker import EmbeddedBroker
-from edge.mqtt import MqttSettings, make_client
-from edge.plots import plot_scaling
+from edge.transport.broker import EmbeddedBroker
+from edge.transport.mqtt import MqttSettings, make_client
+from offline.plots import plot_scaling
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -28,8 +28,8 @@ import onnxruntime as ort
 
 from edge.ecg import LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
 from edge.inference import load_engine, tensorrt_unavailable_reason
-from edge.manifest import Manifest, Normalisation, normalise
-from edge.plots import plot_latency_histogram
+from edge.inference.manifest import Manifest, Normalisation, normalise
+from offline.plots import plot_latency_histogram
 
 DEFAULT_BATCHES = (1, 8, 64, 256)
 

@@ -3,10 +3,10 @@
 Data flow (one place to read it)::
 
     broker ──ecg/<dev>/samples──▶ paho network thread ──(device hash)──▶ worker queue k ──▶ worker thread k
-        worker k: decode + validate (edge.protocol) → DeviceStream.ingest (edge.stream: seq, resample,
+        worker k: decode + validate (edge.protocol) → DeviceStream.ingest (edge.pipeline.device: seq, resample,
                   filter, detect, cut windows) → publish beats / status / errors / rhythm (QoS 1)
                   → windows to the engine schedulers
-    scheduler per engine (edge.scheduler): batches windows of all devices → Engine.infer → results back to the
+    scheduler per engine (edge.inference.batching): batches windows of all devices → Engine.infer → results back to the
                   owning worker's queue → DeviceStream.on_result → publish segmented beats / rhythm labels
     housekeeping thread: every second asks each worker to expire silent devices; publishes node health (retained)
 
@@ -36,10 +36,10 @@ import paho.mqtt.client as paho
 from edge import protocol as proto
 from edge.ecg import INTERNAL_FS_HZ
 from edge.inference import Engine, load_engine
-from edge.live_inference import InferencePlan
-from edge.mqtt import MqttSettings, connect_properties, make_client
-from edge.scheduler import BatchScheduler, InferenceRequest
-from edge.stream import DeviceStream, Output, StreamConfig
+from edge.inference.batching import BatchScheduler, InferenceRequest
+from edge.pipeline.device import DeviceStream, Output, StreamConfig
+from edge.pipeline.device_inference import InferencePlan
+from edge.transport.mqtt import MqttSettings, connect_properties, make_client
 
 log = logging.getLogger(__name__)
 

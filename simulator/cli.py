@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.live import Live
 
 from edge.config import config_option
-from edge.mqtt import BrokerAddress
-from edge.mqtt_cli import (
+from edge.transport.mqtt import BrokerAddress
+from edge.transport.options import (
     ClientIdOpt,
     KeepaliveOpt,
     MqttVersionOpt,

@@ -29,14 +29,14 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from edge import protocol as proto
-from edge.mqtt import MqttSettings, connect_properties, make_client, publish_properties
-from edge.records import RecordError, read_record
+from edge.transport.mqtt import MqttSettings, connect_properties, make_client, publish_properties
+from offline.records import RecordError, read_record
 from simulator.sources import ReplaySource
 from simulator.truth import Truth, load_truth
 
 log = logging.getLogger(__name__)
 
-#: Payload encodings of ``ecg/<device>/samples`` (see edge/protocol.py).
+#: Payload encodings of ``ecg/<device>/samples`` (see edge/protocol/payloads.py).
 FORMATS: tuple[str, ...] = ("json", "binary")
 #: How device ids are made: ``<prefix>-000`` … or ``<prefix>-<record name>``.
 DEVICE_NAMINGS: tuple[str, ...] = ("index", "record")

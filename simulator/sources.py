@@ -1,7 +1,7 @@
 """Which records to replay: discovery and selection in PTB-XL's native layout, any WFDB folder, and the bundled sample.
 
 Nothing is read here beyond directory listings and PTB-XL's two CSV files; signals and annotations are read by
-:mod:`edge.records` when a replay starts.
+:mod:`offline.records` when a replay starts.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Whatever a record has is used:
 
-* beats from ``.atr`` (MIT-BIH, QTDB): sample and symbol of every beat annotation (:data:`edge.scoring.BEAT_SYMBOLS`);
+* beats from ``.atr`` (MIT-BIH, QTDB): sample and symbol of every beat annotation (``BEAT_SYMBOLS``);
 * wave boundaries from QTDB's ``.q1c`` (cardiologist 1; not lead-specific) or LUDB's per-lead files
   (``.i``, ``.ii`` … ``.v6``): ``(`` onset, ``p`` / ``N`` / ``t`` peak, ``)`` offset → P / QRS / T;
 * PTB-XL diagnostic superclasses (from :class:`simulator.sources.ReplaySource`).
@@ -20,8 +20,8 @@ import numpy as np
 
 from edge.ecg import canonical_lead
 from edge.protocol import PROTOCOL_VERSION
-from edge.records import Record, read_annotations
-from edge.scoring import BEAT_SYMBOLS
+from offline.records import Record, read_annotations
+from offline.scoring import BEAT_SYMBOLS
 from simulator.sources import ReplaySource
 
 #: Peak symbols of WFDB wave annotations → wave names.
@@ -146,7 +146,7 @@ def load_truth(source: ReplaySource, record: Record) -> Truth:
     LUDB waves are kept for the leads in ``record.leads`` only (those being replayed).
 
     Raises:
-        edge.records.RecordError: an annotation file exists but cannot be read.
+        offline.records.RecordError: an annotation file exists but cannot be read.
     """
     beat_samples = np.zeros(0, dtype=np.int64)
     beat_symbols: tuple[str, ...] = ()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.broker import EmbeddedBroker
+from edge.transport.broker import EmbeddedBroker
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"

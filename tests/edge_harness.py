@@ -14,8 +14,8 @@ import paho.mqtt.client as paho
 
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
-from edge.broker import EmbeddedBroker
-from edge.mqtt import MqttSettings, make_client
+from edge.transport.broker import EmbeddedBroker
+from edge.transport.mqtt import MqttSettings, make_client
 
 
 class Collector:

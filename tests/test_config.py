@@ -14,10 +14,10 @@ import pytest
 from edge_harness import Collector, Feeder
 from typer.testing import CliRunner
 
+from beatssl.cli import app
 from edge import config as cfg
 from edge import protocol as proto
-from edge.cli import app
-from edge.mqtt import MqttSettings
+from edge.transport.mqtt import MqttSettings
 
 runner = CliRunner()
 

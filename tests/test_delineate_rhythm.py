@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.delineate import BeatWaves, combine_leads, delineate_beat, intervals_ms, runs
 from edge.ecg import WAVE_CLASSES
-from edge.rhythm import LabelSmoother, describe_rr, window_problem
+from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms, runs
+from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
 
 FS = 250.0
 P, QRS, T = (WAVE_CLASSES.index(n) for n in ("P", "QRS", "T"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.beats import BeatStream, detect_record
-from edge.detector import OnlineQRSDetector
-from edge.records import read_annotations, read_record
-from edge.scoring import BEAT_SYMBOLS, beat_samples, match_beats
+from edge.detection.beats import BeatStream, detect_record
+from edge.detection.qrs import OnlineQRSDetector
+from offline.records import read_annotations, read_record
+from offline.scoring import BEAT_SYMBOLS, beat_samples, match_beats
 
 DATA = Path(__file__).parent.parent.parent / "shared" / "data"
 

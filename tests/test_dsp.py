@@ -10,7 +10,7 @@ from scipy.signal import resample_poly, sosfilt, sosfilt_zi
 
 from edge.dsp.filters import StreamingSOS, display_bandpass, impulse_response, qrs_bandpass
 from edge.dsp.resample import StreamingResampler
-from edge.records import RecordError, read_annotations, read_record
+from offline.records import RecordError, read_annotations, read_record
 
 DATA = Path(__file__).parent.parent.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "mitdb").is_dir(), reason=f"no PhysioNet data at {DATA}")

@@ -13,12 +13,12 @@ import numpy as np
 from edge_harness import Collector, running_edge
 from typer.testing import CliRunner
 
+from beatssl.cli import app as edge_cli
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
-from edge.beats import detect_record
-from edge.cli import app as edge_cli
-from edge.mqtt import MqttSettings
-from edge.records import read_record
+from edge.detection.beats import detect_record
+from edge.transport.mqtt import MqttSettings
+from offline.records import read_record
 from simulator.replay import Replayer
 from simulator.sources import wfdb_records
 

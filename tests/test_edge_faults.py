@@ -11,8 +11,8 @@ import pytest
 from edge_harness import Collector, Feeder, running_edge
 
 from edge import protocol as proto
-from edge.beats import detect_record
-from edge.records import read_record
+from edge.detection.beats import detect_record
+from offline.records import read_record
 
 
 @pytest.fixture(scope="module")

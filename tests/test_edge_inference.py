@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from edge_harness import Collector, running_edge
 
+from beatssl.cli import default_engines
 from edge import protocol as proto
-from edge.cli import default_engines
-from edge.live_inference import rhythm_phase
-from edge.records import read_annotations
+from edge.pipeline.device_inference import rhythm_phase
+from offline.records import read_annotations
 from simulator.replay import Replayer
 from simulator.sources import wfdb_records
 

@@ -8,7 +8,7 @@ from edge_harness import Collector, Feeder, running_edge
 
 from edge import protocol as proto
 from edge.metrics import MetricsServer, render
-from edge.records import read_record
+from offline.records import read_record
 
 
 def _feed_mitdb(settings, data_dir, device: str, seconds: float = 20.0) -> int:

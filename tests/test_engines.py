@@ -28,7 +28,7 @@ from edge.inference import (
     tensorrt_unavailable_reason,
     to_probabilities,
 )
-from edge.manifest import MANIFEST_FILE, ONNX_FILE, PLAN_FILE, Manifest, Normalisation, normalise
+from edge.inference.manifest import MANIFEST_FILE, ONNX_FILE, PLAN_FILE, Manifest, Normalisation, normalise
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.engine_build import BuildError, build_engine, build_engine_command
 from train.export import ExportCheckError, reference_windows, torch_logits

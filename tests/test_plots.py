@@ -1,4 +1,4 @@
-"""edge.plots: every plot writes a PNG of the requested pixel size with something drawn on it; detect --plot."""
+"""offline.plots: every plot writes a PNG of the requested pixel size with something drawn on it; detect --plot."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge import cli, plots
-from edge.beats import detect_record
+from beatssl import cli
+from edge.detection.beats import detect_record
 from edge.ecg import PTBXL_SUPERCLASSES, WAVE_CLASSES
-from edge.records import read_annotations, read_record
-from edge.scoring import beat_samples
+from offline import plots
+from offline.records import read_annotations, read_record
+from offline.scoring import beat_samples
 
 
 def assert_png(path: Path, size_px: tuple[int, int]) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge import protocol as proto
-from edge.mqtt import BrokerAddress
+from edge.transport.mqtt import BrokerAddress
 
 
 def _msg(n: int = 20, leads: tuple[str, ...] = ("I", "II", "V1")) -> proto.SamplesMessage:

@@ -34,10 +34,10 @@ from edge_harness import Collector, Feeder
 
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
-from edge.beats import detect_record
-from edge.broker import EmbeddedBroker, free_port
-from edge.mqtt import BrokerAddress, MqttSettings, make_client
-from edge.records import read_record
+from edge.detection.beats import detect_record
+from edge.transport.broker import EmbeddedBroker, free_port
+from edge.transport.mqtt import BrokerAddress, MqttSettings, make_client
+from offline.records import read_record
 
 USERS = ("edge", "viewer", "dev-a", "dev-b", "dev-c", "sim-000")
 ACL = """\
@@ -288,9 +288,9 @@ def test_simulator_replays_over_tls_with_a_config_file(secure: SecureBroker, tmp
 
 
 def test_tls_insecure_connects_without_verification_and_warns_loudly(secure: SecureBroker, caplog, capsys) -> None:
-    from edge.cli import mqtt_settings
+    from beatssl.cli import mqtt_settings
 
-    with caplog.at_level(logging.WARNING, logger="edge.mqtt"):
+    with caplog.at_level(logging.WARNING, logger="edge.transport.mqtt"):
         insecure = secure.settings("viewer", tls_ca=secure.rogue_ca, tls_insecure=True)
         assert try_connect(insecure) == "ok"  # the server's certificate was not checked against any trusted CA
     assert any("verification is OFF" in r.getMessage() for r in caplog.records)

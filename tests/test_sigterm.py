@@ -3,7 +3,7 @@ device's detector, publishes every beat and waits for the broker's acknowledgeme
 
 Four MIT-BIH devices stream 30 s each as fast as mosquitto takes them; SIGTERM goes out right after the broker has
 acknowledged the last chunk, or half-way through the stream while chunks keep coming. For every device, the beats
-received must equal the offline detector (`edge.beats.detect_record`) on exactly the samples the edge processed (its
+received must equal the offline detector (`detect_record`) on exactly the samples the edge processed (its
 final retained status says how many): no queued beat is lost or doubled. The node's retained health then says
 "offline".
 """
@@ -21,9 +21,9 @@ import pytest
 from edge_harness import Collector
 
 from edge import protocol as proto
-from edge.beats import detect_record
-from edge.mqtt import MqttSettings, make_client
-from edge.records import read_record
+from edge.detection.beats import detect_record
+from edge.transport.mqtt import MqttSettings, make_client
+from offline.records import read_record
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDS = ("100", "101", "103", "105")
@@ -34,7 +34,7 @@ NODE = "sigterm"
 
 def _edge_process(address: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEATSSL_")}
-    cmd = [sys.executable, "-m", "edge.cli", "run", "--broker", address, "--no-engines", "--node", NODE,
+    cmd = [sys.executable, "-m", "beatssl.cli", "run", "--broker", address, "--no-engines", "--node", NODE,
            "--workers", "2", "--stale-after-s", "60", "--log-level", "info"]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -18,10 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edge import protocol as proto
-from edge.broker import EmbeddedBroker, free_port
-from edge.mqtt import MqttSettings, make_client
-from edge.records import read_annotations, read_record
-from edge.scoring import beat_samples
+from edge.transport.broker import EmbeddedBroker, free_port
+from edge.transport.mqtt import MqttSettings, make_client
+from offline.records import read_annotations, read_record
+from offline.scoring import beat_samples
 from simulator.cli import app
 from simulator.replay import Replayer, ReplayError
 from simulator.sources import SourceError, ptbxl_records, sample_dir, sample_records, wfdb_records

@@ -25,12 +25,12 @@ import pytest
 from edge_harness import Collector, running_edge
 from typer.testing import CliRunner
 
-from edge import cli
+from beatssl import cli
 from edge import protocol as proto
-from edge.mqtt import MqttSettings
-from edge.web import Decimator, InsecureBindError, WebServer, host_name, merge_blocks, read_credentials
+from edge.transport.mqtt import MqttSettings
 from simulator.replay import Replayer
 from simulator.sources import wfdb_records
+from viewers.web import Decimator, InsecureBindError, WebServer, host_name, merge_blocks, read_credentials
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(

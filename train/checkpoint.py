@@ -48,7 +48,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     Returns:
         (model in eval mode on the CPU, meta). For ``classify`` the model maps (B, len(leads), window_samples)
         float32 to (B, n_classes) logits; for ``segment`` (B, 1, window_samples) to (B, len(class_names), T) logits.
-        Inputs are normalised as ``meta["normalisation"]`` says (an ``edge.manifest.Normalisation`` dict).
+        Inputs are normalised as ``meta["normalisation"]`` says (an ``edge.inference.manifest.Normalisation`` dict).
     """
     ckpt = read_checkpoint(path)
     model = model_from_meta(ckpt["meta"])

@@ -167,7 +167,7 @@ def _evaluation_plots(task, model, kind: str, part: str, checkpoint: Path, out: 
     from sklearn.metrics import multilabel_confusion_matrix
 
     from edge.ecg import INTERNAL_FS_HZ, LEADS_12, PTBXL_SUPERCLASSES
-    from edge.plots import plot_confusion, plot_loss_curves, plot_segmentation
+    from offline.plots import plot_confusion, plot_loss_curves, plot_segmentation
 
     written: list[Path] = []
     stem = out.with_suffix("")

@@ -21,6 +21,7 @@ import torch
 import typer
 
 from edge.ecg import INTERNAL_FS_HZ
+from edge.inference.manifest import ONNX_FILE, PLAN_FILE, PRECISIONS, Manifest, Normalisation, file_entry, normalise
 from edge.inference.onnx_backend import OnnxRuntimeBackend
 from edge.inference.tensorrt_backend import (
     TensorRTBackend,
@@ -29,7 +30,6 @@ from edge.inference.tensorrt_backend import (
     gpu_name,
     tensorrt_unavailable_reason,
 )
-from edge.manifest import ONNX_FILE, PLAN_FILE, PRECISIONS, Manifest, Normalisation, file_entry, normalise
 from train.checkpoint import load_checkpoint
 from train.export import (
     DEFAULT_DATA_DIR,

@@ -2,7 +2,7 @@
 
 :func:`export_onnx` writes ``model.onnx`` with a dynamic batch axis and a pinned opset; :func:`reference_windows`
 cuts real LUDB windows (mV, resampled to the engine's rate); :func:`max_abs_diff` compares any runtime with the
-PyTorch model on them after the same :func:`edge.manifest.normalise` the edge applies at run time.
+PyTorch model on them after the same :func:`edge.inference.manifest.normalise` the edge applies at run time.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.manifest import Normalisation, normalise
-from edge.records import read_record
+from edge.inference.manifest import Normalisation, normalise
+from offline.records import read_record
 from train.data.rate import to_internal_rate
 
 #: ONNX opset of every exported engine (TensorRT 8.6+ and ONNX Runtime 1.17+ both run it).
@@ -83,7 +83,7 @@ def reference_windows(
 
     Raises:
         FileNotFoundError: no LUDB under ``data_dir``.
-        edge.records.RecordError: a lead LUDB lacks.
+        offline.records.RecordError: a lead LUDB lacks.
         ValueError: records shorter than a window.
     """
     ludb = Path(data_dir) / "ludb"

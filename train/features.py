@@ -1,6 +1,6 @@
 """Hand-crafted ECG features behind Beat-SSL's soft targets, and their similarity in [0, 1].
 
-Rhythm level (one vector per 10 s record, computed on the raw signal and the R peaks of ``edge.beats``):
+Rhythm level (one vector per 10 s record, computed on the raw signal and the R peaks of ``edge.detection.beats``):
 heart rate, RR variability (SDNN, RMSSD), QRS width proxy, R and T amplitudes, and the frontal QRS axis (as cos/sin,
 when leads I and aVF exist). Beat level: the beat's waveform on the reference lead, z-scored, so that the similarity
 of two beats is their correlation. The choice is documented in docs/method.md.

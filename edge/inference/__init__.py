@@ -2,8 +2,8 @@
 TensorRT). TensorRT and cuda-python are imported lazily, only when the TensorRT backend is used or probed."""
 
 from edge.inference.engine import BACKENDS, Engine, EngineError, choose_backend, load_engine, to_probabilities
+from edge.inference.manifest import LeadMismatchError, Manifest, ManifestError
 from edge.inference.tensorrt_backend import tensorrt_unavailable_reason
-from edge.manifest import LeadMismatchError, Manifest, ManifestError
 
 __all__ = [
     "BACKENDS",

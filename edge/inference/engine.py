@@ -13,9 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
+from edge.inference.manifest import ONNX_FILE, PLAN_FILE, Manifest, normalise
 from edge.inference.onnx_backend import OnnxRuntimeBackend
 from edge.inference.tensorrt_backend import TensorRTBackend, tensorrt_unavailable_reason
-from edge.manifest import ONNX_FILE, PLAN_FILE, Manifest, normalise
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
@@ -35,7 +35,7 @@ class EngineError(RuntimeError):
 
 
 class Engine:
-    """A loaded engine: its :class:`~edge.manifest.Manifest` and the backend that runs it.
+    """A loaded engine: its :class:`~edge.inference.manifest.Manifest` and the backend that runs it.
 
     Not thread-safe; load one engine per worker thread. Use as a context manager, or call :meth:`close`, to release
     device memory (TensorRT).

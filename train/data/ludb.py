@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.ecg import INTERNAL_FS_HZ, LEADS_12, WAVE_CLASSES
-from edge.records import read_annotations, read_record
+from offline.records import read_annotations, read_record
 from train.data.rate import rescale_samples, to_internal_rate
 
 #: Label of samples excluded from the loss and from scoring.

@@ -1,10 +1,10 @@
-"""Model-input normalisation: the edge's own implementation (``edge.manifest.normalise``), applied in training."""
+"""Model-input normalisation: the edge's own (``edge.inference.manifest.normalise``), applied in training."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from edge.manifest import Normalisation, normalise
+from edge.inference.manifest import Normalisation, normalise
 
 #: Every model of this package sees per-lead, per-window z-scored input.
 NORMALISATION = Normalisation(kind="zscore", eps=1e-3)

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from edge.ecg import INTERNAL_FS_HZ, LEADS_12
-from edge.records import read_record
+from offline.records import read_record
 
 
 def to_internal_rate(signal: np.ndarray, fs_hz: float, fs_out_hz: float = INTERNAL_FS_HZ) -> np.ndarray:

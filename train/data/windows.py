@@ -1,6 +1,6 @@
 """Any WFDB folder as unlabelled 10 s windows at the internal rate, with R peaks from the project's beat detector.
 
-R peaks come from ``edge.beats.detect_record`` run once on the whole raw record (the one detector of the project,
+R peaks come from ``detect_record`` run once on the whole raw record (the one detector of the project,
 shared with the edge); they are mapped to the internal rate and to window coordinates.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.beats import detect_record
+from edge.detection.beats import detect_record
 from edge.ecg import INTERNAL_FS_HZ, LEADS_12
-from edge.records import RecordError, read_record
+from offline.records import RecordError, read_record
 from train.data.rate import rescale_samples, to_internal_rate
 
 

@@ -1,8 +1,8 @@
 """Per-device inference state: which windows to send to the engines and what to publish when results come back.
 
-:class:`DeviceInference` is pure streaming logic owned by one :class:`edge.stream.DeviceStream`; it holds the recent
+:class:`DeviceInference` is pure streaming logic owned by one ``DeviceStream``; it holds the recent
 signal at the internal rate, the beats waiting for their segmentation, and the rhythm smoothing. It produces
-:class:`~edge.scheduler.InferenceRequest` objects (the application batches them across devices) and turns engine
+:class:`~edge.inference.batching.InferenceRequest`s (the application batches them across devices) and turns engine
 outputs into ``beats`` / ``rhythm`` payloads.
 
 Timing: a beat's segmentation window spans ``[R - pre, R + post)`` at the internal rate (centred on R by default), so
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.delineate import BeatWaves, combine_leads, delineate_beat, intervals_ms
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
+from edge.inference.batching import InferenceRequest
+from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms
+from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
 from edge.protocol import PROTOCOL_VERSION, device_hash
-from edge.rhythm import LabelSmoother, describe_rr, window_problem
-from edge.scheduler import InferenceRequest
 
 #: Leads segmented by default, in order of preference: the first one the stream has.
 PREFERRED_SEGMENT_LEADS = ("II", "MLII", "I", "V5", "V2")

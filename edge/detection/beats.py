@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.detector import OnlineQRSDetector, Peak
+from edge.detection.qrs import OnlineQRSDetector, Peak
 from edge.dsp.resample import StreamingResampler
 from edge.ecg import INTERNAL_FS_HZ
 

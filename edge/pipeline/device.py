@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.beats import Beat, BeatStream
-from edge.live_inference import DeviceInference, InferencePlan
+from edge.detection.beats import Beat, BeatStream
+from edge.inference.batching import InferenceRequest
+from edge.interpret.rhythm import LabelSmoother
+from edge.pipeline.device_inference import DeviceInference, InferencePlan
 from edge.protocol import PROTOCOL_VERSION, SamplesMessage
-from edge.rhythm import LabelSmoother
-from edge.scheduler import InferenceRequest
 
 #: Standard deviation below which a lead counts as flat (lead off), in mV, over the quality window.
 FLAT_STD_MV = 0.005

@@ -46,7 +46,7 @@ import paho.mqtt.client as paho
 
 from edge import protocol as proto
 from edge.ecg import canonical_lead
-from edge.mqtt import MqttSettings, make_client
+from edge.transport.mqtt import MqttSettings, make_client
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ latency against load.
 
 Every function draws on its own ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display, no global
 state, safe from any thread) and writes a PNG of exactly ``size_px`` pixels (width, height) to ``path``, creating
-its folder; it returns the path. matplotlib is imported inside the functions so ``import edge`` stays light.
+its folder; it returns the path. matplotlib is imported inside the functions so importing the package stays light.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge.ecg import WAVE_CLASSES
-from edge.scoring import match_beats
+from offline.scoring import match_beats
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

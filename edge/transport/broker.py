@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge.mqtt import BrokerAddress
+from edge.transport.mqtt import BrokerAddress
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The wire protocol (version 1): topics and payloads, defined once. See docs/protocol.md.
+"""Payloads of the wire protocol (version 1), defined once. See docs/protocol.md.
 
 Every topic string in the project is built by the functions here, and every ``ecg/<device>/samples`` payload is
 encoded by :func:`encode_samples_json` / :func:`encode_samples_binary` and decoded by :func:`decode_samples`.
@@ -21,9 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 import struct
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,83 +38,7 @@ BINARY_MAGIC = 0xEC
 #: n_samples u32, lead-name bytes u16 — then the comma-separated lead names (ASCII), then int16 samples.
 BINARY_HEADER = struct.Struct("<BBBBIffdIH")
 
-# ---------------------------------------------------------------------------------------------- topics
-SAMPLES_SUBSCRIPTION = "ecg/+/samples"
 
-
-def shared_samples_subscription(group: str) -> str:
-    """MQTT 5 shared subscription of the samples topic: the broker spreads messages over the group's members."""
-    return f"$share/{group}/{SAMPLES_SUBSCRIPTION}"
-TRUTH_SUBSCRIPTION = "sim/+/truth"
-
-_DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
-
-
-def samples_topic(device_id: str) -> str:
-    """Topic a device publishes its samples on."""
-    return f"ecg/{device_id}/samples"
-
-
-def beats_topic(device_id: str) -> str:
-    """Topic the edge publishes one message per detected beat on."""
-    return f"beatssl/{device_id}/beats"
-
-
-def rhythm_topic(device_id: str) -> str:
-    """Topic the edge publishes rolling rhythm labels on."""
-    return f"beatssl/{device_id}/rhythm"
-
-
-def status_topic(device_id: str) -> str:
-    """Topic the edge publishes a device's stream state on (retained)."""
-    return f"beatssl/{device_id}/status"
-
-
-def errors_topic(device_id: str) -> str:
-    """Topic the edge publishes a device's input errors on."""
-    return f"beatssl/{device_id}/errors"
-
-
-def health_topic(node: str) -> str:
-    """Retained health topic of one edge node; its Last Will says ``"offline"``."""
-    return f"beatssl/edge/{node}/health"
-
-
-def node_errors_topic(node: str) -> str:
-    """Topic of errors that belong to no valid device (bad topics, overload) on one edge node."""
-    return f"beatssl/edge/{node}/errors"
-
-
-def truth_topic(device_id: str) -> str:
-    """Topic the simulator publishes reference annotations on."""
-    return f"sim/{device_id}/truth"
-
-
-def output_subscription(kind: str = "+") -> str:
-    """Subscription pattern for the edge's per-device outputs of one kind (``beats``, ``rhythm`` …)."""
-    return f"beatssl/+/{kind}"
-
-
-def valid_device_id(device_id: str) -> bool:
-    """True when ``device_id`` is safe to use in topics: 1–64 chars of ``[A-Za-z0-9_.:@-]``."""
-    return bool(_DEVICE_ID_RE.match(device_id))
-
-
-def device_hash(device_id: str) -> int:
-    """Stable (process- and machine-independent) hash of a device id: CRC-32 of its UTF-8 bytes. Workers split devices
-    with it (``--partition k/N`` keeps ``device_hash(id) % N == k``), so every worker must compute the same value."""
-    return zlib.crc32(device_id.encode())
-
-
-def device_from_topic(topic: str) -> str | None:
-    """The device id of an ``ecg/<id>/samples``, ``beatssl/<id>/<kind>`` or ``sim/<id>/truth`` topic, else None."""
-    parts = topic.split("/")
-    if len(parts) != 3 or parts[0] not in ("ecg", "beatssl", "sim") or parts[1] == "edge":
-        return None
-    return parts[1]
-
-
-# ---------------------------------------------------------------------------------------------- payloads
 class ProtocolError(ValueError):
     """A payload that breaks the protocol. ``code`` is a stable machine-readable reason."""
 

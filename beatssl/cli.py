@@ -1,4 +1,7 @@
-"""``beatssl-edge``: the edge's command line (run, detect, demo, view)."""
+"""``beatssl-edge``: the command line of the distribution. It wires the packages together and holds no logic of
+its own: ``run`` starts an :class:`edge.app.EdgeApp` (with the live page of :mod:`viewers.web` and the metrics
+endpoint when asked), ``detect`` runs :mod:`offline.detect`, ``demo`` runs :mod:`beatssl.demo`, ``view`` the terminal
+view of :mod:`viewers.terminal`, ``config show`` the effective configuration of ``run``."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -19,12 +21,12 @@ from rich.console import Console
 from edge import config as cfg
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
-from edge.broker import EmbeddedBroker
 from edge.ecg import canonical_lead
 from edge.inference import EngineError, ManifestError
 from edge.metrics import MetricsServer
-from edge.mqtt import BrokerAddress, MqttSettings
-from edge.mqtt_cli import (
+from edge.transport.broker import EmbeddedBroker
+from edge.transport.mqtt import BrokerAddress, MqttSettings
+from edge.transport.options import (
     ClientIdOpt,
     KeepaliveOpt,
     MqttVersionOpt,
@@ -36,7 +38,7 @@ from edge.mqtt_cli import (
     UsernameOpt,
     settings_from_options,
 )
-from edge.web import CREDENTIALS_ENV, InsecureBindError, WebServer, read_credentials
+from viewers.web import CREDENTIALS_ENV, InsecureBindError, WebServer, read_credentials
 
 app = typer.Typer(
     help="beatssl-edge: real-time ECG monitoring over MQTT — online beat detection, wave segmentation, rhythm labels.",
@@ -293,8 +295,8 @@ def detect(
                                                    "of its .atr file, if any) into this PNG.")] = None,
 ) -> None:
     """Run the edge's streaming beat detector offline on a WFDB record (the same code path as `run`)."""
-    from edge.beats import detect_record
-    from edge.records import RecordError, read_record
+    from edge.detection.beats import detect_record
+    from offline.records import RecordError, read_record
 
     try:
         rec = read_record(record, leads=leads.split(",") if leads else None)
@@ -313,9 +315,9 @@ def detect(
             w.writeheader()
             w.writerows(rows)
     if plot is not None:
-        from edge.plots import plot_record_beats
-        from edge.records import read_annotations
-        from edge.scoring import beat_samples
+        from offline.plots import plot_record_beats
+        from offline.records import read_annotations
+        from offline.scoring import beat_samples
 
         try:
             truth = beat_samples(*read_annotations(record))
@@ -352,44 +354,13 @@ def demo(
 ) -> None:
     """Start a broker, the simulator (bundled sample records, looping) and the edge, and show a live view in the
     terminal and in the browser (the URL is printed)."""
-    from rich.live import Live
-
-    from edge.view import LiveView
-    from simulator.replay import Replayer
-    from simulator.sources import sample_records
+    from beatssl.demo import run_demo
 
     setup_logging(log_level)
-    stop = threading.Event()
-    with EmbeddedBroker() as broker:
-        settings = MqttSettings(broker.address, protocol="5" if broker.mqtt5 else "3.1.1")
-        web = web_server(settings, http_host, http_port, http_credentials)
-        edge = build_edge(EdgeConfig(mqtt=settings, node="demo", backend=backend,
-                                     **engine_options(engine, no_engines, None))).start()
-        edge.wait_connected(10)
-        err.print(f"live page: {web.start().url}")
-        view = LiveView(settings).start()
-        replayer = Replayer(sample_records(), settings, devices=devices, speed=speed, loop=True,
-                            device_prefix="demo")
-        sim = threading.Thread(target=replayer.run, kwargs={"stop_event": stop}, name="simulator", daemon=True)
-        sim.start()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        deadline = None if duration_s is None else time.monotonic() + duration_s
-        console = Console()
-        try:
-            with Live(view.table(), console=console, refresh_per_second=refresh_hz, transient=False) as live:
-                while not stop.wait(1.0 / refresh_hz):
-                    live.update(view.table())
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
-        finally:
-            stop.set()
-            sim.join(5)
-            edge.stop()
-            view.stop()
-            web.stop()
-        if not console.is_terminal:
-            sys.stdout.write(json.dumps({"devices": view.summary()}) + "\n")
+    run_demo(devices, speed, duration_s, refresh_hz,
+             edge_options={"backend": backend, **engine_options(engine, no_engines, None)},
+             make_web=lambda settings: web_server(settings, http_host, http_port, http_credentials),
+             make_edge=build_edge, say=lambda line: err.print(line, highlight=False))
 
 
 @app.command()
@@ -409,7 +380,7 @@ def view(
     """Live terminal view of what edge nodes publish on a broker (beats, status, errors, health)."""
     from rich.live import Live
 
-    from edge.view import LiveView
+    from viewers.terminal import LiveView
 
     settings = mqtt_settings(parse_broker(broker), mqtt_version, username, password_file, tls_ca=tls_ca,
                              tls_cert=tls_cert, tls_key=tls_key, tls_insecure=tls_insecure)
@@ -447,5 +418,5 @@ def config_show(
         sys.stdout.write(cfg.effective_toml(ctx))
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m edge.cli`
+if __name__ == "__main__":  # pragma: no cover - `python -m beatssl.cli`
     app()

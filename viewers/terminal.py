@@ -17,7 +17,7 @@ import paho.mqtt.client as paho
 from rich.table import Table
 
 from edge import protocol as proto
-from edge.mqtt import MqttSettings, make_client
+from edge.transport.mqtt import MqttSettings, make_client
 
 
 @dataclass

@@ -1,4 +1,4 @@
-// beatssl-edge live page: Server-Sent Events from /events (see edge/web.py) → per-device state → canvas strips.
+// beatssl-edge live page: Server-Sent Events from /events (see viewers/web.py) → per-device state → canvas strips.
 // Times are seconds on each device's own clock; every number shown comes from a published message unchanged.
 "use strict";
 

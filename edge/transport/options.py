@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edge.mqtt import BrokerAddress, MqttSettings, read_password
+from edge.transport.mqtt import BrokerAddress, MqttSettings, read_password
 
 MqttVersionOpt = Annotated[str, typer.Option("--mqtt-version", envvar="BEATSSL_MQTT_VERSION",
                                              help="MQTT protocol version: 5 or 3.1.1.")]
