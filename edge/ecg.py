@@ -47,3 +47,29 @@ def canonical_lead(name: str) -> str:
         if lead.upper() == key:
             return lead
     return key
+
+
+#: Leads in order of preference for single-lead work (beat segmentation, beat classification, the live strip):
+#: lead II, its Holter analogue MLII, then the leads on which QRS is usually tallest. The one preference order.
+LEAD_PREFERENCE: tuple[str, ...] = ("II", "MLII", "I", "V5", "V2")
+
+
+def preferred_lead(leads: tuple[str, ...] | list[str]) -> int:
+    """Index in ``leads`` (canonical names) of the most preferred lead of :data:`LEAD_PREFERENCE`; 0 if none is
+    present."""
+    for name in LEAD_PREFERENCE:
+        if name in leads:
+            return list(leads).index(name)
+    return 0
+
+
+#: AAMI EC57 heartbeat classes, in output order of beat-classification engines: N normal / bundle branch block /
+#: escape, S supraventricular ectopic, V ventricular ectopic, F fusion, Q paced / unclassifiable.
+AAMI_CLASSES: tuple[str, ...] = ("N", "S", "V", "F", "Q")
+
+#: EC57 mapping of MIT-BIH beat symbols to :data:`AAMI_CLASSES` (N = N L R e j, S = A a J S, V = V E, F = F,
+#: Q = / f Q). Other annotation symbols are not beats.
+MITDB_TO_AAMI: dict[str, str] = {
+    **dict.fromkeys("NLRej", "N"), **dict.fromkeys("AaJS", "S"), **dict.fromkeys("VE", "V"), "F": "F",
+    **dict.fromkeys("/fQ", "Q"),
+}
