@@ -4,7 +4,8 @@ Whatever a record has is used:
 
 * beats from ``.atr`` (MIT-BIH, QTDB): sample and symbol of every beat annotation (``BEAT_SYMBOLS``);
 * wave boundaries from QTDB's ``.q1c`` (cardiologist 1; not lead-specific) or LUDB's per-lead files
-  (``.i``, ``.ii`` … ``.v6``): ``(`` onset, ``p`` / ``N`` / ``t`` peak, ``)`` offset → P / QRS / T;
+  (``.i``, ``.ii`` … ``.v6``): ``(`` onset, ``p`` / ``N`` / ``t`` peak, ``)`` offset → P / QRS / T
+  (parsed by :func:`offline.annotations.wave_marks`);
 * PTB-XL diagnostic superclasses (from :class:`simulator.sources.ReplaySource`).
 
 :class:`Truth` holds times relative to the record start; :meth:`Truth.message` puts them on a device's clock.
@@ -20,14 +21,11 @@ import numpy as np
 
 from edge.ecg import canonical_lead
 from edge.protocol import PROTOCOL_VERSION
+from offline.annotations import LUDB_EXTENSIONS, WaveMark, wave_marks
 from offline.records import Record, read_annotations
 from offline.scoring import BEAT_SYMBOLS
 from simulator.sources import ReplaySource
 
-#: Peak symbols of WFDB wave annotations → wave names.
-WAVE_OF_PEAK: dict[str, str] = {"p": "P", "N": "QRS", "t": "T"}
-#: LUDB's per-lead annotation extensions (lower-case lead names).
-LUDB_EXTENSIONS: tuple[str, ...] = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6")
 #: Decimal places of times (s) in truth messages (1 µs).
 TIME_DECIMALS = 6
 
@@ -119,25 +117,16 @@ class Truth:
         }
 
 
-def waves_from_marks(samples: np.ndarray, symbols: list[str], fs_hz: float, lead: str | None) -> list[Wave]:
-    """Turn WFDB wave marks (``(`` onset, ``p``/``N``/``t`` peak, ``)`` offset) into :class:`Wave` objects.
-
-    A boundary counts only when it is adjacent to its peak; a missing one is None (LUDB leaves 134 peaks open).
+def waves_from_marks(marks: list[WaveMark], fs_hz: float, lead: str | None) -> list[Wave]:
+    """:class:`Wave` objects (times in s) of parsed wave marks (:func:`offline.annotations.wave_marks`).
 
     Args:
-        samples: mark positions (samples); symbols: mark symbols; fs_hz: sampling rate (Hz);
-        lead: canonical lead the marks belong to, or None.
+        marks: the marks (samples); fs_hz: their sampling rate (Hz); lead: canonical lead they belong to, or None.
     """
-    out = []
-    last = len(symbols) - 1
-    for i, sym in enumerate(symbols):
-        if sym not in WAVE_OF_PEAK:
-            continue
-        on = samples[i - 1] / fs_hz if i > 0 and symbols[i - 1] == "(" else None
-        off = samples[i + 1] / fs_hz if i < last and symbols[i + 1] == ")" else None
-        out.append(Wave(WAVE_OF_PEAK[sym], lead, float(samples[i] / fs_hz),
-                        None if on is None else float(on), None if off is None else float(off)))
-    return out
+    def s(sample: int | None) -> float | None:
+        return None if sample is None else sample / fs_hz
+
+    return [Wave(m.wave, lead, m.peak / fs_hz, s(m.on), s(m.off)) for m in marks]
 
 
 def load_truth(source: ReplaySource, record: Record) -> Truth:
@@ -160,13 +149,13 @@ def load_truth(source: ReplaySource, record: Record) -> Truth:
     waves: list[Wave] = []
     waves_from = None
     if _has(source.path, "q1c"):
-        waves = waves_from_marks(*read_annotations(source.path, "q1c"), record.fs_hz, None)
+        waves = waves_from_marks(wave_marks(*read_annotations(source.path, "q1c")), record.fs_hz, None)
         waves_from = "q1c"
     else:
         for ext in LUDB_EXTENSIONS:
             lead = canonical_lead(ext)
             if lead in record.leads and _has(source.path, ext):
-                waves += waves_from_marks(*read_annotations(source.path, ext), record.fs_hz, lead)
+                waves += waves_from_marks(wave_marks(*read_annotations(source.path, ext)), record.fs_hz, lead)
                 waves_from = "ludb"
     return Truth(
         record=record.name,

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from edge.ecg import INTERNAL_FS_HZ, LEADS_12, WAVE_CLASSES
+from offline.annotations import LUDB_EXTENSIONS, wave_marks
 from offline.records import read_annotations, read_record
 from train.data.rate import rescale_samples, to_internal_rate
 
 #: Label of samples excluded from the loss and from scoring.
 IGNORE: int = -1
-_PEAK_TO_CLASS = {"p": WAVE_CLASSES.index("P"), "N": WAVE_CLASSES.index("QRS"), "t": WAVE_CLASSES.index("T")}
 
 
 @dataclass(frozen=True)
@@ -41,19 +41,19 @@ class LudbRecord:
 
 
 def wave_labels(samples: np.ndarray, symbols: list[str], n: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Per-sample labels (n,) and the annotated span from one lead's marks (already at the output rate)."""
+    """Per-sample labels (n,) and the annotated span from one lead's marks (already at the output rate, samples).
+
+    A wave with both boundaries is labelled from onset to offset (inclusive); an open one makes the stretch between
+    its neighbouring marks IGNORE.
+    """
     labels = np.zeros(n, dtype=np.int8)
     samples = np.clip(samples, 0, n - 1)
-    for i, sym in enumerate(symbols):
-        if sym not in _PEAK_TO_CLASS:
-            continue
-        has_on = i > 0 and symbols[i - 1] == "("
-        has_off = i + 1 < len(symbols) and symbols[i + 1] == ")"
-        if has_on and has_off:
-            labels[samples[i - 1] : samples[i + 1] + 1] = _PEAK_TO_CLASS[sym]
+    for mark in wave_marks(samples, symbols):
+        if mark.on is not None and mark.off is not None:
+            labels[mark.on : mark.off + 1] = WAVE_CLASSES.index(mark.wave)
         else:
-            lo = samples[i - 1] + 1 if i > 0 else 0
-            hi = samples[i + 1] - 1 if i + 1 < len(symbols) else n - 1
+            lo = mark.before + 1 if mark.before is not None else 0
+            hi = mark.after - 1 if mark.after is not None else n - 1
             labels[lo : hi + 1] = IGNORE
     return labels, (int(samples.min()), int(samples.max()))
 
@@ -70,8 +70,8 @@ def load_record(root: Path, name: str, fs_hz: float = INTERNAL_FS_HZ) -> LudbRec
     signal = to_internal_rate(rec.signal_mv.T, rec.fs_hz, fs_hz)
     labels = np.zeros(signal.shape, dtype=np.int8)
     spans = np.zeros((len(LEADS_12), 2), dtype=np.int64)
-    for k, lead in enumerate(LEADS_12):
-        samples, symbols = read_annotations(path, lead.lower())
+    for k, extension in enumerate(LUDB_EXTENSIONS):
+        samples, symbols = read_annotations(path, extension)
         labels[k], spans[k] = wave_labels(rescale_samples(samples, rec.fs_hz, fs_hz), symbols, signal.shape[1])
     return LudbRecord(name=name, signal_mv=signal, labels=labels, spans=spans, fs_hz=fs_hz)
 
