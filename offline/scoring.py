@@ -16,37 +16,51 @@ def beat_samples(samples: np.ndarray, symbols: Sequence[str]) -> np.ndarray:
     return np.asarray(samples, dtype=np.int64)[keep]
 
 
-def match_beats(ref_samples: np.ndarray, test_samples: np.ndarray, tol_samples: float) -> tuple[int, int, int]:
-    """Match detections to reference beats one-to-one within ``tol_samples``.
+def match_pairs(ref_samples: np.ndarray, test_samples: np.ndarray, tol_samples: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pair test points with reference points one-to-one (the EC57 beat-by-beat rule; the one matcher of the repo).
 
-    Each reference beat, in time order, takes the nearest detection not yet taken within ``± tol_samples``.
+    Rule: the reference points are taken in time order; each takes the nearest test point within
+    ``± tol_samples`` that is later than the test point taken by the reference before it (greedy nearest match,
+    each reference and each test point used at most once, pairs never cross). Ties go to the earlier test point.
 
     Parameters
     ----------
     ref_samples, test_samples
-        Reference and detected beat indices (samples, same sampling).
+        Reference and test positions (samples, same sampling), in any order.
     tol_samples
-        Match window half-width (samples); 150 ms is the EC57 standard.
+        Match window half-width (samples); 150 ms is the EC57 standard for beats.
 
     Returns
     -------
-    tp, fn, fp
-        Matched pairs, unmatched reference beats, unmatched detections.
+    ref_index, test_index
+        int64 indices into ``ref_samples`` and ``test_samples`` of the matched pairs, in time order.
     """
-    ref = np.sort(np.asarray(ref_samples, dtype=np.int64))
-    test = np.sort(np.asarray(test_samples, dtype=np.int64))
-    tp = 0
-    j = 0  # first detection not yet taken nor passed
-    for r in ref.tolist():
-        while j < test.size and test[j] < r - tol_samples:
+    ref = np.asarray(ref_samples, dtype=np.int64)
+    test = np.asarray(test_samples, dtype=np.int64)
+    ref_order = np.argsort(ref, kind="stable")
+    test_order = np.argsort(test, kind="stable")
+    t = test[test_order].tolist()
+    ref_idx, test_idx = [], []
+    j = 0  # first test point not yet taken nor passed
+    for i in ref_order.tolist():
+        r = int(ref[i])
+        while j < len(t) and t[j] < r - tol_samples:
             j += 1
         best = -1
         k = j
-        while k < test.size and test[k] <= r + tol_samples:
-            if best < 0 or abs(int(test[k]) - r) < abs(int(test[best]) - r):
+        while k < len(t) and t[k] <= r + tol_samples:
+            if best < 0 or abs(t[k] - r) < abs(t[best] - r):
                 best = k
             k += 1
         if best >= 0:
-            tp += 1
+            ref_idx.append(i)
+            test_idx.append(int(test_order[best]))
             j = best + 1
-    return tp, int(ref.size) - tp, int(test.size) - tp
+    return np.asarray(ref_idx, dtype=np.int64), np.asarray(test_idx, dtype=np.int64)
+
+
+def match_beats(ref_samples: np.ndarray, test_samples: np.ndarray, tol_samples: float) -> tuple[int, int, int]:
+    """Counts of :func:`match_pairs` (same arguments): ``(tp, fn, fp)`` = matched pairs, unmatched reference
+    beats, unmatched detections."""
+    tp = len(match_pairs(ref_samples, test_samples, tol_samples)[0])
+    return tp, len(ref_samples) - tp, len(test_samples) - tp

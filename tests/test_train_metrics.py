@@ -38,6 +38,10 @@ def test_boundary_scoring_by_hand() -> None:
     tp, fp, fn, err = match_points(np.array([10, 50, 90]), np.array([12, 47, 200]), tolerance=5)
     assert (tp, fp, fn) == (2, 1, 1)
     np.testing.assert_array_equal(np.sort(err), [-3, 2])
+    # The EC57 rule of offline.scoring (the one matcher): references in time order take their nearest free point, so
+    # the point at 16 goes to the reference at 10 (error +6), not to the nearer one at 20 (error -4).
+    tp, fp, fn, err = match_points(np.array([10, 20]), np.array([16]), tolerance=10)
+    assert (tp, fp, fn) == (1, 0, 1) and err.tolist() == [6.0]
     # One QRS from 100 to 119 at 250 Hz, predicted 2 samples late on both sides; scored inside [50, 199] only.
     ref, pred = np.zeros(300, int), np.zeros(300, int)
     ref[100:120] = 2

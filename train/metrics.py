@@ -2,13 +2,16 @@
 
 Classification metrics follow scikit-learn's definitions (``roc_auc_score`` with ties averaged, ``f1_score`` with
 zero_division=0) and are tested against it. Segmentation metrics work on integer label arrays at a known rate:
-Dice per class (= sample-level F1) and wave-boundary detection (onset / offset) with a tolerance in ms.
+Dice per class (= sample-level F1) and wave-boundary detection (onset / offset) with a tolerance in ms, matched by
+the repo's one EC57 matcher (:func:`offline.scoring.match_pairs`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import rankdata
+
+from offline.scoring import match_pairs
 
 
 def auroc(y_true: np.ndarray, score: np.ndarray) -> float:
@@ -74,23 +77,14 @@ def waves(labels: np.ndarray, cls: int, min_len: int = 1) -> np.ndarray:
 
 
 def match_points(ref: np.ndarray, pred: np.ndarray, tolerance: int) -> tuple[int, int, int, np.ndarray]:
-    """One-to-one matching of sorted point sets, nearest pairs first, within ``tolerance`` samples.
+    """One-to-one matching of point sets within ``tolerance`` samples, by :func:`offline.scoring.match_pairs`.
 
     Returns:
         (tp, fp, fn, errors) where errors are pred - ref (samples) of the matched pairs.
     """
-    if len(ref) == 0 or len(pred) == 0:
-        return 0, len(pred), len(ref), np.zeros(0)
-    dist = np.abs(pred[None, :] - ref[:, None])
-    pairs = sorted(zip(*np.nonzero(dist <= tolerance), strict=True), key=lambda ij: dist[ij])
-    used_r, used_p, errors = set(), set(), []
-    for i, j in pairs:
-        if i not in used_r and j not in used_p:
-            used_r.add(i)
-            used_p.add(j)
-            errors.append(pred[j] - ref[i])
-    tp = len(errors)
-    return tp, len(pred) - tp, len(ref) - tp, np.asarray(errors, dtype=float)
+    ri, pi = match_pairs(ref, pred, tolerance)
+    tp = len(ri)
+    return tp, len(pred) - tp, len(ref) - tp, (np.asarray(pred)[pi] - np.asarray(ref)[ri]).astype(float)
 
 
 def segmentation_report(
