@@ -56,6 +56,9 @@ class Limits:
     min_fs_hz: float = 50.0
     max_fs_hz: float = 2000.0
     max_abs_mv: float = 20.0
+    #: largest accepted ``|t0|`` (s): device time may be an epoch time (~1.7e9 s) but not a float that overflows
+    #: sample arithmetic (``t0 * fs`` must stay an exact integer below 2**53)
+    max_abs_t0_s: float = 1e11
 
 
 @dataclass
@@ -114,7 +117,7 @@ def decode_samples(payload: bytes, limits: Limits | None = None, content_type: s
 
     Raises:
         ProtocolError: with ``code`` one of ``oversize``, ``malformed``, ``unknown_version``, ``bad_fs``,
-            ``bad_leads``, ``lead_count``, ``non_finite``, ``amplitude``.
+            ``bad_leads``, ``lead_count``, ``non_finite``, ``bad_time``, ``amplitude``.
     """
     limits = limits or Limits()
     if len(payload) > limits.max_payload_bytes:
@@ -132,19 +135,21 @@ def _decode_json(payload: bytes) -> SamplesMessage:
         obj = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError("malformed", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("malformed", "JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", "JSON payload is not an object")
     if obj.get("v") != PROTOCOL_VERSION:
         raise ProtocolError("unknown_version", f"protocol version {obj.get('v')!r} is not {PROTOCOL_VERSION}")
     try:
-        seq = int(obj["seq"])
-        fs = float(obj["fs"])
+        seq = _seq(obj["seq"])
+        fs = _number(obj["fs"], "fs")
         leads = obj["leads"]
-        t0 = float(obj.get("t0", 0.0))
+        t0 = _number(obj.get("t0", 0.0), "t0")
         units = obj.get("units", "mV")
         raw = obj["data"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError("malformed", f"missing or invalid field: {exc}") from None
+    except KeyError as exc:
+        raise ProtocolError("malformed", f"missing field {exc}") from None
     if not isinstance(leads, list) or not all(isinstance(name, str) for name in leads):
         raise ProtocolError("bad_leads", "'leads' must be a list of strings")
     if units not in ("mV", "adu"):
@@ -154,13 +159,14 @@ def _decode_json(payload: bytes) -> SamplesMessage:
         raise ProtocolError("lead_count", f"{n} data rows for {len(leads)} leads")
     try:
         data = np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, RecursionError):
         raise ProtocolError("malformed", "data rows are not equal-length lists of numbers") from None
     if data.ndim != 2:
         raise ProtocolError("malformed", "data rows are not equal-length lists of numbers")
     if units == "adu":
-        gain = float(obj.get("gain") or 0.0)
-        if not gain > 0:
+        gain = obj.get("gain")
+        gain = _number(gain, "gain") if gain is not None else 0.0
+        if not (gain > 0 and math.isfinite(gain)):
             raise ProtocolError("malformed", "units 'adu' needs a positive 'gain' (adu per mV)")
         data = data / gain
     return SamplesMessage(seq, fs, _canonical(tuple(leads)), t0, data.T.astype(np.float32))
@@ -185,10 +191,31 @@ def _decode_binary(payload: bytes) -> SamplesMessage:
     expected = off + 2 * n * n_leads
     if len(payload) != expected:
         raise ProtocolError("malformed", f"binary payload is {len(payload)} B, header says {expected} B")
-    if not gain > 0:
-        raise ProtocolError("malformed", "binary gain must be positive")
+    if not (gain > 0 and math.isfinite(gain)):
+        raise ProtocolError("malformed", "binary gain must be positive and finite")
     adu = np.frombuffer(payload, dtype="<i2", offset=off).reshape(n, n_leads)
     return SamplesMessage(seq, float(fs), _canonical(tuple(names)), float(t0), (adu / gain).astype(np.float32))
+
+
+def _seq(value: object) -> int:
+    """A chunk's ``seq``: an integer in the binary header's u32 range (``1.5``, ``-5``, ``1e400`` are malformed)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError("malformed", f"seq must be an integer, not {type(value).__name__}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise ProtocolError("malformed", f"seq must be an integer, not {value!r}")
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ProtocolError("malformed", f"seq {value!r} outside 0..2**32-1")
+    return int(value)
+
+
+def _number(value: object, name: str) -> float:
+    """A JSON number field as float (bools, strings, lists and overflowing numbers are malformed)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError("malformed", f"{name} must be a number, not {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ProtocolError("malformed", f"{name} is too large") from None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -206,6 +233,8 @@ def _validate(msg: SamplesMessage, limits: Limits) -> None:
         raise ProtocolError("bad_leads", f"lead names must be unique and non-empty: {list(msg.leads)}")
     if not math.isfinite(msg.t0_s):
         raise ProtocolError("non_finite", "t0 is not finite")
+    if abs(msg.t0_s) > limits.max_abs_t0_s:
+        raise ProtocolError("bad_time", f"|t0| {abs(msg.t0_s):.3g} s exceeds {limits.max_abs_t0_s:.0e} s")
     if msg.n_samples == 0:
         raise ProtocolError("malformed", "chunk holds no samples")
     if not np.isfinite(msg.data_mv).all():
