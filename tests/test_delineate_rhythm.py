@@ -7,7 +7,8 @@ import pytest
 
 from edge.ecg import WAVE_CLASSES
 from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms, runs
-from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
+from edge.interpret.rhythm import LabelSmoother, describe_rr, rr_stats, window_problem
+from train.features import RHYTHM_FEATURES, rhythm_features
 
 FS = 250.0
 P, QRS, T = (WAVE_CLASSES.index(n) for n in ("P", "QRS", "T"))
@@ -73,6 +74,22 @@ def test_describe_rr() -> None:
     assert describe_rr(np.full(5, 1.25))["rate"] == "brady"
     assert describe_rr(np.full(5, 0.5))["rate"] == "tachy"
     assert describe_rr(np.array([]))["hr_bpm"] is None
+
+
+def test_training_features_use_the_edge_heart_rate_convention() -> None:
+    """One HR / HRV convention: 60 / median RR and ddof-1 SDNN, on the edge and in Beat-SSL's rhythm features."""
+    r_peaks = np.array([100, 300, 500, 800, 1000, 1200])  # RR 0.8 0.8 1.2 0.8 0.8 s at 250 Hz: median 0.8, mean 0.88
+    rr_s = np.diff(r_peaks) / FS
+    st = rr_stats(rr_s)
+    assert st.n_rr == 5 and st.hr_bpm == pytest.approx(75.0)  # 60 / mean RR would be 68.2
+    assert st.sd_ms == pytest.approx(np.std(rr_s, ddof=1) * 1e3) and st.sd_ms == pytest.approx(178.885, abs=1e-3)
+    assert describe_rr(rr_s)["hr_bpm"] == 75.0 and describe_rr(rr_s)["rr_sd_ms"] == 178.9
+    ecg = np.zeros((2, 2500))
+    ecg[1, r_peaks] = 1.0  # lead II (the preferred lead) carries the beats
+    feats = dict(zip(RHYTHM_FEATURES, rhythm_features(ecg, r_peaks, ("V1", "II"), FS), strict=True))
+    assert feats["hr_bpm"] == pytest.approx(st.hr_bpm) and feats["sdnn_ms"] == pytest.approx(st.sd_ms)
+    assert feats["rmssd_ms"] == pytest.approx(st.rmssd_ms) and feats["r_amp_mv"] == pytest.approx(1.0)
+    assert np.isnan(rhythm_features(ecg, r_peaks[:3], ("V1", "II"), FS)[1])  # SDNN needs 3 RR, as on the edge
 
 
 def test_window_problem() -> None:

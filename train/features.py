@@ -1,14 +1,19 @@
 """Hand-crafted ECG features behind Beat-SSL's soft targets, and their similarity in [0, 1].
 
 Rhythm level (one vector per 10 s record, computed on the raw signal and the R peaks of ``edge.detection.beats``):
-heart rate, RR variability (SDNN, RMSSD), QRS width proxy, R and T amplitudes, and the frontal QRS axis (as cos/sin,
-when leads I and aVF exist). Beat level: the beat's waveform on the reference lead, z-scored, so that the similarity
-of two beats is their correlation. The choice is documented in docs/method.md.
+heart rate and RR variability (SDNN, RMSSD) by the edge's convention (:func:`edge.interpret.rhythm.rr_stats`:
+60 / median RR, ddof-1 SDNN, at least 3 RR for the variability), QRS width proxy, R and T amplitudes, and the frontal
+QRS axis (as cos/sin, when leads I and aVF exist), measured on the lead of :func:`edge.ecg.preferred_lead`.
+Beat level: the beat's waveform on the reference lead, z-scored, so that the similarity of two beats is their
+correlation. The choice is documented in docs/method.md.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from edge.ecg import preferred_lead
+from edge.interpret.rhythm import rr_stats
 
 #: Names of the rhythm feature vector, in order.
 RHYTHM_FEATURES: tuple[str, ...] = (
@@ -24,8 +29,8 @@ RHYTHM_FEATURES: tuple[str, ...] = (
 
 
 def reference_lead(leads: tuple[str, ...]) -> int:
-    """Index of lead II if present, else of the first lead (the lead rhythm and beat features are measured on)."""
-    return leads.index("II") if "II" in leads else 0
+    """Index of the lead rhythm and beat features are measured on: :func:`edge.ecg.preferred_lead` (II, MLII …)."""
+    return preferred_lead(leads)
 
 
 def _qrs_width_ms(x: np.ndarray, r: int, fs_hz: float) -> float:
@@ -44,11 +49,8 @@ def rhythm_features(ecg: np.ndarray, r_peaks: np.ndarray, leads: tuple[str, ...]
     x = ecg[reference_lead(leads)]
     x = x - np.median(x)
     r_peaks = np.asarray(r_peaks, dtype=int)
-    if len(r_peaks) >= 2:
-        rr_ms = np.diff(r_peaks) * 1000.0 / fs_hz
-        out[0] = 60000.0 / rr_ms.mean()
-        out[1] = rr_ms.std()
-        out[2] = np.sqrt(np.mean(np.diff(rr_ms) ** 2)) if len(rr_ms) >= 2 else np.nan
+    rr = rr_stats(np.diff(r_peaks) / fs_hz)
+    out[:3] = [np.nan if v is None else v for v in (rr.hr_bpm, rr.sd_ms, rr.rmssd_ms)]
     if len(r_peaks) >= 1:
         out[3] = np.nanmedian([_qrs_width_ms(x, r, fs_hz) for r in r_peaks])
         out[4] = np.median(x[r_peaks])

@@ -17,32 +17,68 @@ TACHY_BPM = 100.0
 IRREGULAR_CV = 0.12
 
 
+#: RR intervals outside this range (s) are not beats to beats (missed or doubled detections) and are left out.
+RR_RANGE_S = (0.2, 3.0)
+
+
+@dataclass(frozen=True)
+class RRStats:
+    """Heart rate and RR variability of a beat series, unrounded (None: too few RR intervals).
+
+    Attributes:
+        n_rr: RR intervals inside :data:`RR_RANGE_S` (the ones used).
+        hr_bpm: 60 / median RR (at least 1 RR).
+        sd_ms: sample standard deviation (ddof 1) of RR, i.e. SDNN (at least 3 RR).
+        rmssd_ms: root mean square of successive RR differences (at least 3 RR).
+        cv: sd / mean RR (at least 3 RR).
+    """
+
+    n_rr: int
+    hr_bpm: float | None
+    sd_ms: float | None
+    rmssd_ms: float | None
+    cv: float | None
+
+
+def rr_stats(rr_s: np.ndarray) -> RRStats:
+    """The one heart-rate / HRV convention of the repo (edge messages and training features alike).
+
+    RR intervals (s) outside :data:`RR_RANGE_S` are dropped; HR = 60 / median RR (robust to one missed or extra
+    beat), SDNN with ddof 1, RMSSD and CV need at least 3 RR intervals.
+    """
+    rr = np.asarray(rr_s, dtype=float)
+    rr = rr[(rr > RR_RANGE_S[0]) & (rr < RR_RANGE_S[1])]
+    if len(rr) == 0:
+        return RRStats(0, None, None, None, None)
+    hr = 60.0 / float(np.median(rr))
+    if len(rr) < 3:
+        return RRStats(len(rr), hr, None, None, None)
+    sd = float(np.std(rr, ddof=1))
+    rmssd = float(np.sqrt(np.mean(np.diff(rr) ** 2)))
+    return RRStats(len(rr), hr, sd * 1e3, rmssd * 1e3, sd / float(np.mean(rr)))
+
+
 def describe_rr(rr_s: np.ndarray) -> dict[str, object]:
-    """Heart rate and regularity from RR intervals (s).
+    """Heart rate and regularity from RR intervals (s), by :func:`rr_stats`, rounded for the rhythm messages.
 
     Returns ``hr_bpm`` (60 / median RR), ``rate`` (brady / normal / tachy), ``regularity`` (regular / irregular /
     unknown with fewer than 3 RR), ``rr_sd_ms``, ``rmssd_ms`` and ``rr_cv``.
     """
-    rr = np.asarray(rr_s, dtype=float)
-    rr = rr[(rr > 0.2) & (rr < 3.0)]
-    if len(rr) == 0:
+    st = rr_stats(rr_s)
+    if st.hr_bpm is None:
         return {"hr_bpm": None, "rate": "unknown", "regularity": "unknown", "rr_sd_ms": None, "rmssd_ms": None,
                 "rr_cv": None}
-    hr = 60.0 / float(np.median(rr))
-    rate = "brady" if hr < BRADY_BPM else "tachy" if hr > TACHY_BPM else "normal"
-    if len(rr) < 3:
-        return {"hr_bpm": round(hr, 1), "rate": rate, "regularity": "unknown", "rr_sd_ms": None, "rmssd_ms": None,
-                "rr_cv": None}
-    sd = float(np.std(rr, ddof=1))
-    cv = sd / float(np.mean(rr))
-    rmssd = float(np.sqrt(np.mean(np.diff(rr) ** 2)))
+    rate = "brady" if st.hr_bpm < BRADY_BPM else "tachy" if st.hr_bpm > TACHY_BPM else "normal"
+    if st.cv is None:
+        return {"hr_bpm": round(st.hr_bpm, 1), "rate": rate, "regularity": "unknown", "rr_sd_ms": None,
+                "rmssd_ms": None, "rr_cv": None}
     return {
-        "hr_bpm": round(hr, 1),
+        "hr_bpm": round(st.hr_bpm, 1),
         "rate": rate,
-        "regularity": "irregular" if cv > IRREGULAR_CV else "regular",
-        "rr_sd_ms": round(sd * 1e3, 1),
-        "rmssd_ms": round(rmssd * 1e3, 1),
-        "rr_cv": round(cv, 3),
+        "regularity": "irregular" if st.cv > IRREGULAR_CV else "regular",
+        "rr_sd_ms": round(st.sd_ms, 1),
+        "rmssd_ms": round(st.rmssd_ms, 1),
+        "rr_cv": round(st.cv, 3),
     }
 
 
