@@ -240,11 +240,11 @@ def test_export_check_fails_the_build(tmp_path: Path, data_dir: Path, monkeypatc
     from edge.inference.onnx_backend import OnnxRuntimeBackend
 
     run = OnnxRuntimeBackend.run
-    monkeypatch.setattr(OnnxRuntimeBackend, "run", lambda self, x: run(self, x) + np.float32(3e-4))
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", lambda self, x, f=None: run(self, x, f) + np.float32(3e-4))
     ckpt = _checkpoint(tmp_path / "c.pt", "segment")
     with pytest.raises(ExportCheckError, match=r"differs from PyTorch by 3\.0\de-04 > 1e-04 on 32 real windows"):
         build_engine(ckpt, tmp_path / "bad", data_dir=data_dir)
-    assert not (tmp_path / "bad" / MANIFEST_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]  # no engine folder, no temporary folder
 
 
 def test_command_warns_without_tensorrt(engines: dict[str, Path], tmp_path: Path, data_dir: Path) -> None:

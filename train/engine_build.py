@@ -1,9 +1,12 @@
 """``train build-engine``: a checkpoint -> an engine folder (``model.onnx``, ``model.plan``, ``manifest.json``).
 
-The ONNX export is checked against PyTorch on real LUDB windows (max abs difference reported, the build fails above
-:data:`train.export.FP32_TOLERANCE`). The TensorRT plan is built with the TensorRT Python API and an optimisation
-profile for batch ``1..max_batch`` when tensorrt, cuda-python and a GPU are present; otherwise the build says why and
-ships the ONNX engine alone (or fails with ``require_tensorrt``). See ``docs/engines.md``.
+The engine is built in a temporary folder beside ``--out`` and moved into place only once it has passed its checks,
+so a failed build (in place or not) leaves the old folder as it was. The ONNX export is checked against PyTorch on
+real windows (max abs difference reported, the build fails above :data:`train.export.FP32_TOLERANCE`). The TensorRT
+plan is built with the TensorRT Python API and an optimisation profile for batch ``1..max_batch`` when tensorrt,
+cuda-python and a GPU are present, and checked too (fp32 against PyTorch, fp16 / int8 against ONNX Runtime:
+:func:`plan_problem`); otherwise the build says why and ships the ONNX engine alone (or fails with
+``require_tensorrt``). See ``docs/engines.md``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import datetime as dt
 import importlib.metadata
 import json
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +27,19 @@ import torch
 import typer
 
 from edge.ecg import INTERNAL_FS_HZ
-from edge.inference.manifest import ONNX_FILE, PLAN_FILE, PRECISIONS, Manifest, Normalisation, file_entry, normalise
+from edge.inference.engine import run_in_batches, to_probabilities
+from edge.inference.manifest import (
+    DEFAULT_FEATURE_INPUT,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    PLAN_FILE,
+    PRECISIONS,
+    Manifest,
+    ManifestError,
+    Normalisation,
+    file_entry,
+    normalise,
+)
 from edge.inference.onnx_backend import OnnxRuntimeBackend
 from edge.inference.tensorrt_backend import (
     TensorRTBackend,
@@ -29,6 +47,7 @@ from edge.inference.tensorrt_backend import (
     cudart,
     gpu_name,
     tensorrt_unavailable_reason,
+    trt_logger,
 )
 from train.checkpoint import load_checkpoint
 from train.export import (
@@ -39,13 +58,21 @@ from train.export import (
     OUTPUT_NAME,
     ExportCheckError,
     export_onnx,
-    max_abs_diff,
+    reference_beats,
+    reference_features,
     reference_windows,
+    torch_logits,
 )
 
 #: Largest max |TensorRT fp32 - PyTorch| accepted (logit units); TensorRT reorders sums, TF32 is turned off.
 PLAN_FP32_TOLERANCE = 1e-3
-#: Batch size TensorRT tunes its kernels for (within the profile 1..max_batch).
+#: fp16 / int8 plans against ONNX Runtime (fp32) on the check windows, segment engines: the smallest fraction of
+#: samples whose most probable wave class (argmax over the classes) is the same.
+PLAN_MIN_ARGMAX_AGREEMENT = {"fp16": 0.99, "int8": 0.98}
+#: fp16 / int8 plans against ONNX Runtime (fp32), classify and beat-classify engines: the largest absolute difference
+#: of any class probability (after the manifest's activation), so that decisions at any threshold move by no more.
+PLAN_MAX_PROB_DIFF = {"fp16": 0.02, "int8": 0.05}
+#: Batch size TensorRT tunes its kernels for (within the profile 1..max_batch); int8 calibrates at this batch too.
 PLAN_OPT_BATCH = 64
 #: TensorRT builder workspace (bytes).
 WORKSPACE_BYTES = 1 << 30
@@ -67,12 +94,14 @@ class BuildResult:
         onnx_max_abs_diff: max |ONNX Runtime - PyTorch| over the check windows (logits).
         plan_max_abs_diff: max |TensorRT - PyTorch| over the same windows, when a plan was built.
         plan_skipped: why no plan was built (one line), or None.
+        plan_agreement: for a plan, :func:`plan_agreement` against ONNX Runtime; empty without one.
     """
 
     manifest: Manifest
     onnx_max_abs_diff: float
     plan_max_abs_diff: float | None
     plan_skipped: str | None
+    plan_agreement: dict[str, float]
 
 
 def build_engine(
@@ -119,16 +148,20 @@ def build_engine_from_model(
     """Export, check and package a model as an engine folder.
 
     Args:
-        model: the trained model in eval mode (plain tensor in, logits out).
+        model: the trained model in eval mode: ``forward(x)``, or ``forward(x, features)`` when ``meta`` has
+            ``feature_names``; logits out.
         meta: the checkpoint's metadata: ``task``, ``leads``, ``fs_hz``, ``window_samples``, ``class_names``,
-            ``normalisation``, ``thresholds`` (classify), ``metrics``; optionally ``hop_samples``, ``multilabel``.
-        out: engine folder to write (created; files of an earlier build are replaced).
+            ``normalisation``, ``thresholds`` (classify; optional for beat-classify), ``metrics``; ``r_offset_samples``
+            (beat-classify); optionally ``hop_samples``, ``multilabel``, ``feature_names``, ``feature_input_name``.
+        out: engine folder to write. Built beside it and moved into place after the checks; an existing engine
+            folder is replaced only then (a failed build leaves it intact). A folder that is not an engine folder
+            and not empty is refused.
         precision: TensorRT precision of ``model.plan`` (``model.onnx`` is always fp32).
         max_batch: top of the TensorRT optimisation profile; the edge splits bigger batches.
         require_tensorrt: fail instead of shipping an ONNX-only engine when no plan can be built.
         hop_samples: step between windows at run time (samples); default the checkpoint's, else half a window.
         name: engine name; default the folder name.
-        data_dir: folder with the real LUDB records used for the check.
+        data_dir: folder with the real records used for the check (LUDB; MIT-BIH for beat-classify).
         source: where the model came from (checkpoint path), recorded in ``created_by``.
         window_samples: input length of the engine (segment engines only: the model is fully convolutional, so it
             may run on shorter windows than it was trained on — the edge cuts one window per beat); default the
@@ -136,37 +169,90 @@ def build_engine_from_model(
 
     Raises:
         BuildError: bad arguments or metadata, or TensorRT required but unavailable / failing.
-        ExportCheckError: ONNX Runtime (or an fp32 plan) disagrees with PyTorch beyond tolerance.
+        ExportCheckError: ONNX Runtime or the plan disagrees with PyTorch / ONNX Runtime beyond tolerance.
     """
     if precision not in PRECISIONS:
         raise BuildError(f"precision {precision!r} is not one of {PRECISIONS}")
     if max_batch < 1:
         raise BuildError(f"max_batch must be >= 1, got {max_batch}")
-    task, leads = meta["task"], tuple(meta["leads"])
-    fs_hz, window = float(meta["fs_hz"]), int(window_samples or meta["window_samples"])
+    task = meta["task"]
     if window_samples and task != "segment":
         raise BuildError("--window-samples applies to segment engines only (a classifier's window is fixed)")
-    if fs_hz != INTERNAL_FS_HZ:
-        raise BuildError(f"the checkpoint runs at {fs_hz} Hz; the edge feeds engines at {INTERNAL_FS_HZ} Hz")
+    if float(meta["fs_hz"]) != INTERNAL_FS_HZ:
+        raise BuildError(f"the checkpoint runs at {meta['fs_hz']} Hz; the edge feeds engines at {INTERNAL_FS_HZ} Hz")
+    out = Path(out).resolve()
+    if out.exists() and not (out / MANIFEST_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise BuildError(f"{out} exists and is not an engine folder (no {MANIFEST_FILE}); choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        result = _build_into(
+            work, model, meta, name or out.name, precision, max_batch, require_tensorrt, hop_samples, data_dir,
+            source, window_samples,
+        )
+        Manifest.load(work)  # what the edge will read: schema and every file's sha256
+        _replace_folder(work, out)
+    except ManifestError as e:
+        raise BuildError(f"the built engine does not validate: {e}") from e
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _build_into(
+    work: Path,
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    name: str,
+    precision: str,
+    max_batch: int,
+    require_tensorrt: bool,
+    hop_samples: int | None,
+    data_dir: Path,
+    source: str,
+    window_samples: int | None,
+) -> BuildResult:
+    """Write and check ``model.onnx``, ``model.plan`` (when possible) and ``manifest.json`` in the folder ``work``."""
+    task, leads = meta["task"], tuple(meta["leads"])
+    fs_hz, window = float(meta["fs_hz"]), int(window_samples or meta["window_samples"])
     class_names = tuple(meta["class_names"])
     spec = Normalisation.from_dict(meta.get("normalisation", {"kind": "none"}))
-    channels = len(leads) if task == "classify" else 1
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    onnx_path, plan_path = out / ONNX_FILE, out / PLAN_FILE
-    plan_path.unlink(missing_ok=True)
+    feature_names = tuple(meta.get("feature_names", ()))
+    feature_input = str(meta.get("feature_input_name", DEFAULT_FEATURE_INPUT))
+    r_offset = meta.get("r_offset_samples")
+    if task == "beat-classify" and r_offset is None:
+        raise BuildError("the beat-classify checkpoint has no r_offset_samples (samples of the window before R)")
+    channels = 1 if task == "segment" else len(leads)
+    onnx_path, plan_path = work / ONNX_FILE, work / PLAN_FILE
 
-    export_onnx(model, onnx_path, channels, window)
-    windows = reference_windows(leads, task == "segment", fs_hz, window, CHECK_WINDOWS, data_dir)
-    onnx_diff = max_abs_diff(model, OnnxRuntimeBackend(onnx_path, INPUT_NAME, OUTPUT_NAME).run, windows, spec)
+    def check_inputs(n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """``n`` real windows (normalised), their features (two-input models) and where the windows come from."""
+        if task == "beat-classify":
+            raw = reference_beats(leads, fs_hz, window, int(r_offset), n, data_dir)
+            where = f"MIT-BIH annotated beats, {int(r_offset)} samples before R"
+        else:
+            raw = reference_windows(leads, task == "segment", fs_hz, window, n, data_dir)
+            where = "LUDB, first window of each record"
+        feats = reference_features(len(raw), len(feature_names)) if feature_names else None
+        return normalise(raw, spec), feats, where
+
+    export_onnx(model, onnx_path, channels, window, len(feature_names), feature_input)
+    x, features, where = check_inputs(CHECK_WINDOWS)
+    want = torch_logits(model, x, features)
+    second = feature_input if feature_names else None
+    ort = OnnxRuntimeBackend(onnx_path, INPUT_NAME, OUTPUT_NAME, feature_input_name=second)
+    onnx_out = run_in_batches(ort.run, x, features, max_batch)
+    onnx_diff = float(np.max(np.abs(onnx_out - want)))
     if onnx_diff > FP32_TOLERANCE:
         raise ExportCheckError(
-            f"ONNX Runtime differs from PyTorch by {onnx_diff:.2e} > {FP32_TOLERANCE:.0e} on {len(windows)} real "
-            f"windows; {onnx_path} is not trustworthy"
+            f"ONNX Runtime differs from PyTorch by {onnx_diff:.2e} > {FP32_TOLERANCE:.0e} on {len(x)} real "
+            f"windows; {ONNX_FILE} is not trustworthy"
         )
+    activation = _activation(meta)
 
     files = {ONNX_FILE: file_entry(onnx_path)}
     plan_diff: float | None = None
+    agreement: dict[str, float] = {}
     trt_info: dict[str, str] = {}
     skipped = tensorrt_unavailable_reason()
     if skipped is not None and require_tensorrt:
@@ -174,32 +260,33 @@ def build_engine_from_model(
     if skipped is None:
         calibration = None
         if precision == "int8":
-            calibration = normalise(
-                reference_windows(leads, task == "segment", fs_hz, window, CALIBRATION_WINDOWS, data_dir), spec
-            )
+            cal_x, cal_f, _ = check_inputs(CALIBRATION_WINDOWS)
+            calibration = {INPUT_NAME: cal_x, **({feature_input: cal_f} if cal_f is not None else {})}
         trt_info = build_plan(onnx_path, plan_path, precision, max_batch, calibration)
         files[PLAN_FILE] = file_entry(plan_path)
-        runner = TensorRTBackend(plan_path, INPUT_NAME, OUTPUT_NAME, max_batch, trt_info)
+        runner = TensorRTBackend(plan_path, INPUT_NAME, OUTPUT_NAME, max_batch, trt_info, second)
         try:
-            plan_diff = max_abs_diff(model, runner.run, windows, spec)
+            plan_out = run_in_batches(runner.run, x, features, max_batch)
         finally:
             runner.close()
-        if precision == "fp32" and plan_diff > PLAN_FP32_TOLERANCE:
-            raise ExportCheckError(
-                f"the fp32 TensorRT plan differs from PyTorch by {plan_diff:.2e} > {PLAN_FP32_TOLERANCE:.0e}"
-            )
+        plan_diff = float(np.max(np.abs(plan_out - want)))
+        agreement = plan_agreement(plan_out, onnx_out, activation)
+        problem = plan_problem(task, precision, plan_diff, agreement)
+        if problem:
+            raise ExportCheckError(f"the {precision} TensorRT plan fails its check on {len(x)} real windows: {problem}")
 
     metrics = _json_safe(json.loads(json.dumps(meta.get("metrics", {}), default=_json_scalar)))
     if "thresholds_from" in meta:
         metrics["thresholds_from"] = meta["thresholds_from"]
     metrics["export_check"] = {
-        "windows": len(windows),
-        "source": "LUDB, first window of each record",
+        "windows": len(x),
+        "source": where,
         "onnx_max_abs_diff": onnx_diff,
         "plan_max_abs_diff": plan_diff,
+        **{f"plan_{k}": v for k, v in agreement.items()},
     }
     manifest = Manifest(
-        name=name or out.name,
+        name=name,
         task=task,
         leads=leads,
         fs_hz=fs_hz,
@@ -209,7 +296,7 @@ def build_engine_from_model(
         input_name=INPUT_NAME,
         input_shape=(None, channels, window),
         output_names=(OUTPUT_NAME,),
-        activation=_activation(meta),
+        activation=activation,
         class_names=class_names,
         thresholds=_thresholds(meta, class_names),
         metrics=metrics,
@@ -220,23 +307,94 @@ def build_engine_from_model(
         created_by=f"beatssl-edge {_version()} train build-engine {source}".strip(),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         tensorrt=trt_info,
+        feature_names=feature_names,
+        feature_input_name=feature_input,
+        r_offset_samples=None if r_offset is None else int(r_offset),
     )
-    manifest.write(out)
-    return BuildResult(manifest, onnx_diff, plan_diff, skipped)
+    manifest.write(work)
+    return BuildResult(manifest, onnx_diff, plan_diff, skipped, agreement)
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Move the checked folder ``new`` to ``out`` by renames on one file system.
+
+    Without an ``out``: one rename. Otherwise files of ``out`` that are not engine files are copied into ``new``,
+    ``out`` is renamed aside, ``new`` renamed to ``out`` (the aside folder is renamed back if that fails) and the
+    aside folder removed.
+    """
+    if not out.exists():
+        os.rename(new, out)
+        return
+    for entry in out.iterdir():
+        if entry.name not in (MANIFEST_FILE, ONNX_FILE, PLAN_FILE):
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, new / entry.name)
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, aside / out.name)
+    try:
+        os.rename(new, out)
+    except OSError:
+        os.rename(aside / out.name, out)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def plan_agreement(plan_logits: np.ndarray, onnx_logits: np.ndarray, activation: str) -> dict[str, float]:
+    """How closely a plan's outputs follow ONNX Runtime's on the same inputs.
+
+    Args:
+        plan_logits: TensorRT logits, ``(B, n_classes)`` or ``(B, n_classes, T)``.
+        onnx_logits: ONNX Runtime (fp32) logits of the same shape.
+        activation: the manifest's ``sigmoid`` or ``softmax``.
+
+    Returns:
+        ``argmax_agreement``: fraction of windows (classify) or samples (segment) whose most probable class is the
+        same; ``max_abs_prob_diff``: largest |probability difference| over every output.
+    """
+    p_plan, p_onnx = to_probabilities(plan_logits, activation), to_probabilities(onnx_logits, activation)
+    return {
+        "argmax_agreement": float(np.mean(plan_logits.argmax(axis=1) == onnx_logits.argmax(axis=1))),
+        "max_abs_prob_diff": float(np.max(np.abs(p_plan - p_onnx))),
+    }
+
+
+def plan_problem(task: str, precision: str, max_abs_diff: float, agreement: dict[str, float]) -> str | None:
+    """Why a plan fails its build-time tolerance (one line), or None.
+
+    fp32: max |plan - PyTorch| <= :data:`PLAN_FP32_TOLERANCE` (logits). fp16 / int8 against ONNX Runtime: segment,
+    argmax agreement >= :data:`PLAN_MIN_ARGMAX_AGREEMENT`; classify and beat-classify, max |probability difference|
+    <= :data:`PLAN_MAX_PROB_DIFF`.
+    """
+    if precision == "fp32":
+        if max_abs_diff > PLAN_FP32_TOLERANCE:
+            return f"max |plan - PyTorch| = {max_abs_diff:.2e} > {PLAN_FP32_TOLERANCE:.0e}"
+        return None
+    if task == "segment":
+        floor = PLAN_MIN_ARGMAX_AGREEMENT[precision]
+        if agreement["argmax_agreement"] < floor:
+            return f"wave-class argmax agrees with ONNX Runtime on {agreement['argmax_agreement']:.2%} < {floor:.0%}"
+        return None
+    ceiling = PLAN_MAX_PROB_DIFF[precision]
+    if agreement["max_abs_prob_diff"] > ceiling:
+        return f"max |probability - ONNX Runtime's| = {agreement['max_abs_prob_diff']:.3f} > {ceiling}"
+    return None
 
 
 def _activation(meta: dict[str, Any]) -> str:
-    """Segment: softmax over the wave classes; classify: sigmoid (multilabel, the default) or softmax."""
-    if meta["task"] == "segment" or not meta.get("multilabel", True):
+    """Segment, beat-classify: softmax over the classes; classify: sigmoid (multilabel, the default) or softmax."""
+    if meta["task"] in ("segment", "beat-classify") or not meta.get("multilabel", True):
         return "softmax"
     return "sigmoid"
 
 
 def _thresholds(meta: dict[str, Any], class_names: tuple[str, ...]) -> dict[str, float]:
-    """Per-class thresholds from the checkpoint (a list in class order or a dict); none for segment."""
+    """Per-class thresholds from the checkpoint (a list in class order or a dict); none for segment, optional for
+    beat-classify (argmax without them)."""
     if meta["task"] == "segment":
         return {}
     raw = meta.get("thresholds")
+    if raw is None and meta["task"] == "beat-classify":
+        return {}
     if raw is None:
         raise BuildError("the classify checkpoint has no decision thresholds (meta['thresholds'])")
     if isinstance(raw, dict):
@@ -273,42 +431,47 @@ def _version() -> str:
 
 
 def build_plan(
-    onnx_path: Path, plan_path: Path, precision: str, max_batch: int, calibration: np.ndarray | None = None
+    onnx_path: Path,
+    plan_path: Path,
+    precision: str,
+    max_batch: int,
+    calibration: dict[str, np.ndarray] | None = None,
 ) -> dict[str, str]:
-    """Build a TensorRT plan from ``model.onnx`` with an optimisation profile for batch ``1..max_batch``.
+    """Build a TensorRT plan from ``model.onnx`` with one optimisation profile for batch ``1..max_batch`` on every
+    input (TensorRT 10 API: explicit batch, ``IBuilderConfig`` memory pool and flags, ``IOptimizationProfile``).
 
     Args:
-        onnx_path: the exported model (one input ``(batch, C, T)``).
+        onnx_path: the exported model (inputs ``(batch, C, T)`` and optionally ``(batch, K)``).
         plan_path: where to write the serialised engine.
         precision: ``fp32`` (TF32 off), ``fp16``, or ``int8`` (with fp16 fallback, entropy-calibrated on
-            ``calibration``).
+            ``calibration`` at the profile's opt batch).
         max_batch: top of the profile (the profile's opt batch is ``min(PLAN_OPT_BATCH, max_batch)``).
-        calibration: normalised float32 ``(N, C, T)`` windows for int8 calibration.
+        calibration: int8 only: normalised float32 rows for every network input, by input name, all of one length.
 
     Returns:
         ``{"version": TensorRT version, "device": GPU name}`` for the manifest.
 
     Raises:
-        BuildError: the ONNX parser or the builder failed.
+        BuildError: the ONNX parser or the builder failed (with TensorRT's error messages), or int8 without data.
     """
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger()
+    logger.take_errors()
     builder = trt.Builder(logger)
-    explicit = (
-        0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    )
-    network = builder.create_network(explicit)
+    network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BuildError(f"TensorRT could not parse {onnx_path}: {errors}")
-    shape = tuple(network.get_input(0).shape)[1:]
-    input_name = network.get_input(0).name
+        raise BuildError(f"TensorRT could not parse {onnx_path}: {' '.join(errors.split())}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    opt_batch = min(PLAN_OPT_BATCH, max_batch)
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (1, *shape), (min(PLAN_OPT_BATCH, max_batch), *shape), (max_batch, *shape))
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    for tensor in inputs:
+        rest = tuple(tensor.shape)[1:]
+        profile.set_shape(tensor.name, (1, *rest), (opt_batch, *rest), (max_batch, *rest))
     config.add_optimization_profile(profile)
     calibrator = None
     if precision == "fp32":
@@ -316,44 +479,65 @@ def build_plan(
     else:
         config.set_flag(trt.BuilderFlag.FP16)
     if precision == "int8":
-        if calibration is None or len(calibration) == 0:
-            raise BuildError("int8 needs calibration windows")
+        if not calibration or {t.name for t in inputs} != set(calibration):
+            raise BuildError(f"int8 needs calibration rows for the inputs {[t.name for t in inputs]}")
+        if not hasattr(trt, "IInt8EntropyCalibrator2"):
+            raise BuildError(f"TensorRT {trt.__version__} has no implicit int8 calibration; use --precision fp16")
         config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = _entropy_calibrator(trt, calibration, min(32, len(calibration)))
+        calibrator = _entropy_calibrator(trt, calibration, opt_batch)
         config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
+        config.set_calibration_profile(profile)  # TensorRT calibrates at this profile's opt shapes
     try:
         serialized = builder.build_serialized_network(network, config)
     finally:
         if calibrator is not None:
             calibrator.free()
     if serialized is None:
-        raise BuildError(f"TensorRT failed to build a {precision} plan from {onnx_path} (see its log above)")
+        raise BuildError(f"TensorRT failed to build a {precision} plan from {onnx_path}: {logger.take_errors()}")
     plan_path.write_bytes(bytes(serialized))
     return {"version": trt.__version__, "device": gpu_name()}
 
 
-def _entropy_calibrator(trt: Any, data: np.ndarray, batch: int) -> Any:
-    """An ``IInt8EntropyCalibrator2`` feeding ``data`` in batches of ``batch`` through one device buffer."""
+def calibration_indices(n_rows: int, batch: int) -> list[np.ndarray]:
+    """Rows of each int8 calibration batch: ``ceil(n_rows / batch)`` batches of exactly ``batch`` rows, through the
+    rows in order and cycling back to the first when they run out, so that every row is used and every batch is full
+    (TensorRT reads ``batch`` rows from each batch's buffer, whatever the data holds).
+
+    Args:
+        n_rows: calibration rows available (>= 1).
+        batch: the calibration batch, the profile's opt batch (>= 1).
+    """
+    if n_rows < 1 or batch < 1:
+        raise ValueError(f"calibration needs n_rows >= 1 and batch >= 1, got {n_rows}, {batch}")
+    return [np.arange(i * batch, (i + 1) * batch) % n_rows for i in range(math.ceil(n_rows / batch))]
+
+
+def _entropy_calibrator(trt: Any, data: dict[str, np.ndarray], batch: int) -> Any:
+    """An ``IInt8EntropyCalibrator2`` feeding ``data`` (rows by input name) in batches of exactly ``batch`` rows
+    (:func:`calibration_indices`) through one device buffer per input."""
     rt = cudart()
+    n_rows = len(next(iter(data.values())))
+    batches = calibration_indices(n_rows, batch)
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.next = 0
-            self.device = int(cuda_check(rt.cudaMalloc(data[:batch].nbytes)))
+            self.device = {name: int(cuda_check(rt.cudaMalloc(rows[:1].nbytes * batch))) for name, rows in data.items()}
 
         def get_batch_size(self) -> int:
             return batch
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.next + batch > len(data):
+            if self.next >= len(batches):
                 return None
-            chunk = np.ascontiguousarray(data[self.next : self.next + batch], dtype=np.float32)
-            self.next += batch
+            rows = batches[self.next]
+            self.next += 1
             kind = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-            cuda_check(rt.cudaMemcpy(self.device, chunk.ctypes.data, chunk.nbytes, kind))
-            return [self.device]
+            for name in names:
+                chunk = np.ascontiguousarray(data[name][rows], dtype=np.float32)
+                cuda_check(rt.cudaMemcpy(self.device[name], chunk.ctypes.data, chunk.nbytes, kind))
+            return [self.device[name] for name in names]
 
         def read_calibration_cache(self) -> None:
             return None
@@ -362,7 +546,9 @@ def _entropy_calibrator(trt: Any, data: np.ndarray, batch: int) -> Any:
             return None
 
         def free(self) -> None:
-            cuda_check(rt.cudaFree(self.device))
+            for ptr in self.device.values():
+                cuda_check(rt.cudaFree(ptr))
+            self.device = {}
 
     return Calibrator()
 
@@ -416,8 +602,10 @@ def build_engine_command(
     )
     typer.echo(f"  model.onnx  opset {m.opset}, max |ORT - PyTorch| = {result.onnx_max_abs_diff:.2e} on real windows")
     if result.plan_skipped is None:
+        a = result.plan_agreement
         typer.echo(
             f"  model.plan  {m.precision}, batch 1..{m.max_batch}, max |TRT - PyTorch| = {result.plan_max_abs_diff:.2e}"
+            f", argmax agreement with ORT {a['argmax_agreement']:.2%}, max |dp| {a['max_abs_prob_diff']:.3f}"
         )
     else:
         typer.echo(f"warning: no model.plan: {result.plan_skipped}; the engine runs on ONNX Runtime", err=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.ecg import WAVE_CLASSES
+from edge.ecg import AAMI_CLASSES, WAVE_CLASSES
 
 #: The manifest schema version this code reads and writes.
 SCHEMA_VERSION = 1
@@ -29,11 +29,13 @@ MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "beat-classify")
 PRECISIONS = ("fp32", "fp16", "int8")
 #: How logits become probabilities: ``sigmoid`` per class (multilabel) or ``softmax`` over the class axis (axis 1).
 ACTIVATIONS = ("sigmoid", "softmax")
 NORMALISATIONS = ("none", "zscore", "fixed")
+#: Name of the features input when the manifest does not give ``feature_input_name``.
+DEFAULT_FEATURE_INPUT = "features"
 
 
 class ManifestError(ValueError):
@@ -133,9 +135,12 @@ class Manifest:
 
     Attributes:
         name: engine name (the folder name by convention, e.g. ``"wave-seg"``).
-        task: ``"classify"`` (``(B, C, T)`` -> ``(B, n_classes)`` logits) or ``"segment"`` (``(B, 1, T)`` ->
-            ``(B, len(WAVE_CLASSES), T)`` logits, one lead at a time, any lead).
-        leads: input leads in channel order (classify); for segment, the leads it was trained on (it runs on any).
+        task: ``"classify"`` (``(B, C, T)`` -> ``(B, n_classes)`` logits), ``"segment"`` (``(B, 1, T)`` ->
+            ``(B, len(WAVE_CLASSES), T)`` logits, one lead at a time, any lead) or ``"beat-classify"`` (one window
+            of ``T`` samples per beat, ``r_offset_samples`` of them before the R peak, ``(B, C, T)`` ->
+            ``(B, len(AAMI_CLASSES))`` logits, softmax).
+        leads: input leads in channel order (classify, beat-classify: usually the one lead it reads); for segment,
+            the leads it was trained on (it runs on any).
         fs_hz: sampling rate of the input windows (Hz).
         window_samples: window length (samples at ``fs_hz``).
         hop_samples: step between consecutive windows (samples at ``fs_hz``).
@@ -146,7 +151,7 @@ class Manifest:
         activation: ``"sigmoid"`` or ``"softmax"`` — how the logits become probabilities.
         class_names: output classes in output order.
         thresholds: per-class decision thresholds on probabilities (classify; tuned on the validation split);
-            empty for segment (argmax over classes).
+            empty for segment (argmax over classes); beat-classify: empty (argmax) or one per class.
         metrics: what was measured when the engine was built (free-form JSON, say which split).
         files: file name -> ``{"sha256": hex, "bytes": n}``; ``model.onnx`` always, ``model.plan`` optionally.
         opset: ONNX opset of ``model.onnx``.
@@ -156,6 +161,11 @@ class Manifest:
         created_by: tool and version that built the engine.
         created_at: UTC build time, ISO 8601.
         tensorrt: for a plan, ``{"version": ..., "device": ...}`` it was built with (plans are tied to both).
+        feature_names: names of the per-window features of the model's second input, in column order; empty (the
+            default) for a one-input model. Features are passed to the model as given (not normalised).
+        feature_input_name: name of the second input tensor, ``(B, len(feature_names))`` float32 (used only when
+            ``feature_names`` is not empty).
+        r_offset_samples: beat-classify only (required there): samples of the window before the R peak.
         schema: manifest schema version (:data:`SCHEMA_VERSION`).
     """
 
@@ -180,6 +190,9 @@ class Manifest:
     created_by: str
     created_at: str
     tensorrt: dict[str, str] = field(default_factory=dict)
+    feature_names: tuple[str, ...] = ()
+    feature_input_name: str = DEFAULT_FEATURE_INPUT
+    r_offset_samples: int | None = None
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -205,7 +218,7 @@ class Manifest:
             return "window_samples, hop_samples and max_batch must be >= 1"
         if len(self.input_shape) != 3 or self.input_shape[0] is not None:
             return f"input_shape must be [null, channels, samples], got {list(self.input_shape)}"
-        channels = len(self.leads) if self.task == "classify" else 1
+        channels = 1 if self.task == "segment" else len(self.leads)
         if tuple(self.input_shape[1:]) != (channels, self.window_samples):
             return f"input_shape {list(self.input_shape)} does not match [null, {channels}, {self.window_samples}]"
         if not self.output_names:
@@ -214,6 +227,15 @@ class Manifest:
             return f"segment class_names must be {list(WAVE_CLASSES)}, got {list(self.class_names)}"
         if self.task == "classify" and set(self.thresholds) != set(self.class_names):
             return "thresholds must give exactly one value per class name"
+        if not all(0.0 <= v <= 1.0 for v in self.thresholds.values()):
+            return f"thresholds must be probabilities in [0, 1], got {self.thresholds}"
+        beat_problem = self._beat_problem()
+        if beat_problem:
+            return beat_problem
+        if len(set(self.feature_names)) != len(self.feature_names) or not all(self.feature_names):
+            return f"feature_names must be distinct non-empty names, got {list(self.feature_names)}"
+        if not self.feature_input_name or self.feature_input_name == self.input_name:
+            return f"feature_input_name {self.feature_input_name!r} must be a non-empty name other than input_name"
         if self.normalisation.kind == "fixed" and len(self.normalisation.mean) != channels:
             return f"fixed normalisation has {len(self.normalisation.mean)} channels, the input has {channels}"
         if ONNX_FILE not in self.files:
@@ -222,11 +244,42 @@ class Manifest:
             return f"files lists unknown files {sorted(set(self.files) - {ONNX_FILE, PLAN_FILE})}"
         return None
 
+    def _beat_problem(self) -> str | None:
+        """The first inconsistency in the beat-classify fields (``r_offset_samples`` for the other tasks), or None."""
+        if self.task != "beat-classify":
+            if self.r_offset_samples is not None:
+                return f"r_offset_samples applies to beat-classify engines only, not {self.task}"
+            return None
+        if self.r_offset_samples is None:
+            return "r_offset_samples is required for a beat-classify engine"
+        if not 0 <= self.r_offset_samples < self.window_samples:
+            return f"r_offset_samples must be in [0, {self.window_samples}), got {self.r_offset_samples}"
+        if self.activation != "softmax":
+            return f"a beat-classify engine's activation must be 'softmax', got {self.activation!r}"
+        if self.class_names != AAMI_CLASSES:
+            return f"beat-classify class_names must be {list(AAMI_CLASSES)}, got {list(self.class_names)}"
+        if self.thresholds and set(self.thresholds) != set(self.class_names):
+            return "beat-classify thresholds must be empty (argmax) or give exactly one value per class name"
+        return None
+
     # ------------------------------------------------------------------------------------------------ helpers
     @property
     def channels(self) -> int:
-        """Input channels: ``len(leads)`` for classify, 1 for segment."""
+        """Input channels: ``len(leads)`` for classify and beat-classify, 1 for segment."""
         return int(self.input_shape[1])  # type: ignore[arg-type]
+
+    @property
+    def n_features(self) -> int:
+        """Columns of the features input (0: the model has one input)."""
+        return len(self.feature_names)
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """Shape of :meth:`Engine.infer`'s result with ``None`` for the batch: ``[null, n_classes]`` (classify,
+        beat-classify) or ``[null, n_classes, window_samples]`` (segment)."""
+        if self.task == "segment":
+            return (None, len(self.class_names), self.window_samples)
+        return (None, len(self.class_names))
 
     @property
     def has_plan(self) -> bool:
@@ -236,8 +289,9 @@ class Manifest:
     def lead_indices(self, stream_leads: tuple[str, ...] | list[str]) -> tuple[int, ...]:
         """Which channels of a stream feed this engine, in the engine's order.
 
-        Classify: the index in ``stream_leads`` of each of :attr:`leads` (all must be present). Segment: every
-        stream lead (each is fed on its own). Lead names must already be canonical (:func:`edge.ecg.canonical_lead`).
+        Classify and beat-classify: the index in ``stream_leads`` of each of :attr:`leads` (all must be present).
+        Segment: every stream lead (each is fed on its own). Lead names must already be canonical
+        (:func:`edge.ecg.canonical_lead`).
 
         Raises:
             LeadMismatchError: a classify engine's lead is missing from the stream (the message lists them).
@@ -254,13 +308,16 @@ class Manifest:
 
     # ------------------------------------------------------------------------------------------------ I/O
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object written to ``manifest.json`` (``schema`` first)."""
+        """The JSON object written to ``manifest.json`` (``schema`` first; the optional keys only when they are set:
+        ``feature_names`` and ``feature_input_name`` for a two-input model, ``r_offset_samples`` for beat-classify)."""
         d = asdict(self)
         d["normalisation"] = self.normalisation.to_dict()
-        d["leads"] = list(self.leads)
-        d["input_shape"] = list(self.input_shape)
-        d["output_names"] = list(self.output_names)
-        d["class_names"] = list(self.class_names)
+        for key in ("leads", "input_shape", "output_names", "class_names", "feature_names"):
+            d[key] = list(d[key])
+        if not self.feature_names:
+            del d["feature_names"], d["feature_input_name"]
+        if self.r_offset_samples is None:
+            del d["r_offset_samples"]
         return {"schema": d.pop("schema"), **d}
 
     def write(self, folder: Path | str) -> Path:
@@ -317,7 +374,7 @@ class Manifest:
             raise ManifestError("missing key 'schema'")
         if raw["schema"] != SCHEMA_VERSION:
             raise ManifestError(f"unknown manifest schema version {raw['schema']!r} (this code reads {SCHEMA_VERSION})")
-        missing = [k for k in _TYPES if k not in raw and k != "tensorrt"]
+        missing = [k for k in _TYPES if k not in raw and k not in _OPTIONAL]
         if missing:
             raise ManifestError(f"missing key(s) {missing}")
         unknown = sorted(set(raw) - set(_TYPES) - {"schema"})
@@ -327,8 +384,8 @@ class Manifest:
             if key in raw and not _is(raw[key], types):
                 names = " or ".join(t.__name__ for t in types)
                 raise ManifestError(f"key {key!r} must be {names}, got {type(raw[key]).__name__}")
-        for key in ("leads", "output_names", "class_names"):
-            if not all(isinstance(v, str) for v in raw[key]):
+        for key in ("leads", "output_names", "class_names", "feature_names"):
+            if not all(isinstance(v, str) for v in raw.get(key, ())):
                 raise ManifestError(f"key {key!r} must be a list of strings")
         if not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in raw["input_shape"]):
             raise ManifestError("key 'input_shape' must be a list of integers or null")
@@ -363,11 +420,14 @@ class Manifest:
             created_by=raw["created_by"],
             created_at=raw["created_at"],
             tensorrt=raw.get("tensorrt", {}),
+            feature_names=tuple(raw.get("feature_names", ())),
+            feature_input_name=raw.get("feature_input_name", DEFAULT_FEATURE_INPUT),
+            r_offset_samples=raw.get("r_offset_samples"),
             schema=raw["schema"],
         )
 
 
-#: JSON type(s) of every manifest key but ``schema`` (``tensorrt`` may be absent).
+#: JSON type(s) of every manifest key but ``schema`` (those in :data:`_OPTIONAL` may be absent).
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,),
     "task": (str,),
@@ -390,7 +450,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "created_by": (str,),
     "created_at": (str,),
     "tensorrt": (dict,),
+    "feature_names": (list,),
+    "feature_input_name": (str,),
+    "r_offset_samples": (int,),
 }
+#: Keys that may be absent (defaults: ``{}``, ``[]``, ``"features"``, none).
+_OPTIONAL = frozenset({"tensorrt", "feature_names", "feature_input_name", "r_offset_samples"})
 
 
 def _is(value: Any, types: tuple[type, ...]) -> bool:

@@ -19,14 +19,22 @@ class OnnxRuntimeBackend:
 
     Args:
         onnx_path: path of ``model.onnx``.
-        input_name: name of the input tensor.
+        input_name: name of the windows input tensor.
         output_name: name of the output tensor to return.
         threads: intra-op threads (ONNX Runtime's default, one per physical core, when None).
+        feature_input_name: name of the second input, ``(B, K)`` features, for a two-input model; None for one input.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, input_name: str, output_name: str, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        onnx_path: Path,
+        input_name: str,
+        output_name: str,
+        threads: int | None = None,
+        feature_input_name: str | None = None,
+    ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -38,12 +46,23 @@ class OnnxRuntimeBackend:
         providers = [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
         self._session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
         self._input_name = input_name
+        self._feature_input_name = feature_input_name
         self._output_names = [output_name]
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        inputs = {i.name for i in self._session.get_inputs()}
+        wanted = {input_name} | ({feature_input_name} if feature_input_name else set())
+        if inputs != wanted:
+            raise ValueError(f"{onnx_path}: model inputs {sorted(inputs)} != the manifest's {sorted(wanted)}")
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Run one batch: ``x`` is the normalised float32 input, the result the float32 output tensor."""
-        return self._session.run(self._output_names, {self._input_name: x})[0]
+    def run(self, x: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """Run one batch: ``x`` is the normalised float32 ``(B, C, T)`` input and ``features`` the float32
+        ``(B, K)`` second input of a two-input model (None otherwise); returns the float32 output tensor."""
+        feeds = {self._input_name: x}
+        if (features is None) != (self._feature_input_name is None):
+            raise ValueError(f"features given to a one-input model, or missing for input {self._feature_input_name!r}")
+        if self._feature_input_name is not None:
+            feeds[self._feature_input_name] = features
+        return self._session.run(self._output_names, feeds)[0]
 
     def close(self) -> None:
         """Nothing to release explicitly (the session is freed with the object)."""
