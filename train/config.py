@@ -32,6 +32,9 @@ class DataConfig:
         classify_sources: labelled 12-lead data of the ``classify`` task, any of ``ptbxl`` (strat_fold split),
             ``cinc2021`` (``cinc2021_sample``, SNOMED-CT codes mapped to the superclasses) and ``ludb`` (diagnosis
             text mapped to the superclasses, the LUDB record split).
+        beat_before_s: beat-classify: window start before the R peak (s); the window is ``window_s`` long.
+        exclude_records: records kept out of pretraining, as ``<source>/<record>`` below ``root`` (``mitdb/100``,
+            ``qtdb/sel100``): the subjects of a test set (MIT-BIH DS2 for ``beat-classify``).
     """
 
     root: str = "../shared/data"
@@ -43,6 +46,8 @@ class DataConfig:
     val_fraction: float = 0.1
     label_fraction: float = 1.0
     classify_sources: list[str] = field(default_factory=lambda: ["ptbxl"])
+    beat_before_s: float = 0.5
+    exclude_records: list[str] = field(default_factory=list)
 
     def root_path(self) -> Path:
         root = Path(self.root)
@@ -51,7 +56,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Network widths (see :class:`train.models.EncoderConfig`) and heads."""
+    """Network widths (see :class:`train.models.EncoderConfig`) and heads (``head_hidden``: the beat-classify MLP's
+    hidden units)."""
 
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])
     strides: list[int] = field(default_factory=lambda: [1, 2, 5])
@@ -61,6 +67,7 @@ class ModelConfig:
     proj_hidden: int = 256
     proj_dim: int = 128
     dropout: float = 0.3
+    head_hidden: int = 64
 
 
 @dataclass
@@ -101,6 +108,8 @@ class AugmentConfig:
         invert_p: probability of using 1/scale.
         vcg_method: ``dower`` or ``kors``.
         view_leads: leads drawn (independently per view) from each augmented 12-lead view; 12 = all.
+        r_jitter_samples: beat-classify: each training window is shifted by a uniform integer in ``± this`` (samples
+            at the internal rate), as the edge's detected R peaks sit a few samples off the reference ones.
     """
 
     max_angle_deg: float = 45.0
@@ -108,6 +117,7 @@ class AugmentConfig:
     invert_p: float = 0.5
     vcg_method: str = "dower"
     view_leads: int = 1
+    r_jitter_samples: int = 3
 
 
 @dataclass
@@ -173,7 +183,7 @@ class RunConfig:
 
 @dataclass
 class Config:
-    """A whole training run: ``task`` is ``pretrain``, ``classify`` or ``segment``."""
+    """A whole training run: ``task`` is ``pretrain``, ``classify``, ``segment`` or ``beat-classify``."""
 
     task: str = "pretrain"
     data: DataConfig = field(default_factory=DataConfig)

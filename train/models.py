@@ -173,6 +173,40 @@ class Classifier(nn.Module):
         return self.head(pooled.flatten(1))
 
 
+class BeatClassifier(nn.Module):
+    """Encoder + RR context -> AAMI beat logits: ``forward(x, features)``, (B, 1, T) beat windows and (B, K) raw RR
+    features (:data:`edge.interpret.rr_features.FEATURE_NAMES`) -> (B, n_classes).
+
+    The window's feature map is RoI-pooled over ``roi`` (input samples ``[start, stop)`` around the R peak, the beat
+    window the Beat-SSL beat contrast pools), concatenated with the standardised RR features (``feature_mean`` /
+    ``feature_std``, buffers fitted on the training beats, so the exported model takes raw features) and fed to a
+    two-layer MLP.
+    """
+
+    def __init__(
+        self, encoder: Encoder, n_features: int, n_classes: int, roi: tuple[int, int], hidden: int = 64,
+        dropout: float = 0.3,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("roi", torch.tensor(roi, dtype=torch.long))
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        self.head = nn.Sequential(
+            nn.Linear(encoder.out_channels + n_features, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        fmap = self.encoder(x)[-1]
+        b = fmap.shape[0]
+        item = torch.arange(b, device=fmap.device)
+        start, stop = self.roi[0].expand(b), self.roi[1].expand(b)
+        pooled = roi_pool(fmap, item, start, stop, self.encoder.cfg.downsampling)
+        rr = (features - self.feature_mean) / self.feature_std
+        return self.head(torch.cat([pooled, rr.to(pooled.dtype)], dim=1))
+
+
 def _conv_block(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
@@ -215,7 +249,9 @@ class Segmenter(nn.Module):
 
 
 def build_model(task: str, model: dict, n_leads: int, n_classes: int) -> nn.Module:
-    """The network of a task (``pretrain`` | ``classify`` | ``segment``) from a ``train.config.ModelConfig`` dict."""
+    """The network of a task (``pretrain`` | ``classify`` | ``segment`` | ``beat-classify``) from a
+    ``train.config.ModelConfig`` dict; beat-classify's dict also holds ``n_features`` (RR features) and ``roi``
+    (``[start, stop)`` input samples of the pooled beat window)."""
     enc = Encoder(
         EncoderConfig(
             widths=tuple(model["widths"]),
@@ -231,4 +267,7 @@ def build_model(task: str, model: dict, n_leads: int, n_classes: int) -> nn.Modu
         return Classifier(enc, n_leads, n_classes, model["dropout"])
     if task == "segment":
         return Segmenter(enc, n_classes)
+    if task == "beat-classify":
+        roi = (int(model["roi"][0]), int(model["roi"][1]))
+        return BeatClassifier(enc, model["n_features"], n_classes, roi, model["head_hidden"], model["dropout"])
     raise ValueError(f"unknown task {task!r}")

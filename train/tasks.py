@@ -3,7 +3,8 @@
 A task owns its model, its training Dataset and collate function, ``loss(model, batch)`` and
 ``evaluate(model, part)``; :mod:`train.loop` does the rest. ``pretrain`` is Beat-SSL (rhythm + beat contrast on 3KG
 views), ``segment`` is per-sample P / QRS / T labelling on LUDB, ``classify`` is PTB-XL superdiagnostic multilabel
-(on PTB-XL, and optionally CinC 2021 and LUDB with their diagnoses mapped to the superclasses).
+(on PTB-XL, and optionally CinC 2021 and LUDB with their diagnoses mapped to the superclasses), ``beat-classify`` is
+AAMI N / S / V / F / Q heartbeat classification on MIT-BIH (trained on DS1, tested on DS2).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from edge.ecg import INTERNAL_FS_HZ, LEADS_8, LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
-from train import losses
+from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ, LEADS_8, LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
+from edge.interpret.rr_features import FEATURE_NAMES, rr_features
+from train import beat_metrics, losses
 from train.augment import ThreeKG, amplitude_view
 from train.checkpoint import read_checkpoint
 from train.config import Config, ModelConfig, as_dict
-from train.data import cinc2021, ludb, ludb_dx, ptbxl
+from train.data import cinc2021, ludb, ludb_dx, mitdb, ptbxl
 from train.data.normalise import NORMALISATION, model_input
 from train.data.rate import read_12_lead
 from train.data.windows import folder_windows
@@ -62,8 +64,10 @@ class Task:
     train_set: Dataset
 
     def __init__(self, cfg: Config) -> None:
-        if cfg.run.init:  # the pretrained encoder fixes the architecture
-            cfg.model = ModelConfig(**{**as_dict(cfg)["model"], **read_checkpoint(cfg.run.init)["meta"]["model"]})
+        if cfg.run.init:  # the pretrained encoder fixes the architecture (its ModelConfig fields)
+            stored = read_checkpoint(cfg.run.init)["meta"]["model"]
+            fields = as_dict(cfg)["model"]
+            cfg.model = ModelConfig(**{**fields, **{k: v for k, v in stored.items() if k in fields}})
         self.cfg = cfg
         self.window_samples = _window_samples(cfg)
 
@@ -104,9 +108,9 @@ class Task:
 def held_out(cfg: Config) -> set[Path]:
     """Records never seen in pretraining (paths, no extension): the LUDB val/test split, PTB-XL folds 9 and 10 and
     the CinC 2021 records whose name hashes to val/test (labelled or not), so that no classify or segment test
-    record was seen by the encoder."""
+    record was seen by the encoder; plus every ``data.exclude_records`` entry."""
     root = cfg.data.root_path()
-    out: set[Path] = set()
+    out: set[Path] = {root / name for name in cfg.data.exclude_records}
     if (root / "ludb" / "RECORDS").exists():
         parts = ludb.split(
             ludb.record_names(root / "ludb"), cfg.data.split_seed, cfg.data.test_fraction, cfg.data.val_fraction
@@ -466,9 +470,165 @@ class ClassifyTask(Task):
         }
 
 
+# --------------------------------------------------------------------------------------------- beat classification
+class BeatSet(Dataset):
+    """Reference beats of MIT-BIH records: a single-lead window around R (shifted by up to ``± jitter`` samples,
+    a fresh shift per call) and the beat's RR features."""
+
+    def __init__(
+        self, records: list[mitdb.BeatRecord], features: list[np.ndarray], items: np.ndarray, before: int, window: int,
+        jitter: int,
+    ) -> None:  # fmt: skip
+        self.records, self.features, self.items = records, features, items
+        self.before, self.window, self.jitter = before, window, jitter
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        k, beat = self.items[i]
+        rec = self.records[k]
+        shift = int(_rng(i).integers(-self.jitter, self.jitter + 1)) if self.jitter else 0
+        lo = rec.r_samples[beat] - self.before + shift
+        return {"x": rec.signal_mv[None, lo : lo + self.window], "features": self.features[k][beat],
+                "y": rec.labels[beat]}  # fmt: skip
+
+
+class BeatClassifyTask(Task):
+    """AAMI beat classes of MIT-BIH reference beats, inter-patient (de Chazal 2004): train on DS1 records, select
+    (thresholds, per-epoch validation) on other DS1 records, test on DS2 records; every record on one side.
+
+    Input: ``data.window_s`` of the record's preferred lead starting ``data.beat_before_s`` before the reference R
+    peak, plus :func:`edge.interpret.rr_features.rr_features` of the record's beats. Class imbalance: cross-entropy
+    weighted by ``1 / sqrt(class share)`` of the training beats (capped at :data:`MAX_CLASS_WEIGHT`).
+    ``data.label_fraction`` keeps a seeded random fraction of the training beats.
+    """
+
+    name = "beat-classify"
+
+    def __init__(
+        self, cfg: Config, train_records: tuple[str, ...] = mitdb.TRAIN_RECORDS,
+        val_records: tuple[str, ...] = mitdb.VAL_RECORDS, test_records: tuple[str, ...] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(cfg)
+        root = cfg.data.root_path() / "mitdb"
+        if test_records is None:
+            test_records = tuple(r for r in mitdb.DS2 if (root / f"{r}.hea").exists())
+        if not set(train_records) | set(val_records) <= set(mitdb.DS1) or set(train_records) & set(val_records):
+            raise ValueError("beat-classify trains and validates on disjoint DS1 records only")
+        if not set(test_records) <= set(mitdb.DS2):
+            raise ValueError("beat-classify tests on DS2 records only")
+        self.parts = {"train": list(train_records), "val": list(val_records), "test": list(test_records)}
+        self.before = int(round(cfg.data.beat_before_s * INTERNAL_FS_HZ))
+        before_s, after_s = cfg.loss.beat_window_s
+        self.roi = (self.before - round(before_s * INTERNAL_FS_HZ), self.before + round(after_s * INTERNAL_FS_HZ))
+        if not 0 <= self.roi[0] < self.roi[1] <= self.window_samples:
+            raise ValueError(f"the beat window {self.roi} (samples) is outside the {self.window_samples}-sample input")
+        self.records = {n: mitdb.read_beats(root / n) for part in self.parts.values() for n in part}
+        self.features = {n: rr_features(r.r_times_s).astype(np.float32) for n, r in self.records.items()}
+        self.sets = {part: self._beat_set(names, 0) for part, names in self.parts.items()}
+        train = self._beat_set(self.parts["train"], cfg.augment.r_jitter_samples)
+        train.items = np.asarray(_subset(list(train.items), cfg.data.label_fraction, cfg.run.seed)).reshape(-1, 2)
+        self.train_set = train
+        labels = np.array([train.records[k].labels[b] for k, b in train.items])
+        counts = np.bincount(labels, minlength=len(AAMI_CLASSES))
+        self.class_counts = counts
+        share = np.maximum(counts, 1) / counts.sum()
+        weights = np.minimum(MAX_CLASS_WEIGHT, np.sqrt(share.max() / share))
+        self.class_weights = torch.tensor(weights, dtype=torch.float32)
+        self.thresholds = np.ones(len(AAMI_CLASSES))
+        self.threshold_source = "default 1 (argmax)"
+        model = {**as_dict(cfg)["model"], "n_features": len(FEATURE_NAMES), "roi": list(self.roi)}
+        self.model = build_model("beat-classify", model, 1, len(AAMI_CLASSES))
+        feats = np.stack([train.features[k][b] for k, b in train.items])
+        self.model.feature_mean.copy_(torch.from_numpy(feats.mean(axis=0)))
+        self.model.feature_std.copy_(torch.from_numpy(feats.std(axis=0) + 1e-3))
+        self.init_encoder()
+
+    def _beat_set(self, names: list[str], jitter: int) -> BeatSet:
+        """The scored beats (EC57 label) of ``names`` whose window, shifted by up to ``± jitter``, is inside."""
+        recs = [self.records[n] for n in names]
+        items = []
+        for k, rec in enumerate(recs):
+            r = rec.r_samples
+            ok = (rec.labels >= 0) & (r - self.before - jitter >= 0)
+            ok &= r - self.before + self.window_samples + jitter <= len(rec.signal_mv)
+            items += [(k, b) for b in np.flatnonzero(ok)]
+        arr = np.asarray(items, dtype=np.int64).reshape(-1, 2)
+        return BeatSet(recs, [self.features[n] for n in names], arr, self.before, self.window_samples, jitter)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return {
+            "x": torch.from_numpy(model_input(np.stack([it["x"] for it in items]))),
+            "features": torch.from_numpy(np.stack([it["features"] for it in items])),
+            "y": torch.from_numpy(np.array([it["y"] for it in items], dtype=np.int64)),
+        }
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["x"], batch["features"]).float()
+        return F.cross_entropy(logits, batch["y"], weight=self.class_weights.to(logits.device)), {}
+
+    @torch.no_grad()
+    def probabilities(self, model: nn.Module, part: str, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) reference labels and (n, 5) softmax probabilities of the scored beats of one part."""
+        data = self.sets[part]
+        device = next(model.parameters()).device
+        out = []
+        for lo in range(0, len(data), batch_size):
+            batch = self.collate([data[i] for i in range(lo, min(lo + batch_size, len(data)))])
+            out.append(torch.softmax(model(batch["x"].to(device), batch["features"].to(device)).float(), 1).cpu())
+        labels = np.array([data.records[k].labels[b] for k, b in data.items], dtype=np.int64)
+        return labels, torch.cat(out).numpy() if out else np.zeros((0, len(AAMI_CLASSES)))
+
+    def finalise(self, model: nn.Module) -> None:
+        self.thresholds = beat_metrics.tune_thresholds(*self.probabilities(model, "val"))
+        self.threshold_source = "max F1(VEB) + F1(SVEB) on the DS1 validation records"
+
+    def evaluate(self, model: nn.Module, part: str) -> dict[str, Any]:
+        """Gross EC57 scores, the confusion matrix and per-record VEB / SVEB scores of ``part`` (reference beats)."""
+        if not len(self.sets[part]):
+            return {"records": 0}
+        labels, probs = self.probabilities(model, part)
+        pred = beat_metrics.decide(probs, self.thresholds)
+        matrix = beat_metrics.confusion(labels, pred)
+        scores = beat_metrics.ec57_scores(matrix)
+        record_of = np.array([k for k, _ in self.sets[part].items])
+        per_record = {}
+        for k, name in enumerate(self.parts[part]):
+            s = beat_metrics.ec57_scores(beat_metrics.confusion(labels[record_of == k], pred[record_of == k]))
+            per_record[name] = {"veb": s["veb"], "sveb": s["sveb"]}
+        headline = {f"{c}_{m}": scores[c][m] for c in ("veb", "sveb") for m in ("se", "pp")}
+        return {"records": len(self.parts[part]), "beats": len(labels), **headline, **scores,
+                "confusion": matrix.tolist(), "per_record": per_record}  # fmt: skip
+
+    def meta(self) -> dict[str, Any]:
+        leads = sorted({r.lead for n, r in self.records.items() if n in self.parts["train"]})
+        return {
+            **super().meta(),
+            "model": {**as_dict(self.cfg)["model"], "n_features": len(FEATURE_NAMES), "roi": list(self.roi)},
+            "leads": leads,
+            "r_offset_samples": self.before,
+            "class_names": list(AAMI_CLASSES),
+            "multilabel": False,
+            "thresholds": [float(t) for t in self.thresholds],
+            "thresholds_from": self.threshold_source,
+            "decision": "argmax of softmax probability / threshold",
+            "feature_names": list(FEATURE_NAMES),
+            "class_weights": [float(w) for w in self.class_weights],
+            "train_beats_per_class": dict(zip(AAMI_CLASSES, self.class_counts.tolist(), strict=True)),
+            "split": self.parts,
+        }
+
+
+#: Largest class weight of the beat-classify loss (Q has a handful of DS1 training beats).
+MAX_CLASS_WEIGHT = 20.0
+
+
 def make_task(cfg: Config) -> Task:
     """The task named by ``cfg.task``."""
-    tasks = {"pretrain": PretrainTask, "segment": SegmentTask, "classify": ClassifyTask}
+    tasks = {
+        "pretrain": PretrainTask, "segment": SegmentTask, "classify": ClassifyTask, "beat-classify": BeatClassifyTask,
+    }  # fmt: skip
     if cfg.task not in tasks:
         raise ValueError(f"unknown task {cfg.task!r}, expected one of {sorted(tasks)}")
     return tasks[cfg.task](cfg)

@@ -1,0 +1,71 @@
+"""AAMI beat classification: the inter-patient split, the RR features, the task, the shipped engine (real records)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ
+from edge.interpret.rr_features import FEATURE_NAMES, RRContext, rr_features
+from train import config
+from train.data import mitdb
+from train.tasks import held_out
+
+
+def test_ds1_ds2_protocol_lists() -> None:
+    assert len(mitdb.DS1) == len(mitdb.DS2) == 22
+    assert not set(mitdb.DS1) & set(mitdb.DS2)
+    assert set(mitdb.TRAIN_RECORDS) | set(mitdb.VAL_RECORDS) == set(mitdb.DS1)
+    assert not set(mitdb.TRAIN_RECORDS) & set(mitdb.VAL_RECORDS)
+    assert "104" not in mitdb.DS1 + mitdb.DS2  # paced: outside the protocol
+
+
+def test_pretraining_for_beats_excludes_every_ds2_subject(data_dir: Path) -> None:
+    cfg = config.load("cpu-fast-pretrain-beats", {"data": {"root": str(data_dir)}})
+    out = held_out(cfg)
+    for name in mitdb.DS2:
+        assert data_dir / "mitdb" / name in out
+        assert data_dir / "qtdb" / f"sel{name}" in out
+    ds2_excerpts = [p.with_suffix("") for p in (data_dir / "qtdb").glob("sel*.hea") if p.stem[3:] in mitdb.DS2]
+    assert len(ds2_excerpts) == 6 and set(ds2_excerpts) <= out  # sel100 103 117 123 213 221 are here
+    assert data_dir / "mitdb" / "101" not in out  # DS1 stays in
+
+
+def test_rr_features_batch_equals_streaming_on_a_real_record(data_dir: Path) -> None:
+    rec = mitdb.read_beats(data_dir / "mitdb" / "201")  # AF, aberrant beats, pauses: > 5 min of beats
+    batch = rr_features(rec.r_times_s)
+    ctx = RRContext()
+    rows = [f for f in (ctx.push(t) for t in rec.r_times_s) if f is not None]
+    rows.append(ctx.flush())
+    assert batch.shape == (len(rec.r_times_s), len(FEATURE_NAMES))
+    np.testing.assert_array_equal(np.stack(rows), batch)  # exactly, not approximately
+    assert ctx.count == 0 and ctx.times == []  # flush resets
+    pre, post = batch[:, 0], batch[:, 1]
+    np.testing.assert_allclose(pre[1:], np.diff(rec.r_times_s))
+    np.testing.assert_allclose(post[:-1], np.diff(rec.r_times_s))
+
+
+def test_rr_features_short_series_and_bad_times() -> None:
+    np.testing.assert_array_equal(rr_features(np.array([3.0])), [[0.8, 0.8, 0.8, 0.8, 1.0, 1.0, 1.0, 1.0]])
+    f = rr_features(np.array([0.0, 1.0, 1.5]))
+    np.testing.assert_allclose(f[:, 0], [1.0, 1.0, 0.5])  # pre: the first beat takes its post-RR
+    np.testing.assert_allclose(f[:, 1], [1.0, 0.5, 0.5])  # post: the last beat takes its pre-RR
+    np.testing.assert_allclose(f[:, 2], [1.0, 1.0, 0.75])  # local mean of the intervals so far
+    with pytest.raises(ValueError):
+        rr_features(np.array([1.0, 1.0]))
+    ctx = RRContext()
+    ctx.push(1.0)
+    with pytest.raises(ValueError):
+        ctx.push(0.5)
+
+
+def test_read_beats_lead_rate_and_paced_record(data_dir: Path) -> None:
+    rec = mitdb.read_beats(data_dir / "mitdb" / "114")  # leads swapped: MLII is the second channel
+    assert rec.lead == "MLII"
+    assert len(rec.signal_mv) == pytest.approx(650000 * INTERNAL_FS_HZ / 360, abs=10)
+    paced = mitdb.read_beats(data_dir / "mitdb" / "104")  # no MLII: V5; paced beats are Q
+    assert paced.lead == "V5"
+    counts = np.bincount(paced.labels, minlength=len(AAMI_CLASSES))
+    assert counts[AAMI_CLASSES.index("Q")] == 2064

@@ -1,0 +1,97 @@
+"""MIT-BIH Arrhythmia heartbeats for AAMI beat classification (inter-patient protocol of de Chazal et al. 2004).
+
+Each record's preferred lead (:func:`edge.ecg.preferred_lead`: MLII, which is the second channel of 114) is
+resampled to the internal rate with the edge's own :class:`edge.dsp.resample.StreamingResampler` (what the edge
+feeds its engines, unfiltered); the reference beats of the ``.atr`` file give the R samples and the labels (EC57
+mapping :data:`edge.ecg.MITDB_TO_AAMI`). Training and validation use DS1 only, split by record; DS2 is test data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.dsp.resample import StreamingResampler
+from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ, MITDB_TO_AAMI, preferred_lead
+from offline.records import read_annotations, read_record
+from offline.scoring import BEAT_SYMBOLS
+from train.data.rate import rescale_samples
+
+#: de Chazal 2004 training half (22 records).
+DS1: tuple[str, ...] = (
+    "101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124", "201", "203", "205", "207",
+    "208", "209", "215", "220", "223", "230",
+)  # fmt: skip
+#: de Chazal 2004 test half (22 records; only 100 103 105 200 210 232 are in ../shared/data/mitdb).
+DS2: tuple[str, ...] = (
+    "100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212", "213", "214", "219", "221",
+    "222", "228", "231", "232", "233", "234",
+)  # fmt: skip
+#: DS1 records held out for model selection, S and V beats in both parts (val: N 8851, S 224, V 227, F 6; the 18
+#: training records: N 37015, S 720, V 3561, F 409, Q 8).
+VAL_RECORDS: tuple[str, ...] = ("118", "124", "215", "220")
+#: DS1 records used for training.
+TRAIN_RECORDS: tuple[str, ...] = tuple(r for r in DS1 if r not in VAL_RECORDS)
+
+
+@dataclass(frozen=True)
+class BeatRecord:
+    """One record's lead and reference beats.
+
+    Attributes:
+        name: record name (``"100"``).
+        lead: the lead used (canonical name).
+        signal_mv: ``(n,)`` float32 mV at the internal rate.
+        r_samples: ``(k,)`` int64 reference R samples at the internal rate.
+        r_times_s: ``(k,)`` float64 reference R times (s, from the annotation's sample at the record's own rate, as
+            the edge's beats carry them).
+        labels: ``(k,)`` int64 indices into :data:`edge.ecg.AAMI_CLASSES`; -1 for a beat symbol outside the EC57
+            mapping (kept for RR context and matching, not scored).
+    """
+
+    name: str
+    lead: str
+    signal_mv: np.ndarray
+    r_samples: np.ndarray
+    r_times_s: np.ndarray
+    labels: np.ndarray
+
+
+def to_internal(signal_mv: np.ndarray, fs_hz: float) -> np.ndarray:
+    """``(n,)`` mV at ``fs_hz`` -> float32 at the internal rate, through the edge's streaming resampler."""
+    return StreamingResampler(fs_hz, INTERNAL_FS_HZ, 1).push(np.asarray(signal_mv)[:, None])[:, 0]
+
+
+def read_beats(path: Path) -> BeatRecord:
+    """The preferred lead and the reference beats of the MIT-BIH record at ``path`` (no extension)."""
+    rec = read_record(path)
+    lead = preferred_lead(rec.leads)
+    samples, symbols = read_annotations(path)
+    beats = [(n, s) for n, s in zip(samples.tolist(), symbols, strict=True) if s in BEAT_SYMBOLS]
+    samples = np.array([n for n, _ in beats], dtype=np.int64)
+    labels = np.array([AAMI_CLASSES.index(MITDB_TO_AAMI[s]) if s in MITDB_TO_AAMI else -1 for _, s in beats], np.int64)
+    return BeatRecord(
+        name=rec.name,
+        lead=rec.leads[lead],
+        signal_mv=to_internal(rec.signal_mv[:, lead], rec.fs_hz),
+        r_samples=rescale_samples(samples, rec.fs_hz),
+        r_times_s=samples / rec.fs_hz,
+        labels=labels,
+    )
+
+
+def beat_windows(
+    signal_mv: np.ndarray, r_samples: np.ndarray, before: int, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut ``[r - before, r - before + window)`` around each R sample (internal rate).
+
+    Returns:
+        ``(m, window)`` float32 windows of the beats whose window lies inside the signal, and the boolean mask of
+        those beats (``(k,)``).
+    """
+    r = np.asarray(r_samples, dtype=np.int64)
+    inside = (r - before >= 0) & (r - before + window <= len(signal_mv))
+    starts = r[inside] - before
+    return signal_mv[starts[:, None] + np.arange(window)[None, :]].astype(np.float32), inside
