@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -47,12 +46,12 @@ import wfdb
 from rich.console import Console
 from rich.table import Table
 
-from beatssl.cli import default_engines
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
 from edge.inference.manifest import Manifest
 from edge.transport.broker import EmbeddedBroker
 from edge.transport.mqtt import MqttSettings
+from offline.collector import Collector
 from offline.plots import plot_error_boxes
 from offline.records import read_annotations, read_record
 from simulator.replay import Replayer
@@ -60,8 +59,6 @@ from simulator.sources import ReplaySource, wfdb_records
 from train.data import ludb as ludb_data
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests.edge_harness import Collector  # noqa: E402 - the tests' MQTT collector, reused
 
 MATCH_S = 0.15
 NEAR_S = 0.04
@@ -288,7 +285,8 @@ def main() -> None:
     parser.add_argument("--qtdb", type=Path, default=data / "qtdb")
     parser.add_argument("--ludb", type=Path, default=data / "ludb")
     parser.add_argument("--datasets", nargs="*", default=["qtdb", "ludb"], choices=["qtdb", "ludb"])
-    parser.add_argument("--engine", type=Path, default=None, help="segmentation engine (default: the shipped one)")
+    parser.add_argument("--engine", type=Path, default=None,
+                        help="segmentation engine (default: the shipped one in engines/)")
     parser.add_argument("--ludb-count", type=int, default=None, help="first N LUDB records (default: all 160)")
     parser.add_argument("--qtdb-speed", type=float, default=10.0, help="QTDB replay speed (x real time)")
     parser.add_argument("--qtdb-lead-in-s", type=float, default=30.0, help="signal kept before the first q1c mark")
@@ -297,7 +295,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
     args = parser.parse_args()
     console = Console(width=160)
-    engine = args.engine or next(p for p in default_engines() if Manifest.load(p).task == "segment")
+    # the checkout's engines/ folder: run as a script, bench/engines.py would shadow the installed `engines` package
+    shipped = sorted(p.parent for p in (ROOT / "engines").glob("*/manifest.json"))
+    engine = args.engine or next(p for p in shipped if Manifest.load(p).task == "segment")
     manifest = Manifest.load(engine)
     window_s = manifest.window_samples / manifest.fs_hz
     pre_s = post_s = window_s / 2

@@ -1,58 +1,22 @@
-"""Test helpers for live tests: an MQTT collector and a chunk publisher (real paho clients, real broker)."""
+"""Test helpers for live tests: a chunk publisher and a running edge (real paho clients, real broker).
+
+The MQTT collector is :class:`offline.collector.Collector`, re-exported here for the tests.
+"""
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-import paho.mqtt.client as paho
 
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
 from edge.transport.broker import EmbeddedBroker
 from edge.transport.mqtt import MqttSettings, make_client
+from offline.collector import Collector
 
-
-class Collector:
-    """Subscribes to topics and keeps every JSON message per topic (thread-safe)."""
-
-    def __init__(self, settings: MqttSettings, topics: tuple[str, ...] = ("beatssl/#",)):
-        self.messages: dict[str, list[dict]] = defaultdict(list)
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = make_client(settings, "test-collector")
-        self.client.on_connect = lambda c, *a: [c.subscribe(t, qos=1) for t in topics]
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_message = self._on_message
-        b = settings.broker
-        self.client.connect(b.host, b.port)
-        self.client.loop_start()
-        assert self._subscribed.wait(5), "collector could not subscribe"
-
-    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        with self._lock:
-            self.messages[msg.topic].append(json.loads(msg.payload))
-
-    def get(self, topic: str) -> list[dict]:
-        with self._lock:
-            return list(self.messages.get(topic, []))
-
-    def wait_for(self, pred: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.02)
-        return pred()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+__all__ = ["Collector", "Feeder", "running_edge"]
 
 
 class Feeder:
