@@ -1,4 +1,5 @@
 # Two entry points, see README: `make demo` and `make test`. Both set everything up on a fresh Debian/Ubuntu box.
+# Each installs its extras into .venv once: a stamp file, newer than pyproject.toml, says it is done.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,8 +11,17 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-venv: $(BIN)/python
+# the demo: runtime + simulator + in-process broker (no torch)
+$(VENV)/.stamp-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[demo]"
+	touch $@
+
+# tests and training: everything (torch, dev tools)
+$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[train,dev]"
+	touch $@
+
+venv: $(VENV)/.stamp-test
 
 mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
@@ -22,7 +32,7 @@ chromium:
 	@[ -x /usr/bin/chromium ] || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 
-demo: venv mosquitto
+demo: $(VENV)/.stamp-demo mosquitto
 	$(BIN)/beatssl-edge demo
 
 test: venv mosquitto chromium

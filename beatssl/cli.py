@@ -1,19 +1,31 @@
 """``beatssl-edge``: the command line of the distribution. It wires the packages together and holds no logic of
 its own: ``run`` starts an :class:`edge.app.EdgeApp` (with the live page of :mod:`viewers.web` and the metrics
-endpoint when asked), ``detect`` runs :mod:`offline.detect`, ``demo`` runs :mod:`beatssl.demo`, ``view`` the terminal
-view of :mod:`viewers.terminal`, ``config show`` the effective configuration of ``run``."""
+endpoint when asked), ``detect`` runs the streaming detector offline on a record, ``demo`` runs
+:mod:`beatssl.demo`, ``view`` the terminal view of :mod:`viewers.terminal`, ``config show`` the effective
+configuration of ``run``.
+
+The console scripts of the package start here (``app``, :func:`simulator_main`, :func:`train_main`): a bad option
+value, a failed check or a missing optional dependency prints one ``error:`` line on stderr and exits with a
+non-zero code (2 for usage errors and missing extras), never a traceback (:class:`edge.config.Commands`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,23 +33,12 @@ from rich.console import Console
 from edge import config as cfg
 from edge import protocol as proto
 from edge.app import EdgeApp, EdgeConfig
-from edge.ecg import canonical_lead
+from edge.ecg import LEAD_PREFERENCE, LEADS_12, canonical_lead
 from edge.inference import EngineError, ManifestError
 from edge.metrics import MetricsServer
 from edge.transport.broker import EmbeddedBroker
-from edge.transport.mqtt import BrokerAddress, MqttSettings
-from edge.transport.options import (
-    ClientIdOpt,
-    KeepaliveOpt,
-    MqttVersionOpt,
-    PasswordFileOpt,
-    TlsCaOpt,
-    TlsCertOpt,
-    TlsInsecureOpt,
-    TlsKeyOpt,
-    UsernameOpt,
-    settings_from_options,
-)
+from edge.transport.mqtt import DEFAULT_PORT, BrokerAddress, MqttSettings
+from edge.transport.options import MqttOptions, mqtt_options
 from viewers.web import CREDENTIALS_ENV, InsecureBindError, WebServer, read_credentials
 
 app = typer.Typer(
@@ -45,36 +46,146 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=cfg.Commands,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # soft wrap: an error stays one line, whatever the terminal width
+
+ENGINES_ENV = "BEATSSL_ENGINES"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+#: lead names --segment-leads accepts (besides 'all'; aliases such as ML2 or D2 are canonicalised first): the 12
+#: standard leads and the Holter leads of the single-lead preference order (MLII)
+SEGMENT_LEADS = frozenset(LEADS_12) | frozenset(LEAD_PREFERENCE)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {' '.join(message.split())}", highlight=False)
     return typer.Exit(code)
 
 
+# ---------------------------------------------------------------------------------------------- entry points
+def simulator_main() -> None:
+    """Console script ``simulator`` (the 'sim' extra: its replay reads WFDB records)."""
+    try:
+        from simulator.cli import app as simulator_app
+    except ModuleNotFoundError as exc:
+        cfg.exit_missing_extra(exc, "simulator")
+    simulator_app()
+
+
+def train_main() -> None:
+    """Console script ``train`` (the 'train' extra)."""
+    try:
+        from train.cli import app as train_app
+    except ModuleNotFoundError as exc:
+        cfg.exit_missing_extra(exc, "train")
+    train_app()
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def number_option(*names: str, help: str, gt: float | None = None, ge: float | None = None,
+                  le: float | None = None, **kwargs: Any) -> Any:
+    """A ``typer.Option`` for a finite number, checked at parse time against a range that its help states
+    (``gt``: lower bound, excluded; ``ge``: included; ``le``: upper bound, included). None passes."""
+    low = f"{gt:g}<" if gt is not None else f"{ge:g}<=" if ge is not None else ""
+    text = f"{low}x<={le:g}" if le is not None else (f"x>{gt:g}" if gt is not None else f"x>={ge:g}")
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if not (math.isfinite(value) and (gt is None or value > gt) and (ge is None or value >= ge)
+                and (le is None or value <= le)):
+            raise typer.BadParameter(f"{value:g} is not in the range {text}")
+        return value
+
+    return typer.Option(*names, help=f"{help} [{text}]", callback=check, **kwargs)
+
+
+def choice_option(*names: str, help: str, choices: Sequence[str], **kwargs: Any) -> Any:
+    """A ``typer.Option`` taking one of ``choices`` (any case; passed on in lower case)."""
+
+    def check(value: str) -> str:
+        if value.lower() not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value.lower()
+
+    return typer.Option(*names, help=f"{help} One of: {', '.join(choices)}.", callback=check, **kwargs)
+
+
+def _check_partition(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_partition(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_name(value: str | None) -> str | None:
+    """A node or group name goes into topics: the device-id alphabet."""
+    if value is not None and not proto.valid_device_id(value):
+        raise typer.BadParameter(f"{value!r}: 1-64 characters of letters, digits and _.:@-")
+    return value
+
+
+def _check_segment_leads(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_segment_leads(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def parse_partition(text: str | None) -> tuple[int, int] | None:
+    """``"k/N"`` → ``(k, N)`` with ``0 <= k < N``; None or empty → None. ValueError on anything else."""
+    if not text:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"must look like k/N (e.g. 0/2), not {text!r}") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise ValueError(f"{text}: need 0 <= k < N")
+    return k, n
+
+
+def parse_segment_leads(text: str | None) -> tuple[str, ...]:
+    """``"ii,V1"`` → ``("II", "V1")``; ``"all"`` → ``("all",)``; None → (). ValueError on a name that is no lead."""
+    if not text:
+        return ()
+    leads = tuple(x if x.strip().lower() == "all" else canonical_lead(x) for x in text.split(","))
+    bad = [x for x in leads if x != "all" and x not in SEGMENT_LEADS]
+    if bad or (len(leads) > 1 and "all" in leads):
+        raise ValueError(f"{text!r}: give lead names ({', '.join(LEADS_12)}, MLII), comma-separated, or 'all'"
+                         + (f"; {bad[0]!r} is not a lead" if bad else ""))
+    return tuple(x.lower() if x.lower() == "all" else x for x in leads)
+
+
 # ---------------------------------------------------------------------------------------------- options
-BrokerOpt = Annotated[str | None, typer.Option(
-    "--broker", envvar="BEATSSL_BROKER",
-    help="MQTT broker HOST:PORT. Without it an embedded broker is started on 127.0.0.1 "
-         "(mosquitto if installed, else an in-process MQTT 3.1.1 broker).")]
-LogLevelOpt = Annotated[str, typer.Option("--log-level", help="Logging level: debug, info, warning, error.")]
+LogLevelOpt = Annotated[str, choice_option("--log-level", help="Logging level.", choices=LOG_LEVELS)]
 EngineOpt = Annotated[list[Path] | None, typer.Option(
     "--engine", help="Engine folder to load (repeat for a segmentation and a classification engine). "
-                     "Default: the shipped engines in engines/ (BEATSSL_ENGINES overrides the folder).")]
+                     f"Default: the engines shipped with the package ({ENGINES_ENV} overrides the folder).")]
 NoEnginesOpt = Annotated[bool, typer.Option("--no-engines", help="Load no engine: beats and beat-based rhythm only.")]
-BackendOpt = Annotated[str, typer.Option(help="Inference backend: auto (TensorRT when a plan and a GPU are "
-                                              "present), onnxruntime or tensorrt.")]
-ThreadsOpt = Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads per engine (1 is best on "
-                                                       "small CPUs: no spinning pool; see bench/README.md).")]
-MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Most windows per engine call, across all devices.")]
-MaxWaitOpt = Annotated[float, typer.Option(help="Longest a window waits for others to fill a batch, ms.")]
+BackendOpt = Annotated[str, choice_option("--backend", help="Inference backend: auto is TensorRT when a plan and a "
+                                                            "GPU are present, else ONNX Runtime.", choices=BACKENDS)]
+ThreadsOpt = Annotated[int, typer.Option(min=1, max=64, help="ONNX Runtime intra-op threads per engine (1 is "
+                                                               "best on small CPUs: no spinning pool; see "
+                                                               "bench/README.md).")]
+MaxBatchOpt = Annotated[int, typer.Option(min=1, max=4096, help="Most windows per engine call, across all devices.")]
+MaxWaitOpt = Annotated[float, number_option("--max-wait-ms", ge=0, le=10_000,
+                                            help="Longest a window waits for others to fill a batch, ms.")]
 SegLeadsOpt = Annotated[str | None, typer.Option(
-    "--segment-leads", help="Leads to segment per beat, comma-separated, or 'all' (default: II, else MLII, "
-                            "else the stream's first lead).")]
-HopOpt = Annotated[float, typer.Option(help="Period of rhythm messages per device, s.")]
+    "--segment-leads", callback=_check_segment_leads,
+    help="Leads to segment per beat, comma-separated, or 'all' (default: II, else MLII, else the stream's first "
+         "lead).")]
+HopOpt = Annotated[float, number_option("--rhythm-hop-s", gt=0, le=600, help="Period of rhythm messages per "
+                                                                             "device, s.")]
+RefreshOpt = Annotated[float, number_option("--refresh-hz", gt=0, le=60, help="Screen refreshes per second.")]
+DurationOpt = Annotated[float | None, number_option("--duration-s", gt=0, help="Stop after this many seconds "
+                                                                               "(default: Ctrl-C / SIGTERM).")]
 HttpHostOpt = Annotated[str, typer.Option(
     "--http-host", help="Bind address of the live page. Anything but 127.0.0.1 / localhost needs "
                         "--http-credentials (see docs/web.md).")]
@@ -85,65 +196,48 @@ HttpCredentialsOpt = Annotated[Path | None, typer.Option(
 ConfigOpt = Annotated[Path | None, cfg.config_option()]
 
 
-def mqtt_settings(
-    broker: BrokerAddress,
-    mqtt_version: str = "5",
-    username: str | None = None,
-    password_file: Path | None = None,
-    client_id: str = "",
-    keepalive: int = 30,
-    tls_ca: Path | None = None,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-    tls_insecure: bool = False,
-) -> MqttSettings:
-    """Build validated MqttSettings from CLI values (raises typer.Exit with a clear message on bad input)."""
+def mqtt_settings(broker: BrokerAddress | None = None, mqtt: MqttOptions | None = None,
+                  mqtt_version: str | None = None, **options: Any) -> MqttSettings:
+    """Validated MqttSettings from a command's broker options (raises typer.Exit with a clear message on bad input).
+
+    Args:
+        broker / mqtt_version: replace the given address and protocol (an embedded broker).
+        mqtt: the command's options; without it, ``options`` are :class:`MqttOptions` fields.
+    """
+    mqtt = mqtt or MqttOptions(broker=None, **options)
     try:
-        settings = settings_from_options(broker, mqtt_version, username, password_file, client_id, keepalive,
-                                         tls_ca, tls_cert, tls_key, tls_insecure)
+        settings = mqtt.settings(broker, mqtt_version)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    if tls_insecure:
+    if settings.tls_insecure:
         err.print("[bold yellow]WARNING: --tls-insecure: the broker's certificate is NOT verified; "
                   "anyone on the path can read and forge ECG data.[/]")
     return settings
 
 
-def parse_broker(text: str) -> BrokerAddress:
-    try:
-        return BrokerAddress.parse(text)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-
-
-def parse_partition(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise fail(f"--partition must look like k/N (e.g. 0/2), not {text!r}") from None
-    if not (n >= 1 and 0 <= k < n):
-        raise fail(f"--partition {text}: need 0 <= k < N")
-    return k, n
+def engines_root() -> Path:
+    """Where the default engines are looked for: ``$BEATSSL_ENGINES``, else the installed ``engines`` package."""
+    env = os.environ.get(ENGINES_ENV)
+    return Path(env) if env else Path(str(resources.files("engines")))
 
 
 def default_engines() -> list[Path]:
-    """The shipped engine folders: every folder with a manifest.json under $BEATSSL_ENGINES or ./engines."""
-    root = Path(os.environ.get("BEATSSL_ENGINES", Path(__file__).resolve().parent.parent / "engines"))
-    return sorted(p.parent for p in root.glob("*/manifest.json"))
+    """The default engine folders: every folder with a manifest.json in :func:`engines_root`."""
+    return sorted(p.parent for p in engines_root().glob("*/manifest.json"))
 
 
 def engine_options(engine: list[Path] | None, no_engines: bool, segment_leads: str | None) -> dict:
-    """EdgeConfig keyword arguments for the engine options (validated)."""
+    """EdgeConfig keyword arguments for the engine options (validated; no default engine found is an error)."""
     if no_engines:
         return {"engines": ()}
     folders = tuple(engine) if engine else tuple(default_engines())
+    if not folders:
+        raise fail(f"no engines found in {engines_root()} (no */manifest.json there): set {ENGINES_ENV} to the "
+                   f"engines folder, give --engine DIR, or run without models with --no-engines")
     for folder in folders:
         if not (Path(folder) / "manifest.json").is_file():
             raise fail(f"--engine {folder}: no manifest.json there")
-    leads = tuple(canonical_lead(x) if x != "all" else x for x in segment_leads.split(",")) if segment_leads else ()
-    return {"engines": folders, "seg_leads": leads}
+    return {"engines": folders, "seg_leads": parse_segment_leads(segment_leads)}
 
 
 def build_edge(config: EdgeConfig) -> EdgeApp:
@@ -155,7 +249,12 @@ def build_edge(config: EdgeConfig) -> EdgeApp:
 
 
 def web_server(settings: MqttSettings, host: str, port: int, credentials_file: Path | None) -> WebServer:
-    """The live page's server, bound but not started; a clear CLI error when it must not or cannot run."""
+    """The live page's server, bound but not started; a clear CLI error when it must not or cannot run.
+
+    The page subscribes with its own client id (``<client id>-page``): two clients with one id knock each other off
+    the broker."""
+    if settings.client_id:
+        settings = dataclasses.replace(settings, client_id=f"{settings.client_id}-page")
     try:
         return WebServer(settings, host, port, read_credentials(credentials_file))
     except InsecureBindError as exc:
@@ -164,39 +263,55 @@ def web_server(settings: MqttSettings, host: str, port: int, credentials_file: P
         raise fail(f"live page on {host}:{port}: {exc}") from None
 
 
+def start_embedded_broker() -> EmbeddedBroker:
+    """An embedded broker on 127.0.0.1:1883, or on a free port when 1883 is taken (a clear error if none starts)."""
+    try:
+        return EmbeddedBroker(preferred_port=DEFAULT_PORT).start()
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        raise fail(f"cannot start an embedded broker: {exc}") from None
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def wait_for_signal(stop: threading.Event, duration_s: float | None) -> None:
-    """Block until SIGINT/SIGTERM, ``stop`` is set, or ``duration_s`` has passed."""
+def on_signal(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait(duration_s)
 
 
 # ---------------------------------------------------------------------------------------------- run
 @app.command(context_settings=cfg.ENV_CONTEXT)
+@mqtt_options(embedded_broker=True)
 def run(
+    mqtt: MqttOptions,
     config: ConfigOpt = None,
-    broker: BrokerOpt = None,
     node: Annotated[str | None, typer.Option(
-        help="Node name in beatssl/edge/<node>/health (default: hostname).")] = None,
+        callback=_check_name, help="Node name in beatssl/edge/<node>/health (default: hostname).")] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker threads; devices are spread over them.")] = 2,
     partition: Annotated[str | None, typer.Option(
+        callback=_check_partition,
         help="Handle only share k of N (stable hash of the device id), e.g. 0/2, for several workers.")] = None,
     shared_group: Annotated[str | None, typer.Option(
+        callback=_check_name,
         help="Subscribe via the MQTT 5 shared subscription $share/GROUP/ecg/+/samples (EMQX with a sticky or "
              "hash_topic strategy; NOT mosquitto, which round-robins a device's chunks over workers).")] = None,
-    stale_after_s: Annotated[float, typer.Option(help="Seconds without data before a device is flushed and "
-                                                      "reported stale.")] = 5.0,
-    max_payload_kb: Annotated[int, typer.Option(help="Largest accepted samples payload, KiB.")] = 256,
-    max_leads: Annotated[int, typer.Option(help="Most leads accepted per stream.")] = 16,
-    min_fs_hz: Annotated[float, typer.Option(help="Lowest accepted sampling rate, Hz.")] = proto.Limits.min_fs_hz,
-    max_fs_hz: Annotated[float, typer.Option(help="Highest accepted sampling rate, Hz.")] = proto.Limits.max_fs_hz,
-    duration_s: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until "
-                                                             "Ctrl-C / SIGTERM).")] = None,
+    stale_after_s: Annotated[float, number_option("--stale-after-s", gt=0, le=3600, help="Seconds without data "
+                                                  "before a device is flushed and reported stale.")] = 5.0,
+    max_payload_kb: Annotated[int, typer.Option(min=1, max=65536, help="Largest accepted samples payload, "
+                                                                       "KiB.")] = 256,
+    max_leads: Annotated[int, typer.Option(min=1, max=64, help="Most leads accepted per stream.")] = 16,
+    min_fs_hz: Annotated[float, number_option("--min-fs-hz", gt=0, le=100_000,
+                                              help="Lowest accepted sampling rate, Hz.")] = proto.Limits.min_fs_hz,
+    max_fs_hz: Annotated[float, number_option("--max-fs-hz", gt=0, le=100_000,
+                                              help="Highest accepted sampling rate, Hz.")] = proto.Limits.max_fs_hz,
+    duration_s: DurationOpt = None,
+    connect_timeout_s: Annotated[float, number_option(
+        "--connect-timeout-s", gt=0, le=600,
+        help="Exit (code 1) when the broker is not reached within this many seconds of the start; once connected, "
+             "a lost broker is retried for ever.")] = 30.0,
     engine: EngineOpt = None,
     no_engines: NoEnginesOpt = False,
     backend: BackendOpt = "auto",
@@ -205,21 +320,13 @@ def run(
     max_wait_ms: MaxWaitOpt = 20.0,
     segment_leads: SegLeadsOpt = None,
     rhythm_hop_s: HopOpt = 2.0,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on "
-                                                          "http://127.0.0.1:PORT/metrics.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Serve Prometheus metrics on "
+                                                                            "http://127.0.0.1:PORT/metrics.")] = None,
     http_port: Annotated[int | None, typer.Option(
-        "--http-port", help="Serve the live page (browser) on this port (0: a free one); default: no page.")] = None,
+        "--http-port", min=0, max=65535,
+        help="Serve the live page (browser) on this port (0: a free one); default: no page.")] = None,
     http_host: HttpHostOpt = "127.0.0.1",
     http_credentials: HttpCredentialsOpt = None,
-    mqtt_version: MqttVersionOpt = "5",
-    username: UsernameOpt = None,
-    password_file: PasswordFileOpt = None,
-    client_id: ClientIdOpt = "",
-    keepalive: KeepaliveOpt = 30,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    tls_insecure: TlsInsecureOpt = False,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Subscribe to ecg/+/samples, detect beats online, segment them and classify rhythm windows with the loaded
@@ -231,53 +338,54 @@ def run(
     SIGTERM stops gracefully: queued chunks are processed, detectors flushed, outputs acknowledged, then exit.
     """
     setup_logging(log_level)
-    embedded = None
-    if broker is None:
-        embedded = EmbeddedBroker().start()
-        address = embedded.address
-        if not embedded.mqtt5:
-            mqtt_version = "3.1.1"
-        err.print(f"started an embedded {embedded.kind} broker on {address}")
-    else:
-        address = parse_broker(broker)
-    settings = mqtt_settings(address, mqtt_version, username, password_file, client_id, keepalive,
-                             tls_ca, tls_cert, tls_key, tls_insecure)
-    if not 0 < min_fs_hz <= max_fs_hz:
-        raise fail(f"need 0 < --min-fs-hz <= --max-fs-hz, not {min_fs_hz:g} and {max_fs_hz:g}")
+    if min_fs_hz > max_fs_hz:
+        raise fail(f"need --min-fs-hz <= --max-fs-hz, not {min_fs_hz:g} and {max_fs_hz:g}")
+    if shared_group is not None and mqtt.mqtt_version != "5":
+        raise fail("--shared-group needs MQTT 5")
+    engines = engine_options(engine, no_engines, segment_leads)
     limits = proto.Limits(max_payload_bytes=max_payload_kb * 1024, max_leads=max_leads, min_fs_hz=min_fs_hz,
                           max_fs_hz=max_fs_hz)
-    if shared_group is not None and (not proto.valid_device_id(shared_group) or mqtt_version != "5"):
-        raise fail("--shared-group needs MQTT 5 and a name of letters, digits and _.:@-")
-    config = EdgeConfig(mqtt=settings, workers=workers, partition=parse_partition(partition),
-                        shared_group=shared_group,
-                        stale_after_s=stale_after_s, limits=limits, backend=backend, threads=threads,
-                        max_batch=max_batch, max_wait_ms=max_wait_ms, rhythm_hop_s=rhythm_hop_s,
-                        **engine_options(engine, no_engines, segment_leads), **({"node": node} if node else {}))
-    try:
+    with contextlib.ExitStack() as stack:
+        embedded = None
+        if mqtt.broker is None:
+            embedded = start_embedded_broker()
+            stack.callback(embedded.stop)
+            taken = "" if embedded.port == DEFAULT_PORT else f" ({DEFAULT_PORT} is taken)"
+            err.print(f"started an embedded {embedded.kind} broker on {embedded.address}{taken}", highlight=False)
+            if shared_group is not None and not embedded.mqtt5:
+                raise fail("--shared-group needs MQTT 5, which the in-process broker does not speak")
+        settings = mqtt_settings(embedded.address if embedded else None, mqtt,
+                                 None if embedded is None or embedded.mqtt5 else "3.1.1")
+        config = EdgeConfig(mqtt=settings, workers=workers, partition=parse_partition(partition),
+                            shared_group=shared_group, stale_after_s=stale_after_s, limits=limits, backend=backend,
+                            threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, rhythm_hop_s=rhythm_hop_s,
+                            **engines, **({"node": node} if node else {}))
+        edge = build_edge(config)
+        if metrics_port is not None:
+            try:
+                metrics = MetricsServer(lambda: edge.health("online"), metrics_port)
+            except OSError as exc:
+                raise fail(f"--metrics-port {metrics_port}: cannot listen on 127.0.0.1:{metrics_port}: "
+                           f"{exc.strerror or exc}") from None
+            stack.callback(metrics.stop)
         web = web_server(settings, http_host, http_port, http_credentials) if http_port is not None else None
-    except typer.Exit:
-        if embedded is not None:
-            embedded.stop()
-        raise
-    edge = build_edge(config).start()
-    for task, e in edge.engines.items():
-        err.print(f"{task} engine {e.manifest.name} on {e.backend.name}")
-    metrics = MetricsServer(lambda: edge.health("online"), metrics_port).start() if metrics_port else None
-    if web is not None:
-        err.print(f"live page on {web.start().url}")
-    if not edge.wait_connected(10):
-        err.print(f"[yellow]not connected to {address} yet; retrying in the background[/]")
-    stop = threading.Event()
-    try:
-        wait_for_signal(stop, duration_s)
-    finally:
-        edge.stop()
-        if metrics is not None:
-            metrics.stop()
+        stop = threading.Event()
+        on_signal(stop)
+        edge.start()
+        stack.callback(edge.stop)
+        for task, e in edge.engines.items():
+            err.print(f"{task} engine {e.manifest.name} on {e.backend.name}", highlight=False)
+        if metrics_port is not None:
+            metrics.start()
         if web is not None:
-            web.stop()
-        if embedded is not None:
-            embedded.stop()
+            stack.callback(web.stop)
+            err.print(f"live page on {web.start().url}", highlight=False)
+        deadline = time.monotonic() + connect_timeout_s
+        while not edge.wait_connected(0.1) and not stop.is_set():
+            if time.monotonic() >= deadline:
+                raise fail(f"could not reach the broker at {settings.broker} within {connect_timeout_s:g} s "
+                           f"(--connect-timeout-s)", code=1)
+        stop.wait(duration_s)
 
 
 # ---------------------------------------------------------------------------------------------- detect
@@ -285,8 +393,9 @@ def run(
 def detect(
     record: Annotated[Path, typer.Argument(help="WFDB record path without extension, e.g. data/mitdb/100.")],
     leads: Annotated[str | None, typer.Option(help="Comma-separated leads to use (default: all).")] = None,
-    chunk_ms: Annotated[float, typer.Option(help="Feed the streaming detector in chunks of this many ms "
-                                                 "(0 = one chunk); beats are the same either way.")] = 40.0,
+    chunk_ms: Annotated[float, number_option("--chunk-ms", ge=0, le=600_000, help="Feed the streaming detector in "
+                                             "chunks of this many ms (0 = one chunk); beats are the same either "
+                                             "way.")] = 40.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print {record, fs, beats:[{sample, time, ...}]} "
                                                           "to stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the beats as CSV (sample, time_s, rr_s, "
@@ -294,9 +403,13 @@ def detect(
     plot: Annotated[Path | None, typer.Option(help="Also draw the record with its beats (and the reference beats "
                                                    "of its .atr file, if any) into this PNG.")] = None,
 ) -> None:
-    """Run the edge's streaming beat detector offline on a WFDB record (the same code path as `run`)."""
+    """Run the edge's streaming beat detector offline on a WFDB record (the same code path as `run`). Needs the
+    'sim' extra (WFDB reading), and the 'plots' extra for --plot."""
     from edge.detection.beats import detect_record
     from offline.records import RecordError, read_record
+
+    if plot is not None:
+        import matplotlib  # noqa: F401 - before the work: a missing 'plots' extra is reported at once
 
     try:
         rec = read_record(record, leads=leads.split(",") if leads else None)
@@ -341,19 +454,20 @@ def detect(
 def demo(
     config: ConfigOpt = None,
     devices: Annotated[int, typer.Option(min=1, max=500, help="Virtual devices replaying the bundled sample.")] = 6,
-    speed: Annotated[float, typer.Option(help="Replay speed: 1 = real time.")] = 1.0,
-    duration_s: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
-    refresh_hz: Annotated[float, typer.Option(help="Screen refreshes per second of the live view.")] = 4.0,
+    speed: Annotated[float, number_option("--speed", gt=0, le=1000, help="Replay speed: 1 = real time.")] = 1.0,
+    duration_s: DurationOpt = None,
+    refresh_hz: RefreshOpt = 4.0,
     engine: EngineOpt = None,
     no_engines: NoEnginesOpt = False,
     backend: BackendOpt = "auto",
-    http_port: Annotated[int, typer.Option("--http-port", help="Port of the live page (0: a free one).")] = 0,
+    http_port: Annotated[int, typer.Option("--http-port", min=0, max=65535,
+                                           help="Port of the live page (0: a free one).")] = 0,
     http_host: HttpHostOpt = "127.0.0.1",
     http_credentials: HttpCredentialsOpt = None,
     log_level: LogLevelOpt = "warning",
 ) -> None:
     """Start a broker, the simulator (bundled sample records, looping) and the edge, and show a live view in the
-    terminal and in the browser (the URL is printed)."""
+    terminal and in the browser (the URL is printed). Needs the 'demo' extra."""
     from beatssl.demo import run_demo
 
     setup_logging(log_level)
@@ -364,30 +478,20 @@ def demo(
 
 
 @app.command()
+@mqtt_options()
 def view(
+    mqtt: MqttOptions,
     config: ConfigOpt = None,
-    broker: Annotated[str, typer.Option("--broker", envvar="BEATSSL_BROKER",
-                                        help="MQTT broker HOST:PORT.")] = "127.0.0.1:1883",
-    mqtt_version: MqttVersionOpt = "5",
-    username: UsernameOpt = None,
-    password_file: PasswordFileOpt = None,
-    tls_ca: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    tls_insecure: TlsInsecureOpt = False,
-    refresh_hz: Annotated[float, typer.Option(help="Screen refreshes per second.")] = 4.0,
+    refresh_hz: RefreshOpt = 4.0,
 ) -> None:
     """Live terminal view of what edge nodes publish on a broker (beats, status, errors, health)."""
     from rich.live import Live
 
     from viewers.terminal import LiveView
 
-    settings = mqtt_settings(parse_broker(broker), mqtt_version, username, password_file, tls_ca=tls_ca,
-                             tls_cert=tls_cert, tls_key=tls_key, tls_insecure=tls_insecure)
-    lv = LiveView(settings).start()
+    lv = LiveView(mqtt_settings(mqtt=mqtt)).start()
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    on_signal(stop)
     try:
         with Live(lv.table(), refresh_per_second=refresh_hz) as live:
             while not stop.wait(1.0 / refresh_hz):

@@ -14,6 +14,9 @@ Precedence, highest first: command line > environment > config file > built-in d
 
 The file is read by an eager ``--config`` option whose callback fills Click's ``ctx.default_map``, so the parser
 applies the precedence above and reports a bad value like one given on the command line.
+
+Errors: the package's Typer apps use :class:`Commands` as their group class, so a bad value, a failed check or a
+missing optional dependency is one ``error:`` line on stderr and a non-zero exit, never a usage block or a traceback.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +59,76 @@ MASK = "********"
 
 #: context settings of a command whose every option has a ``BEATSSL_<OPTION>`` variable
 ENV_CONTEXT = {"auto_envvar_prefix": ENV_PREFIX}
+
+
+#: the extra of the package that installs each optional top-level module
+EXTRA_OF_MODULE = {"wfdb": "sim", "pandas": "sim", "matplotlib": "plots", "amqtt": "broker", "torch": "train",
+                   "onnx": "train", "yaml": "train", "sklearn": "train", "tqdm": "train", "tensorrt": "tensorrt",
+                   "cuda": "tensorrt"}
+
+
+def error_line(message: str) -> None:
+    """Print ``error: <message>`` as one line on stderr (red on a terminal)."""
+    typer.secho(f"error: {' '.join(message.split())}", err=True, fg=typer.colors.RED)
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str) -> str:
+    """The one-line message for a missing module of an optional extra; re-raises ``exc`` for any other module."""
+    extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+    if extra is None:
+        raise exc
+    return f"{what} needs the '{extra}' extra: pip install 'beatssl-edge[{extra}]' ({exc.name} is not installed)"
+
+
+def exit_missing_extra(exc: ModuleNotFoundError, what: str) -> NoReturn:
+    """Report a missing extra (:func:`missing_extra`) in one line and exit 2."""
+    error_line(missing_extra(exc, what))
+    sys.exit(2)
+
+
+def _command_path(command: Any, prog_name: str, args: Sequence[str]) -> str:
+    """``prog sub sub`` from the leading command words of ``args``."""
+    words = [prog_name]
+    for word in args:
+        commands = getattr(command, "commands", {})
+        if word not in commands:
+            break
+        command = commands[word]
+        words.append(word)
+    return " ".join(words)
+
+
+class Commands(TyperGroup):
+    """Group class of the package's Typer apps (``typer.Typer(cls=Commands)``).
+
+    Run standalone (a console script, ``app()``, Typer's CliRunner), a usage error (a bad option value, a missing
+    argument) prints ``error: <command>: <message>`` on stderr and exits 2; a module of an optional extra that is
+    missing prints the extra to install and exits 2; another Click error prints its message and exits with its code.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        prog = prog_name or Path(sys.argv[0]).name
+        try:
+            result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Abort:
+            error_line("aborted")
+            sys.exit(1)
+        except ModuleNotFoundError as exc:
+            exit_missing_extra(exc, _command_path(self, prog, argv))
+        except Exception as exc:
+            if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):  # not a Click error
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help, as Click shows it
+                exc.show()
+            else:
+                ctx = getattr(exc, "ctx", None)
+                error_line(f"{ctx.command_path}: {exc.format_message()}" if ctx is not None else exc.format_message())
+            sys.exit(int(exc.exit_code))
+        sys.exit(result if isinstance(result, int) else 0)
 
 
 class ConfigError(ValueError):

@@ -24,20 +24,8 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from edge.config import config_option
-from edge.transport.mqtt import BrokerAddress
-from edge.transport.options import (
-    ClientIdOpt,
-    KeepaliveOpt,
-    MqttVersionOpt,
-    PasswordFileOpt,
-    TlsCaOpt,
-    TlsCertOpt,
-    TlsInsecureOpt,
-    TlsKeyOpt,
-    UsernameOpt,
-    settings_from_options,
-)
+from edge.config import Commands, config_option
+from edge.transport.options import MqttOptions, mqtt_options
 from simulator.replay import DEVICE_NAMINGS, FORMATS, Replayer, ReplayError, ReplaySummary
 from simulator.sources import ReplaySource, SourceError, ptbxl_records, sample_records, wfdb_records
 
@@ -47,7 +35,7 @@ PROGRESS_HZ = 4.0
 app = typer.Typer(
     help="Replay ECG records (PTB-XL, MIT-BIH, LUDB, QTDB or any WFDB folder) over MQTT as virtual devices, in real "
          "time or faster, with the reference annotations on sim/<device>/truth.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=Commands,
 )
 replay_app = typer.Typer(help="Publish records on ecg/<device>/samples (and truth on sim/<device>/truth).",
                          no_args_is_help=True)
@@ -74,17 +62,34 @@ WfdbDirArg = Annotated[Path, typer.Argument(help="WFDB folder (RECORDS file or *
                                                  "as in LUDB).", show_default=False)]
 RecordsOpt = Annotated[str | None, typer.Option("--records", help="Record names to replay, comma-separated "
                                                                   "(e.g. 100,101).")]
-BrokerOpt = Annotated[str, typer.Option("--broker", envvar="BEATSSL_BROKER", help="MQTT broker HOST:PORT.")]
 DevicesOpt = Annotated[int, typer.Option("--devices", min=1, max=10_000, help="Virtual devices; each plays its "
                                                                               "own record, round-robin.")]
-SpeedOpt = Annotated[str, typer.Option("--speed", help="Replay speed: 1 = real time, k = k times faster, max = as "
-                                                       "fast as the broker acknowledges.")]
+def _check_speed(value: str) -> str:
+    try:
+        _speed(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+SpeedOpt = Annotated[str, typer.Option("--speed", callback=_check_speed, help="Replay speed: 1 = real time, k = k "
+                                       "times faster, max = as fast as the broker acknowledges. [x>0 or max]")]
 ChunkOpt = Annotated[float, typer.Option("--chunk-ms", min=1, max=10_000, help="Signal per message, ms "
                                                                                 "(rounded to whole samples).")]
 LoopOpt = Annotated[bool, typer.Option("--loop/--no-loop", help="Start each record over at its end (seq and "
                                                                 "device time keep increasing).")]
-FormatOpt = Annotated[str, typer.Option("--format", help=f"Payload encoding: {' or '.join(FORMATS)} (JSON in mV; "
-                                                         "binary int16 at 200 adu/mV).")]
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+FormatOpt = Annotated[str, typer.Option(
+    "--format", callback=_one_of(FORMATS),
+    help=f"Payload encoding: {' or '.join(FORMATS)} (JSON in mV; binary int16 at 200 adu/mV).")]
 LeadsOpt = Annotated[str | None, typer.Option("--leads", help="Leads to send, comma-separated (e.g. I,II,V1; any "
                                                               "case). Default: all leads of each record.")]
 DurationOpt = Annotated[float | None, typer.Option("--duration-s", min=0.001, help="Stop each device after this "
@@ -94,7 +99,8 @@ DurationOpt = Annotated[float | None, typer.Option("--duration-s", min=0.001, he
 PrefixOpt = Annotated[str, typer.Option("--device-prefix", help="Device ids are <prefix>-000, <prefix>-001 … "
                                                                 "(or <prefix>-<record> with --device-names "
                                                                 "record).")]
-NamingOpt = Annotated[str, typer.Option("--device-names", help=f"Device id scheme: {' or '.join(DEVICE_NAMINGS)}.")]
+NamingOpt = Annotated[str, typer.Option("--device-names", callback=_one_of(DEVICE_NAMINGS),
+                                        help=f"Device id scheme: {' or '.join(DEVICE_NAMINGS)}.")]
 ConfigOpt = Annotated[Path | None, config_option()]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line (it is also off when stdout is "
                                                               "not a terminal).")]
@@ -103,18 +109,14 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress line 
 class _Replay:
     """The options every ``replay`` command shares, turned into a running :class:`Replayer`."""
 
-    def __init__(self, broker: str, devices: int, speed: str, chunk_ms: float, loop: bool, fmt: str,
-                 leads: str | None, duration_s: float | None, device_prefix: str, device_names: str,
-                 mqtt_version: str, username: str | None, password_file: Path | None, client_id: str, quiet: bool,
-                 keepalive: int = 30, tls_ca: Path | None = None, tls_cert: Path | None = None,
-                 tls_key: Path | None = None, tls_insecure: bool = False):
+    def __init__(self, mqtt: MqttOptions, devices: int, speed: str, chunk_ms: float, loop: bool, fmt: str,
+                 leads: str | None, duration_s: float | None, device_prefix: str, device_names: str, quiet: bool):
         self.options = dict(devices=devices, speed=_speed(speed), chunk_ms=chunk_ms, loop=loop, fmt=fmt,
                             leads=_split(leads), device_prefix=device_prefix, device_names=device_names)
         self.duration_s = duration_s
         self.quiet = quiet
-        self.settings = settings_from_options(BrokerAddress.parse(broker), mqtt_version, username, password_file,
-                                              client_id, keepalive, tls_ca, tls_cert, tls_key, tls_insecure)
-        if tls_insecure:
+        self.settings = mqtt.settings()
+        if mqtt.tls_insecure:
             logging.getLogger(__name__).warning("--tls-insecure: the broker's certificate is NOT verified; anyone on "
                                                 "the path can read and forge ECG data")
 
@@ -188,50 +190,44 @@ def _progress(snap: ReplaySummary, rate: _Rate) -> str:
 
 # ---------------------------------------------------------------------------------------------- replay
 @replay_app.command("ptbxl")
+@mqtt_options()
 def replay_ptbxl(
     data: DataOpt = None, ids: IdsOpt = None, fold: FoldOpt = None, count: CountOpt = None, rate: RateOpt = "auto",
-    broker: BrokerOpt = "127.0.0.1:1883", devices: DevicesOpt = 1, speed: SpeedOpt = "1", chunk_ms: ChunkOpt = 40.0,
+    devices: DevicesOpt = 1, speed: SpeedOpt = "1", chunk_ms: ChunkOpt = 40.0,
     loop: LoopOpt = False, fmt: FormatOpt = "json", leads: LeadsOpt = None, duration_s: DurationOpt = None,
-    device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", mqtt_version: MqttVersionOpt = "5",
-    username: UsernameOpt = None, password_file: PasswordFileOpt = None, client_id: ClientIdOpt = "",
-    quiet: QuietOpt = False, keepalive: KeepaliveOpt = 30, tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None, tls_insecure: TlsInsecureOpt = False, config: ConfigOpt = None,
+    device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", quiet: QuietOpt = False,
+    config: ConfigOpt = None, *, mqtt: MqttOptions,
 ) -> None:
     """Replay PTB-XL records (native PhysioNet layout), chosen by id, fold and count."""
     _main(lambda: _ptbxl(data, ids, fold, count, rate), lambda: _Replay(
-        broker, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names,
-        mqtt_version, username, password_file, client_id, quiet, keepalive, tls_ca, tls_cert, tls_key, tls_insecure))
+        mqtt, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names, quiet))
 
 
 @replay_app.command("wfdb")
+@mqtt_options()
 def replay_wfdb(
     folder: WfdbDirArg, records: RecordsOpt = None, count: CountOpt = None,
-    broker: BrokerOpt = "127.0.0.1:1883", devices: DevicesOpt = 1, speed: SpeedOpt = "1", chunk_ms: ChunkOpt = 40.0,
+    devices: DevicesOpt = 1, speed: SpeedOpt = "1", chunk_ms: ChunkOpt = 40.0,
     loop: LoopOpt = False, fmt: FormatOpt = "json", leads: LeadsOpt = None, duration_s: DurationOpt = None,
-    device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", mqtt_version: MqttVersionOpt = "5",
-    username: UsernameOpt = None, password_file: PasswordFileOpt = None, client_id: ClientIdOpt = "",
-    quiet: QuietOpt = False, keepalive: KeepaliveOpt = 30, tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None, tls_insecure: TlsInsecureOpt = False, config: ConfigOpt = None,
+    device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", quiet: QuietOpt = False,
+    config: ConfigOpt = None, *, mqtt: MqttOptions,
 ) -> None:
     """Replay the records of a WFDB folder (MIT-BIH, QTDB, LUDB …), with their .atr beats and wave annotations."""
     _main(lambda: wfdb_records(folder, names=_split(records), count=count), lambda: _Replay(
-        broker, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names,
-        mqtt_version, username, password_file, client_id, quiet, keepalive, tls_ca, tls_cert, tls_key, tls_insecure))
+        mqtt, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names, quiet))
 
 
 @replay_app.command("sample")
+@mqtt_options()
 def replay_sample(
-    broker: BrokerOpt = "127.0.0.1:1883", devices: DevicesOpt = 6, speed: SpeedOpt = "1", chunk_ms: ChunkOpt = 40.0,
+    devices: DevicesOpt = 6, speed: SpeedOpt = "1", chunk_ms: ChunkOpt = 40.0,
     loop: LoopOpt = True, fmt: FormatOpt = "json", leads: LeadsOpt = None, duration_s: DurationOpt = None,
-    device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", mqtt_version: MqttVersionOpt = "5",
-    username: UsernameOpt = None, password_file: PasswordFileOpt = None, client_id: ClientIdOpt = "",
-    quiet: QuietOpt = False, keepalive: KeepaliveOpt = 30, tls_ca: TlsCaOpt = None, tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None, tls_insecure: TlsInsecureOpt = False, config: ConfigOpt = None,
+    device_prefix: PrefixOpt = "sim", device_names: NamingOpt = "index", quiet: QuietOpt = False,
+    config: ConfigOpt = None, *, mqtt: MqttOptions,
 ) -> None:
     """Replay the bundled sample (4 LUDB 12-lead records, 2 one-minute MIT-BIH excerpts); loops by default."""
     _main(sample_records, lambda: _Replay(
-        broker, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names,
-        mqtt_version, username, password_file, client_id, quiet, keepalive, tls_ca, tls_cert, tls_key, tls_insecure))
+        mqtt, devices, speed, chunk_ms, loop, fmt, leads, duration_s, device_prefix, device_names, quiet))
 
 
 # ---------------------------------------------------------------------------------------------- list

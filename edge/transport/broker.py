@@ -1,4 +1,5 @@
-"""An embedded MQTT broker for runs without ``--broker``: mosquitto when installed, else amqtt in-process.
+"""An embedded MQTT broker for runs without ``--broker``: mosquitto when installed, else amqtt in-process (the
+``broker`` extra).
 
 Both listen on 127.0.0.1 only. mosquitto (MQTT 5, shared subscriptions) runs as a child process with a generated
 config; amqtt (MQTT 3.1.1 only) runs on an asyncio loop in a daemon thread.
@@ -14,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.transport.mqtt import BrokerAddress
@@ -39,10 +41,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(host: str, port: int, timeout_s: float = 10.0) -> None:
-    """Block until ``host:port`` accepts TCP connections; TimeoutError after ``timeout_s``."""
+def port_is_free(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:``port`` now (as mosquitto does: with SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(host: str, port: int, timeout_s: float = 10.0, alive: Callable[[], bool] = lambda: True) -> None:
+    """Block until ``host:port`` accepts TCP connections; TimeoutError after ``timeout_s``, RuntimeError as soon as
+    ``alive()`` (the process that should listen) is False."""
     deadline = time.monotonic() + timeout_s
     while True:
+        if not alive():
+            raise RuntimeError(f"the broker process exited before listening on {host}:{port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
@@ -56,12 +72,17 @@ class EmbeddedBroker:
     """A broker on 127.0.0.1 for the lifetime of this object (context manager).
 
     Args:
-        port: TCP port; 0 picks a free one.
+        port: TCP port; 0 picks ``preferred_port`` when it is free, else a free one.
         prefer: ``"mosquitto"`` (fall back to amqtt when absent), ``"mosquitto-only"`` or ``"amqtt"``.
         extra_config: lines appended to the mosquitto config (listeners, TLS, ACL …) for tests and deployments.
+        preferred_port: the port to take when ``port`` is 0 and it is free (``beatssl-edge run``: 1883, so that
+            clients with default settings find the broker).
     """
 
-    def __init__(self, port: int = 0, prefer: str = "mosquitto", extra_config: str = ""):
+    def __init__(self, port: int = 0, prefer: str = "mosquitto", extra_config: str = "",
+                 preferred_port: int | None = None):
+        if not port and preferred_port is not None and port_is_free(preferred_port):
+            port = preferred_port
         self.port = port or free_port()
         self.prefer = prefer
         self.extra_config = extra_config
@@ -71,6 +92,7 @@ class EmbeddedBroker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._amqtt = None
+        self._log = Path()
 
     @property
     def address(self) -> BrokerAddress:
@@ -90,7 +112,15 @@ class EmbeddedBroker:
         else:
             self._start_amqtt()
         if self.kind == "mosquitto":
-            wait_for_port("127.0.0.1", self.port)
+            proc = self._proc
+            try:
+                wait_for_port("127.0.0.1", self.port, alive=lambda: proc is not None and proc.poll() is None)
+            except RuntimeError:
+                lines = self._log.read_text(errors="replace").split("\n") if self._log.is_file() else []
+                said = [line for line in lines if line.strip()]
+                self.stop()
+                raise RuntimeError(f"mosquitto did not start on 127.0.0.1:{self.port}: "
+                                   f"{said[-1] if said else 'it exited'}") from None
         log.info("embedded %s broker on %s", self.kind, self.address)
         return self
 
@@ -99,13 +129,19 @@ class EmbeddedBroker:
         conf = Path(self._tmp.name) / "mosquitto.conf"
         body = self.extra_config or f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
         conf.write_text(f"persistence false\nmax_queued_messages 100000\n{body}")
-        self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        # its log goes to a file (a pipe nobody reads would fill up and stall the broker); read on a failed start
+        self._log = Path(self._tmp.name) / "mosquitto.log"
+        with open(self._log, "wb") as log_file:
+            self._proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file,
+                                          start_new_session=True)
         self.kind = "mosquitto"
 
     def _start_amqtt(self) -> None:
-        from amqtt.broker import Broker
+        try:
+            from amqtt.broker import Broker
+        except ModuleNotFoundError:
+            raise RuntimeError("neither mosquitto nor the in-process broker is installed: apt-get install mosquitto, "
+                               "or pip install 'beatssl-edge[broker]'") from None
 
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},

@@ -21,40 +21,57 @@ from paho.mqtt.properties import Properties
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
+#: URL schemes of a broker address and whether they mean TLS
+SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
 
 
 @dataclass(frozen=True)
 class BrokerAddress:
-    """Host and TCP port of an MQTT broker."""
+    """Host and TCP port of an MQTT broker; ``tls`` when the address said so (``mqtts://``)."""
 
     host: str
     port: int = DEFAULT_PORT
+    tls: bool = False
 
     @classmethod
     def parse(cls, text: str) -> BrokerAddress:
-        """Parse ``HOST[:PORT]`` (``[v6addr]:PORT`` for IPv6). Raises ValueError with a clear message."""
+        """Parse ``HOST[:PORT]`` (``[v6addr]:PORT`` for IPv6), optionally as a URL ``mqtt://HOST[:PORT]`` or
+        ``mqtts://HOST[:PORT]`` (TLS; default port 8883). Raises ValueError with a clear message."""
         text = text.strip()
         if not text:
             raise ValueError("broker address is empty; expected HOST:PORT")
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            port_text = rest.lstrip(":")
-        elif text.count(":") == 1:
-            host, port_text = text.split(":")
+        tls = False
+        rest = text
+        if "://" in text:
+            scheme, _, rest = text.partition("://")
+            if scheme.lower() not in SCHEMES:
+                raise ValueError(f"broker address {text!r}: unknown scheme {scheme!r}; expected "
+                                 f"{' or '.join(s + '://' for s in SCHEMES)}")
+            tls = SCHEMES[scheme.lower()]
+            rest = rest.rstrip("/")
+            if "/" in rest:
+                raise ValueError(f"broker address {text!r} has a path; expected {scheme}://HOST:PORT")
+        if rest.startswith("["):
+            host, _, after = rest[1:].partition("]")
+            port_text = after.lstrip(":")
+        elif rest.count(":") == 1:
+            host, port_text = rest.split(":")
         else:
-            host, port_text = text, ""
+            host, port_text = rest, ""
         if not host:
             raise ValueError(f"broker address {text!r} has no host; expected HOST:PORT")
         try:
-            port = int(port_text) if port_text else DEFAULT_PORT
+            port = int(port_text) if port_text else (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
         except ValueError:
             raise ValueError(f"broker port {port_text!r} is not a number; expected HOST:PORT") from None
         if not 0 < port < 65536:
             raise ValueError(f"broker port {port} is outside 1..65535")
-        return cls(host, port)
+        return cls(host, port, tls)
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts://' if self.tls else ''}{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,8 @@ class MqttSettings:
         keepalive_s: keep-alive interval (s).
         client_id: explicit client id; empty means ``<prefix>-<random>``.
         username / password: credentials (the password never comes from the command line; see the CLIs).
-        tls_ca / tls_cert / tls_key: PEM files; giving ``tls_ca`` (or ``tls_insecure``) turns TLS on.
+        tls_ca / tls_cert / tls_key: PEM files; giving one of them, ``tls_insecure`` or an ``mqtts://`` broker
+            address turns TLS on (without ``tls_ca``: the system's CA certificates).
         tls_insecure: skip server hostname/certificate verification (testing only; loudly warned about).
         max_queued: bound on outgoing messages held while the broker is away; beyond it they are counted as dropped.
     """
@@ -83,10 +101,19 @@ class MqttSettings:
     tls_key: Path | None = None
     tls_insecure: bool = False
     max_queued: int = 10_000
+    #: how long (s) the broker keeps a persistent session (subscriptions + queued QoS 1 messages) after a
+    #: disconnect: an edge restarted within it receives what arrived meanwhile (MQTT 5; 3.1.1 brokers keep it
+    #: until their own limit)
+    session_expiry_s: int = 3600
 
     @property
     def mqtt5(self) -> bool:
         return self.protocol == "5"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection uses TLS."""
+        return self.broker.tls or self.tls_ca is not None or self.tls_cert is not None or self.tls_insecure
 
 
 def read_password(password_file: Path | None, env_var: str = "BEATSSL_MQTT_PASSWORD") -> str | None:
@@ -100,23 +127,34 @@ def make_client(
     settings: MqttSettings,
     prefix: str,
     will: tuple[str, bytes] | None = None,
+    session_id: str | None = None,
 ) -> paho.Client:
     """A configured, not yet connected paho client.
 
+    Session policy: a client made with ``session_id`` (an edge node) has that stable client id (or
+    ``settings.client_id``) and a persistent session (MQTT 5 clean start false with ``settings.session_expiry_s``,
+    connect with :func:`connect_properties`; 3.1.1 clean session false), so the broker queues its QoS 1
+    subscriptions while it is down or restarting. Every other client (viewers, simulator, tests) gets
+    ``prefix`` plus a random suffix and a clean session, so two of them never take each other's id. Reconnects back
+    off from 1 to 2 s: a short broker outage costs about a second, not the 8 s of a long back-off.
+
     Args:
         settings: connection settings.
-        prefix: client-id prefix used when ``settings.client_id`` is empty.
+        prefix: client-id prefix used when ``settings.client_id`` is empty and there is no ``session_id``.
         will: ``(topic, payload)`` of a retained QoS 1 Last Will, or None.
+        session_id: the stable client id of a persistent session (``settings.client_id`` wins when set).
     """
-    client_id = settings.client_id or f"{prefix}-{uuid.uuid4().hex[:8]}"
+    persistent = session_id is not None
+    client_id = settings.client_id or session_id or f"{prefix}-{uuid.uuid4().hex[:8]}"
     proto = paho.MQTTv5 if settings.mqtt5 else paho.MQTTv311
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+    kwargs = {} if settings.mqtt5 else {"clean_session": not persistent}
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
     client.max_queued_messages_set(settings.max_queued)
     client.max_inflight_messages_set(200)
-    client.reconnect_delay_set(min_delay=1, max_delay=8)
+    client.reconnect_delay_set(min_delay=1, max_delay=2)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
-    if settings.tls_ca is not None or settings.tls_cert is not None or settings.tls_insecure:
+    if settings.tls:
         client.tls_set(
             ca_certs=str(settings.tls_ca) if settings.tls_ca else None,
             certfile=str(settings.tls_cert) if settings.tls_cert else None,
@@ -136,7 +174,7 @@ def connect_properties(settings: MqttSettings) -> Properties | None:
     if not settings.mqtt5:
         return None
     props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 300
+    props.SessionExpiryInterval = settings.session_expiry_s
     return props
 
 
