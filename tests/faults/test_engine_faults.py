@@ -118,3 +118,13 @@ def test_explicit_tensorrt_that_will_not_load_is_one_line(garbage_plan_engine: P
     with pytest.raises(EngineError, match=r"^backend 'tensorrt' cannot load engine 'engine': .+") as info:
         load_engine(garbage_plan_engine, backend="tensorrt", openers=OPENERS_UNDER_TEST)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(TRT_REASON is not None, reason=f"TensorRT unavailable: {TRT_REASON}")
+def test_real_tensorrt_refuses_the_garbage_plan(garbage_plan_engine: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(EngineError, match=r"could not deserialise the plan \(built with TensorRT 10\.0\.0 on another"):
+        load_engine(garbage_plan_engine, backend="tensorrt")
+    with caplog.at_level(logging.WARNING, logger="edge.inference.engine"), load_engine(garbage_plan_engine) as engine:
+        assert engine.backend.name == "onnxruntime"
+    assert sum("model.plan will not load" in r.getMessage() for r in caplog.records) == 1
