@@ -534,3 +534,13 @@ def test_tensorrt_two_input_beat_engine(beat_engine: tuple[Path, object], data_d
         np.testing.assert_allclose(
             trt_engine.infer(windows, features), ort_engine.infer(windows, features), atol=1e-3, rtol=0
         )
+
+
+def test_feature_names_on_a_one_input_model_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(2, 5))
+    with pytest.raises(BuildError, match=r"^the ONNX export of forward\(x, features\[3\]\) failed: .*positional") as e:
+        build_engine_from_model(model, _beat_meta(), tmp_path / "e", data_dir=data_dir)
+    assert "\n" not in str(e.value) and list(tmp_path.iterdir()) == []

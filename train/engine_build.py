@@ -236,7 +236,12 @@ def _build_into(
         feats = reference_features(len(raw), len(feature_names)) if feature_names else None
         return normalise(raw, spec), feats, where
 
-    export_onnx(model, onnx_path, channels, window, len(feature_names), feature_input)
+    try:
+        export_onnx(model, onnx_path, channels, window, len(feature_names), feature_input)
+    except (TypeError, RuntimeError) as e:  # e.g. forward(x, features) vs feature_names, an op ONNX lacks
+        inputs = f"(x, features[{len(feature_names)}])" if feature_names else "(x)"
+        first = str(e).splitlines()[0] if str(e).strip() else repr(e)
+        raise BuildError(f"the ONNX export of forward{inputs} failed: {first}") from e
     x, features, where = check_inputs(CHECK_WINDOWS)
     want = torch_logits(model, x, features)
     second = feature_input if feature_names else None
