@@ -1,0 +1,199 @@
+"""Alarm conditions of one device, with IEC 60601-1-8 priorities, configurable limits, latching and acknowledgement.
+
+:class:`AlarmMonitor` reads the :meth:`edge.interpret.episodes.EpisodeTracker.snapshot` after every beat or signal
+chunk and raises / clears alarms. Each condition is decided from the tracker's own state (episodes, the live V run,
+the lead status, the time since the last beat), never from segmentation windows, so the life-threatening ones fire
+as soon as the beat detector and the signal say so:
+
+==========  ========  =====================================================================================  ========
+alarm       priority  condition (limits in :class:`AlarmLimits`)                                             needs
+==========  ========  =====================================================================================  ========
+asystole    high      the tracker's ASYSTOLE episode (no beat ≥ 4 s on a usable signal)                      beats
+vf          high      the tracker's VFL episode (VF filter on the signal)                                    signal
+vt          high      the live V run has ≥ ``vt_run_beats`` (5) beats at > ``vt_rate_bpm`` (100 bpm)        classes
+brady       high      HR < ``brady_bpm`` (40 bpm, extreme bradycardia)                                       beats
+tachy       high      HR > ``tachy_bpm`` (150 bpm, extreme tachycardia)                                      beats
+pause       medium    no beat for > ``pause_s`` (3 s), or a completed RR > ``pause_s``                       beats
+af          medium    the tracker's AFIB episode (raised at its onset)                                       beats
+lead_off    low       technical: the lead is flat or saturated (never reported as asystole)                  signal
+==========  ========  =====================================================================================  ========
+
+Without beat classes the vt alarm cannot fire (no V run); VT then shows as extreme tachycardia (tachy, > 150 bpm)
+when fast enough, and as asystole / vf when it degenerates. HR is the tracker's median of the last 8 N–N intervals.
+
+Each :class:`AlarmEvent` carries ``time_s``, the device time at which the condition began, and ``at_s``, when the
+monitor decided. A latched type (``AlarmLimits.latching``; asystole, vf, vt by default) stays raised after its
+condition ends until :meth:`AlarmMonitor.acknowledge`; acknowledging an alarm whose condition persists silences it
+(``acknowledged``) and it clears when the condition ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+#: Alarm types and their IEC 60601-1-8 priorities.
+ALARM_PRIORITY: dict[str, str] = {
+    "asystole": "high", "vf": "high", "vt": "high", "brady": "high", "tachy": "high",
+    "pause": "medium", "af": "medium", "lead_off": "low",
+}
+#: Technical (equipment) alarms; all others are physiological.
+TECHNICAL_ALARMS: frozenset[str] = frozenset({"lead_off"})
+
+
+@dataclass(frozen=True)
+class AlarmLimits:
+    """Per-device alarm limits; invalid values raise ValueError with one line.
+
+    Attributes:
+        brady_bpm: extreme bradycardia limit (bpm): alarm below it.
+        tachy_bpm: extreme tachycardia limit (bpm): alarm above it.
+        pause_s: pause limit (s): alarm when no beat comes for longer.
+        vt_run_beats: V beats in a run before the vt alarm (the VT episode starts at 3).
+        vt_rate_bpm: rate (bpm) the V run must exceed.
+        latching: alarm types that stay raised until acknowledged.
+        enabled: alarm types that may be raised at all.
+    """
+
+    brady_bpm: float = 40.0
+    tachy_bpm: float = 150.0
+    pause_s: float = 3.0
+    vt_run_beats: int = 5
+    vt_rate_bpm: float = 100.0
+    latching: frozenset[str] = field(default_factory=lambda: frozenset({"asystole", "vf", "vt"}))
+    enabled: frozenset[str] = field(default_factory=lambda: frozenset(ALARM_PRIORITY))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "latching", frozenset(self.latching))
+        object.__setattr__(self, "enabled", frozenset(self.enabled))
+        if not 10.0 <= self.brady_bpm < self.tachy_bpm <= 350.0:
+            raise ValueError(f"alarm limits need 10 <= brady_bpm < tachy_bpm <= 350 bpm, got brady_bpm="
+                             f"{self.brady_bpm}, tachy_bpm={self.tachy_bpm}")
+        if not 1.0 <= self.pause_s <= 10.0:
+            raise ValueError(f"alarm limit pause_s must be within 1..10 s, got {self.pause_s}")
+        if not 3 <= self.vt_run_beats <= 20 or not 60.0 <= self.vt_rate_bpm <= 250.0:
+            raise ValueError(f"alarm limits need vt_run_beats in 3..20 and vt_rate_bpm in 60..250, got "
+                             f"{self.vt_run_beats}, {self.vt_rate_bpm}")
+        unknown = (self.latching | self.enabled) - set(ALARM_PRIORITY)
+        if unknown:
+            raise ValueError(f"unknown alarm types {sorted(unknown)}; known: {sorted(ALARM_PRIORITY)}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> AlarmLimits:
+        """Defaults overridden by ``values`` (e.g. a device's config table); unknown keys raise ValueError."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown alarm limit {unknown[0]!r}; known: {sorted(names)}")
+        return cls(**dict(values))
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    """An alarm was raised or cleared.
+
+    Attributes:
+        type: alarm type (:data:`ALARM_PRIORITY` keys); priority: ``high`` / ``medium`` / ``low``;
+        state: ``"raised"`` or ``"cleared"``; time_s: device time the condition began (s);
+        at_s: device time the monitor decided (s); technical: True for equipment alarms (lead_off).
+    """
+
+    type: str
+    priority: str
+    state: str
+    time_s: float
+    at_s: float
+    technical: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "priority": self.priority, "state": self.state, "time_s": round(self.time_s, 3),
+                "at_s": round(self.at_s, 3), "technical": self.technical}
+
+
+@dataclass
+class _Alarm:
+    raised: bool = False
+    condition: bool = False
+    acknowledged: bool = False
+    time_s: float = 0.0
+
+
+class AlarmMonitor:
+    """Alarm state of one device. :meth:`update` with each tracker snapshot; :meth:`acknowledge` from the operator."""
+
+    def __init__(self, limits: AlarmLimits | None = None):
+        self.limits = limits or AlarmLimits()
+        self.reset()
+
+    def reset(self) -> None:
+        self._alarms: dict[str, _Alarm] = {name: _Alarm() for name in ALARM_PRIORITY}
+        self._last_rr_beat: float | None = None
+
+    def conditions(self, snap: Mapping[str, Any]) -> dict[str, float | None]:
+        """Onset time (s) of every alarm condition present in a tracker snapshot, None when absent."""
+        lim, now, active = self.limits, snap.get("now_s") or 0.0, snap.get("active", {})
+        hr, last_beat = snap.get("hr_bpm"), snap.get("last_beat_s")
+        run, rate = snap.get("vt_run_beats", 0), snap.get("vt_run_rate_bpm")
+        pause = None
+        if last_beat is not None and now - last_beat > lim.pause_s and "ASYSTOLE" not in active:
+            pause = last_beat
+        rr = snap.get("last_rr_s")
+        if pause is None and rr is not None and rr > lim.pause_s and last_beat != self._last_rr_beat:
+            pause = last_beat - rr  # a pause seen only when the beat after it came
+            self._last_rr_beat = last_beat
+        return {
+            "asystole": active.get("ASYSTOLE"),
+            "vf": active.get("VFL"),
+            "vt": snap.get("vt_run_start_s") if run >= lim.vt_run_beats and rate and rate > lim.vt_rate_bpm else None,
+            "brady": now if hr is not None and hr < lim.brady_bpm else None,
+            "tachy": now if hr is not None and hr > lim.tachy_bpm else None,
+            "pause": pause,
+            "af": active.get("AFIB"),
+            "lead_off": snap.get("signal_since_s") if snap.get("signal") == "lead_off" else None,
+        }
+
+    def update(self, snap: Mapping[str, Any]) -> list[AlarmEvent]:
+        """Raise / clear alarms from one :meth:`EpisodeTracker.snapshot`; returns the events, in type order."""
+        now = snap.get("now_s") or 0.0
+        events = []
+        for name, began in self.conditions(snap).items():
+            if name not in self.limits.enabled:
+                continue
+            alarm = self._alarms[name]
+            present = began is not None
+            if present and not alarm.raised:
+                alarm.raised, alarm.acknowledged, alarm.time_s = True, False, float(began)  # type: ignore[arg-type]
+                events.append(self._event(name, "raised", now))
+            elif not present and alarm.condition and alarm.raised:
+                if name not in self.limits.latching or alarm.acknowledged:
+                    alarm.raised = False
+                    events.append(self._event(name, "cleared", now))
+            alarm.condition = present
+        return events
+
+    def acknowledge(self, alarm_type: str, at_s: float) -> list[AlarmEvent]:
+        """Operator acknowledgement at device time ``at_s`` (s): clears a latched alarm whose condition has ended;
+        an alarm whose condition persists is marked acknowledged and clears when the condition ends."""
+        if alarm_type not in ALARM_PRIORITY:
+            raise ValueError(f"unknown alarm type {alarm_type!r}; known: {sorted(ALARM_PRIORITY)}")
+        alarm = self._alarms[alarm_type]
+        if not alarm.raised:
+            return []
+        alarm.acknowledged = True
+        if alarm.condition:
+            return []
+        alarm.raised = False
+        return [self._event(alarm_type, "cleared", at_s)]
+
+    def raised(self) -> dict[str, dict[str, Any]]:
+        """The raised alarms: type -> priority, time_s, acknowledged, and whether the condition is still present."""
+        return {name: {"priority": ALARM_PRIORITY[name], "time_s": a.time_s, "acknowledged": a.acknowledged,
+                       "condition": a.condition} for name, a in self._alarms.items() if a.raised}
+
+    def _event(self, name: str, state: str, at_s: float) -> AlarmEvent:
+        return AlarmEvent(name, ALARM_PRIORITY[name], state, self._alarms[name].time_s, float(at_s),
+                          name in TECHNICAL_ALARMS)
+
+    def __repr__(self) -> str:
+        return f"AlarmMonitor(raised={sorted(self.raised())})"

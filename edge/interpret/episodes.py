@@ -1,0 +1,337 @@
+"""The per-device rhythm-episode state machine: small per-condition detectors combined into one call.
+
+:class:`EpisodeTracker` takes the beats of one device (:class:`~edge.interpret.events.BeatEvent`, in time order)
+and chunks of its band-passed monitored lead at the internal rate, and emits :class:`EpisodeEvent` starts / ends and
+:class:`RhythmCall` changes. Each condition has its own detector, threshold and evidence:
+
+============  ==========================================================================================  ==========
+type          rule                                                                                        input
+============  ==========================================================================================  ==========
+AFIB          :class:`edge.interpret.af.AFDetector` (RR irregularity + P-wave evidence; AFL not told apart) beats
+VT            ≥ ``vt_min_beats`` (3) consecutive V beats at > ``vt_rate_bpm`` (100 bpm)                   classes
+SVTA          ≥ ``svta_min_beats`` (3) consecutive S beats at > ``svta_rate_bpm`` (100 bpm)                classes
+B / T         ≥ ``bigeminy_cycles`` N V / ``trigeminy_cycles`` N N V cycles in a row                       classes
+VFL           VF filter + dominant frequency 2.5–7.5 Hz (:class:`edge.interpret.ventricular.VFDetector`)   signal
+SBR / STACH   median HR of the last ``rate_beats`` (8) N–N intervals < ``brady_bpm`` (60) / > ``tachy_bpm``  beats
+              (100), off again 2 bpm inside the limit
+PAUSE         no beat for > ``pause_s`` (2 s)                                                              beats+clock
+ASYSTOLE      no beat for ≥ ``asystole_s`` (4 s) while the signal stayed usable (never on lead-off/noise) beats+signal
+PACED         ≥ ``paced_fraction`` (60 %) of the last ``paced_beats`` (16) beats classed Q                  classes
+NOISE         the lead is lead-off or noise (:class:`edge.interpret.signal_quality.SignalQuality`)           signal
+============  ==========================================================================================  ==========
+
+The rhythm call is the active episode highest in :data:`CALL_PRIORITY` (``N`` when none), with ``since`` its onset.
+Without classes VT, SVTA, B, T and PACED never start; AFIB, rates, PAUSE, ASYSTOLE, VFL and NOISE still work.
+Silence is measured against the signal clock minus ``beat_latency_s`` (the beat detector decides a beat up to
+~0.3 s after its R peak), so a beat still in the detector does not make a pause.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.ecg import INTERNAL_FS_HZ
+from edge.interpret.af import AFConfig, AFDetector
+from edge.interpret.events import BeatEvent, EpisodeEvent, EpisodeState, RhythmCall
+from edge.interpret.signal_quality import SignalQuality
+from edge.interpret.ventricular import PatternDetector, RunDetector, VFDetector
+
+#: Rhythm call priority, highest first.
+CALL_PRIORITY: tuple[str, ...] = (
+    "NOISE", "ASYSTOLE", "VFL", "VT", "PAUSE", "AFIB", "SVTA", "PACED", "B", "T", "STACH", "SBR",
+)
+#: Window of the per-minute ectopic counts (s) and of the AF burden (s).
+COUNT_WINDOW_S = 60.0
+BURDEN_WINDOW_S = 3600.0
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """Limits of the episode detectors (defaults as in the module table)."""
+
+    brady_bpm: float = 60.0
+    tachy_bpm: float = 100.0
+    rate_beats: int = 8
+    pause_s: float = 2.0
+    asystole_s: float = 4.0
+    vt_min_beats: int = 3
+    vt_rate_bpm: float = 100.0
+    svta_min_beats: int = 3
+    svta_rate_bpm: float = 100.0
+    bigeminy_cycles: int = 3
+    trigeminy_cycles: int = 3
+    paced_fraction: float = 0.6
+    paced_beats: int = 16
+    beat_latency_s: float = 0.3
+    af: AFConfig = field(default_factory=AFConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.brady_bpm < self.tachy_bpm:
+            raise ValueError(f"need 0 < brady_bpm < tachy_bpm, got {self.brady_bpm}, {self.tachy_bpm}")
+        if not 0 < self.pause_s <= self.asystole_s:
+            raise ValueError(f"need 0 < pause_s <= asystole_s, got {self.pause_s}, {self.asystole_s}")
+        if self.rate_beats < 1 or self.paced_beats < 1 or not 0 < self.paced_fraction <= 1:
+            raise ValueError("rate_beats and paced_beats must be >= 1 and paced_fraction in (0, 1]")
+
+
+class RateDetector:
+    """SBR and STACH from the median HR (bpm) of the last ``beats`` N–N intervals (beats classed N or unclassed).
+
+    Onsets and offsets are dated to the middle of the window when the call switches.
+    """
+
+    HYSTERESIS_BPM = 2.0
+
+    def __init__(self, brady_bpm: float, tachy_bpm: float, beats: int):
+        self.brady_bpm, self.tachy_bpm = float(brady_bpm), float(tachy_bpm)
+        self.brady, self.tachy = EpisodeState("SBR"), EpisodeState("STACH")
+        self._rr: deque[float] = deque(maxlen=int(beats))
+        self._t: deque[float] = deque(maxlen=int(beats))
+        self._prev_sinus = False
+        self.hr_bpm: float | None = None
+
+    def reset(self) -> None:
+        self._rr.clear()
+        self._t.clear()
+        self._prev_sinus = False
+        self.hr_bpm = None
+        self.brady.reset()
+        self.tachy.reset()
+
+    def push(self, beat: BeatEvent) -> list[EpisodeEvent]:
+        sinus = beat.cls in (None, "N")
+        ok = sinus and self._prev_sinus and beat.rr_s is not None and 0.24 <= beat.rr_s <= 3.0
+        self._prev_sinus = sinus
+        if not ok:
+            return []
+        self._rr.append(float(beat.rr_s))  # type: ignore[arg-type]
+        self._t.append(beat.time_s)
+        if len(self._rr) < self._rr.maxlen:  # type: ignore[operator]
+            return []
+        self.hr_bpm = 60.0 / float(np.median(self._rr))
+        mid, now, h = self._t[len(self._t) // 2], beat.time_s, self.HYSTERESIS_BPM
+        events: list[EpisodeEvent] = []
+        if self.hr_bpm < self.brady_bpm:
+            events += self.brady.start(mid, now)
+        elif self.hr_bpm >= self.brady_bpm + h:
+            events += self.brady.end(mid, now)
+        if self.hr_bpm > self.tachy_bpm:
+            events += self.tachy.start(mid, now)
+        elif self.hr_bpm <= self.tachy_bpm - h:
+            events += self.tachy.end(mid, now)
+        return events
+
+    def flush(self, end_s: float) -> list[EpisodeEvent]:
+        return self.brady.end(end_s, end_s) + self.tachy.end(end_s, end_s)
+
+
+class PacedDetector:
+    """PACED while at least ``fraction`` of the last ``beats`` classed beats are Q (paced / unclassifiable)."""
+
+    def __init__(self, fraction: float, beats: int):
+        self.fraction = float(fraction)
+        self._q: deque[tuple[float, bool]] = deque(maxlen=int(beats))
+        self.state = EpisodeState("PACED")
+
+    def reset(self) -> None:
+        self._q.clear()
+        self.state.reset()
+
+    def push(self, beat: BeatEvent) -> list[EpisodeEvent]:
+        if beat.cls is None:
+            return []
+        self._q.append((beat.time_s, beat.cls == "Q"))
+        if len(self._q) < self._q.maxlen:  # type: ignore[operator]
+            return []
+        frac = sum(q for _, q in self._q) / len(self._q)
+        if frac >= self.fraction:
+            first_q = next(t for t, q in self._q if q)
+            return self.state.start(first_q, beat.time_s)
+        if frac < self.fraction / 2:
+            return self.state.end(beat.time_s, beat.time_s)
+        return []
+
+    def flush(self, end_s: float) -> list[EpisodeEvent]:
+        return self.state.end(end_s, end_s)
+
+
+class EpisodeTracker:
+    """All episode detectors of one device, one call, the ectopic counts and the AF burden.
+
+    Feed beats with :meth:`push_beat` and the band-passed monitored lead with :meth:`push_signal`, both in device
+    time order (a beat pushed after the signal that contains it is fine); :meth:`flush` at the end of a stream.
+    :meth:`snapshot` returns the state that the alarm layer reads.
+    """
+
+    def __init__(self, config: EpisodeConfig | None = None, fs_hz: float = INTERNAL_FS_HZ):
+        self.config = c = config or EpisodeConfig()
+        self.fs_hz = float(fs_hz)
+        self.af = AFDetector(c.af)
+        self.vt = RunDetector("VT", "V", c.vt_min_beats, c.vt_rate_bpm)
+        self.svta = RunDetector("SVTA", "S", c.svta_min_beats, c.svta_rate_bpm)
+        self.bigeminy = PatternDetector("B", 1, c.bigeminy_cycles)
+        self.trigeminy = PatternDetector("T", 2, c.trigeminy_cycles)
+        self.rate = RateDetector(c.brady_bpm, c.tachy_bpm, c.rate_beats)
+        self.paced = PacedDetector(c.paced_fraction, c.paced_beats)
+        self.vf = VFDetector(self.fs_hz)
+        self.quality = SignalQuality(self.fs_hz)
+        self.pause = EpisodeState("PAUSE")
+        self.asystole = EpisodeState("ASYSTOLE")
+        self.noise = EpisodeState("NOISE")
+        self._beat_detectors = (self.af, self.vt, self.svta, self.bigeminy, self.trigeminy, self.rate, self.paced)
+        self.reset()
+
+    def reset(self) -> None:
+        for det in (*self._beat_detectors, self.vf, self.quality):
+            det.reset()
+        for st in (self.pause, self.asystole, self.noise):
+            st.reset()
+        self.now_s: float | None = None
+        self.last_beat_s: float | None = None
+        self.last_rr_s: float | None = None
+        self._stream_start_s: float | None = None
+        self._unusable_since_beat = False
+        self._ectopic: deque[tuple[float, str]] = deque()
+        self._af_spans: deque[tuple[float, float]] = deque()  # closed AF spans (s) within the burden window
+        self.call = RhythmCall("N", 0.0, 0.0)
+
+    # ------------------------------------------------------------------ inputs
+    def push_beat(self, beat: BeatEvent) -> list[EpisodeEvent | RhythmCall]:
+        """Feed one beat; returns the episode events and rhythm-call change it causes."""
+        events: list[EpisodeEvent] = []
+        if self._stream_start_s is None:
+            self._stream_start_s = beat.time_s
+        events += self.asystole.end(beat.time_s, beat.time_s)
+        if self.pause.active:
+            events += self.pause.end(beat.time_s, beat.time_s)
+        elif self.last_beat_s is not None and beat.time_s - self.last_beat_s > self.config.pause_s:
+            events += self.pause.start(self.last_beat_s, beat.time_s) + self.pause.end(beat.time_s, beat.time_s)
+        self.last_rr_s = None if self.last_beat_s is None else beat.time_s - self.last_beat_s
+        self.last_beat_s = beat.time_s
+        self._unusable_since_beat = not self.quality.usable
+        self.now_s = max(self.now_s or beat.time_s, beat.time_s)
+        if beat.cls in ("V", "S"):
+            self._ectopic.append((beat.time_s, beat.cls))
+        if not self.noise.active:
+            for det in self._beat_detectors:
+                events += det.push(beat)
+        return self._finish(events)
+
+    def push_signal(self, chunk_mv: np.ndarray, t0_s: float) -> list[EpisodeEvent | RhythmCall]:
+        """Feed band-passed samples ``(n,)`` mV at ``fs_hz`` whose first sample is at device time ``t0_s`` (s)."""
+        chunk = np.asarray(chunk_mv, dtype=float).ravel()
+        if self._stream_start_s is None:
+            self._stream_start_s = t0_s
+        events: list[EpisodeEvent] = []
+        for status, since in self.quality.push(chunk, t0_s):
+            if status == "ok":
+                events += self.noise.end(since, since)
+            else:
+                self._unusable_since_beat = True
+                events += self.asystole.end(since, since)
+                events += self.noise.start(since, since)
+        events += self.vf.push(chunk, t0_s, usable=self.quality.usable)
+        self.now_s = t0_s + chunk.size / self.fs_hz
+        events += self._silence(self.now_s)
+        return self._finish(events)
+
+    def flush(self) -> list[EpisodeEvent | RhythmCall]:
+        """End of stream: close every active episode at the last device time seen."""
+        end = self.now_s if self.now_s is not None else 0.0
+        events: list[EpisodeEvent] = []
+        for det in (*self._beat_detectors, self.vf):
+            events += det.flush(end)
+        for st in (self.pause, self.asystole, self.noise):
+            events += st.end(end, end)
+        return self._finish(events)
+
+    # ------------------------------------------------------------------ internals
+    def _silence(self, now_s: float) -> list[EpisodeEvent]:
+        ref = self.last_beat_s if self.last_beat_s is not None else self._stream_start_s
+        if ref is None:
+            return []
+        quiet = now_s - self.config.beat_latency_s - ref
+        events: list[EpisodeEvent] = []
+        if quiet > self.config.pause_s and self.last_beat_s is not None:
+            events += self.pause.start(ref, now_s)
+        if quiet >= self.config.asystole_s and self.quality.usable and not self._unusable_since_beat:
+            events += self.asystole.start(ref, now_s)
+        return events
+
+    def _finish(self, events: list[EpisodeEvent]) -> list[EpisodeEvent | RhythmCall]:
+        for ev in events:
+            if ev.type == "AFIB" and ev.kind == "end":
+                self._af_spans.append((ev.start_s, ev.end_s))  # type: ignore[arg-type]
+        out: list[EpisodeEvent | RhythmCall] = list(events)
+        rhythm, since = "N", None
+        for name in CALL_PRIORITY:
+            start = self._active_start(name)
+            if start is not None:
+                rhythm, since = name, start
+                break
+        if rhythm != self.call.rhythm:
+            at = self.now_s if self.now_s is not None else 0.0
+            self.call = RhythmCall(rhythm, since if since is not None else at, at)
+            out.append(self.call)
+        return out
+
+    def _states(self) -> dict[str, EpisodeState]:
+        return {"NOISE": self.noise, "ASYSTOLE": self.asystole, "VFL": self.vf.state, "VT": self.vt.state,
+                "PAUSE": self.pause, "AFIB": self.af.state, "SVTA": self.svta.state, "PACED": self.paced.state,
+                "B": self.bigeminy.state, "T": self.trigeminy.state, "STACH": self.rate.tachy, "SBR": self.rate.brady}
+
+    def _active_start(self, name: str) -> float | None:
+        return self._states()[name].start_s
+
+    # ------------------------------------------------------------------ outputs
+    def ectopic_per_min(self) -> dict[str, float]:
+        """PVC (V) and PAC (S) beats in the last :data:`COUNT_WINDOW_S` (s), per minute."""
+        now = self.now_s or 0.0
+        while self._ectopic and self._ectopic[0][0] < now - COUNT_WINDOW_S:
+            self._ectopic.popleft()
+        span = min(COUNT_WINDOW_S, max(now - (self._stream_start_s or now), 1.0))
+        pvc = sum(1 for _, c in self._ectopic if c == "V")
+        pac = sum(1 for _, c in self._ectopic if c == "S")
+        return {"pvc_per_min": round(pvc * 60.0 / span, 1), "pac_per_min": round(pac * 60.0 / span, 1)}
+
+    def af_burden_pct(self) -> float:
+        """Percentage of the last hour (or of the stream, when shorter) spent in AFIB."""
+        now = self.now_s or 0.0
+        lo = max(now - BURDEN_WINDOW_S, self._stream_start_s if self._stream_start_s is not None else now)
+        while self._af_spans and self._af_spans[0][1] < lo:
+            self._af_spans.popleft()
+        spans = list(self._af_spans)
+        if self.af.state.start_s is not None:
+            spans.append((self.af.state.start_s, now))
+        total = sum(max(0.0, min(e, now) - max(s, lo)) for s, e in spans)
+        return round(100.0 * total / max(now - lo, 1e-9), 1) if now > lo else 0.0
+
+    def active(self) -> list[str]:
+        """Active episode types, in call priority."""
+        return [name for name in CALL_PRIORITY if self._active_start(name) is not None]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Printable state: the call, active episodes, HR, counts, burden, lead status, and the live VT run."""
+        return {
+            "now_s": self.now_s,
+            "rhythm": self.call.rhythm,
+            "since_s": self.call.since_s,
+            "active": {name: self._active_start(name) for name in self.active()},
+            "hr_bpm": None if self.rate.hr_bpm is None else round(self.rate.hr_bpm, 1),
+            **self.ectopic_per_min(),
+            "af_burden_pct": self.af_burden_pct(),
+            "signal": self.quality.status,
+            "signal_since_s": self.quality.since_s,
+            "last_beat_s": self.last_beat_s,
+            "last_rr_s": self.last_rr_s,
+            "vt_run_beats": self.vt.run_beats,
+            "vt_run_rate_bpm": self.vt.run_rate_bpm,
+            "vt_run_start_s": self.vt.run_start_s,
+        }
+
+    def __repr__(self) -> str:
+        return f"EpisodeTracker(call={self.call.rhythm} since {self.call.since_s:.1f} s, active={self.active()})"
