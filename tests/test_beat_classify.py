@@ -69,3 +69,44 @@ def test_read_beats_lead_rate_and_paced_record(data_dir: Path) -> None:
     assert paced.lead == "V5"
     counts = np.bincount(paced.labels, minlength=len(AAMI_CLASSES))
     assert counts[AAMI_CLASSES.index("Q")] == 2064
+
+
+def test_beat_task_refuses_ds2_in_training_or_validation(data_dir: Path) -> None:
+    from train.tasks import BeatClassifyTask
+
+    cfg = config.load("cpu-small-finetune-beats", {"data": {"root": str(data_dir)}})
+    with pytest.raises(ValueError, match="DS1"):
+        BeatClassifyTask(cfg, train_records=("101", "100"), val_records=("118",))
+    with pytest.raises(ValueError, match="DS1"):
+        BeatClassifyTask(cfg, train_records=("101",), val_records=("232",))
+    with pytest.raises(ValueError, match="DS1"):
+        BeatClassifyTask(cfg, train_records=("101",), val_records=("101",))
+
+
+def test_tiny_finetune_writes_a_checkpoint_whose_engine_loads(data_dir: Path, tmp_path: Path) -> None:
+    from edge.inference import load_engine
+    from train.checkpoint import read_checkpoint
+    from train.engine_build import build_engine
+    from train.loop import fit
+    from train.tasks import BeatClassifyTask
+
+    overrides = {
+        "data": {"root": str(data_dir), "label_fraction": 0.3},
+        "optim": {"epochs": 1, "batch_size": 256, "max_minutes": 2.0},
+        "run": {"out_dir": str(tmp_path / "run"), "resume": False, "device": "cpu"},
+    }
+    cfg = config.load("cpu-small-finetune-beats", overrides)
+    task = BeatClassifyTask(cfg, train_records=("101", "106"), val_records=("118",), test_records=("100",))
+    assert task.parts == {"train": ["101", "106"], "val": ["118"], "test": ["100"]}
+    fit(cfg, task)
+    meta = read_checkpoint(tmp_path / "run" / "model.pt")["meta"]
+    assert meta["split"] == task.parts and not set(meta["split"]["train"] + meta["split"]["val"]) & set(mitdb.DS2)
+    assert meta["feature_names"] == list(FEATURE_NAMES) and meta["class_names"] == list(AAMI_CLASSES)
+    assert max(meta["thresholds"]) == 1.0  # tuned on val, scaled into (0, 1]
+    build_engine(tmp_path / "run" / "model.pt", tmp_path / "engine", data_dir=data_dir)
+    engine = load_engine(tmp_path / "engine", backend="onnxruntime", threads=1)
+    rec = mitdb.read_beats(data_dir / "mitdb" / "100")
+    m = engine.manifest
+    windows, inside = mitdb.beat_windows(rec.signal_mv, rec.r_samples[:64], m.r_offset_samples, m.window_samples)
+    logits = engine.infer(windows[:, None], features=rr_features(rec.r_times_s)[:64][inside].astype(np.float32))
+    assert logits.shape == (int(inside.sum()), len(AAMI_CLASSES)) and np.isfinite(logits).all()

@@ -62,8 +62,9 @@ def ec57_scores(matrix: np.ndarray) -> dict[str, Any]:
 def tune_thresholds(labels: np.ndarray, probabilities: np.ndarray, rounds: int = 2) -> np.ndarray:
     """Per-class thresholds maximising F1(VEB) + F1(SVEB) on labelled beats (validation data only).
 
-    Coordinate search over :data:`THRESHOLD_GRID` for ``t_V`` then ``t_S`` (``rounds`` passes); the other
-    thresholds stay 1.
+    Coordinate search over :data:`THRESHOLD_GRID` for ``t_V`` then ``t_S`` (``rounds`` passes) with the other
+    thresholds at 1; then all are divided by the largest (the decisions do not change), so they lie in (0, 1] as
+    the engine manifest requires.
     """
     t = np.ones(len(AAMI_CLASSES))
 
@@ -75,7 +76,7 @@ def tune_thresholds(labels: np.ndarray, probabilities: np.ndarray, rounds: int =
         for c in (_V, _S):
             best = max(THRESHOLD_GRID, key=lambda v: objective(np.where(np.arange(len(t)) == c, v, t)))
             t[c] = best
-    return t
+    return t / t.max()
 
 
 def _f1(s: dict[str, Any]) -> float:

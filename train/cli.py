@@ -93,10 +93,12 @@ def pretrain(
 
 @app.command()
 def finetune(
-    task: str = typer.Option(..., help="classify (PTB-XL superclasses) | segment (LUDB P/QRS/T)."),
+    task: str = typer.Option(
+        ..., help="classify (PTB-XL superclasses) | segment (LUDB P/QRS/T) | beat-classify (MIT-BIH AAMI N/S/V/F/Q)."
+    ),
     config_name: str = ConfigOpt,
     init: str = typer.Option(None, help="Checkpoint whose encoder initialises the model ('' = from scratch)."),
-    label_fraction: float = typer.Option(None, help="Fraction of labelled training records used (0-1]."),
+    label_fraction: float = typer.Option(None, help="Fraction of labelled training records (beats) used (0-1]."),
     out: str = OutOpt,
     data_root: str = DataOpt,
     seed: int = SeedOpt,
@@ -123,8 +125,8 @@ def finetune(
             run__device=device, run__resume=resume,
         ),
     )  # fmt: skip
-    if cfg.task not in ("classify", "segment"):
-        raise typer.BadParameter(f"--task must be classify or segment, not {cfg.task!r}")
+    if cfg.task not in ("classify", "segment", "beat-classify"):
+        raise typer.BadParameter(f"--task must be classify, segment or beat-classify, not {cfg.task!r}")
     _run(cfg)
 
 
@@ -147,7 +149,7 @@ def evaluate(
         cfg.data.root = data_root
     cfg.run.init = ""
     task = make_task(cfg)
-    if meta["task"] == "classify":
+    if meta["task"] in ("classify", "beat-classify"):
         task.thresholds = [float(t) for t in meta["thresholds"]]
     metrics = task.evaluate(model, part)
     text = json.dumps(metrics, indent=2, default=float)
