@@ -1,31 +1,47 @@
-"""The edge application: MQTT in → per-device streams → MQTT out. All of the edge's concurrency lives here.
+"""The edge application: MQTT in → per-device streams → MQTT out. All of the edge's concurrency is wired here, in
+:meth:`EdgeApp.compose`, and torn down in :meth:`EdgeApp.stop`.
 
 Data flow (one place to read it)::
 
-    broker ──ecg/<dev>/samples──▶ paho network thread ──(device hash)──▶ worker queue k ──▶ worker thread k
-        worker k: decode + validate (edge.protocol) → DeviceStream.ingest (edge.pipeline.device: seq, resample,
-                  filter, detect, cut windows) → publish beats / status / errors / rhythm (QoS 1)
+    broker ──ecg/<dev>/samples──▶ ingest: paho network thread ──(device hash)──▶ inbox k ──▶ worker thread k
+        worker k: decode + validate (edge.protocol) → DeviceStream.push (edge.pipeline: sequence, clock,
+                  resample, filter, detect, cut windows) → publish beats / status / errors / rhythm (QoS 1)
                   → windows to the engine schedulers
-    scheduler per engine (edge.inference.batching): batches windows of all devices → Engine.infer → results back to the
-                  owning worker's queue → DeviceStream.on_result → publish segmented beats / rhythm labels
-    housekeeping thread: every second asks each worker to expire silent devices; publishes node health (retained)
+    scheduler per engine (edge.inference.batching): batches windows of all devices → Engine.infer → results back
+                  to the owning worker's inbox → DeviceStream.on_result → publish segmented beats / rhythm labels
+    housekeeping thread: every second asks each worker to expire silent devices (not while the node itself is cut
+                  off from the broker), republishes device status and node health (retained), and watches every
+                  thread: one that died makes the node *failed* (``failed`` is set, health says so, ``run`` exits 1).
 
 Threads: paho's network loop (callbacks only enqueue), ``workers`` worker threads (each owns the DeviceStreams of
 the devices hashed to it, so a device's chunks are processed in order and no lock guards stream state), one
-scheduler thread per loaded engine (the only user of that engine), and one housekeeping thread. A device's
-exception is caught, reported on its ``errors`` topic and its stream restarted; other devices go on. When a worker
-queue is full the network thread waits (up to ``enqueue_timeout_s``), which pushes back on the broker — it keeps the
-QoS 1 messages until we read them; only beyond that wait is a chunk dropped and counted (``overload``).
+scheduler thread per loaded engine (the only user of that engine), and one housekeeping thread. Every exception of
+one device's work (a chunk, an engine result, an expiry) is caught, reported on its ``errors`` topic (``internal``)
+and its stream restarted; other devices go on.
+
+Back-pressure, one rule per queue:
+  * inbox (chunks): bounded by ``queue_size`` chunks; the network thread waits up to ``enqueue_timeout_s`` for room,
+    which pushes back on the broker (it keeps QoS 1 messages until we read them); beyond that wait the chunk is
+    dropped and counted (``overload`` on the node's errors topic).
+  * scheduler (windows): bounded; a window that finds it full is answered at once with no result (the beat goes out
+    without waves, the rhythm message says ``inference_failed``), counted as ``rejected`` in health.
+  * results and control items are never dropped: they bypass the inbox bound (their number is bounded by the
+    schedulers' own bound).
+
+Shutdown order (:meth:`EdgeApp.stop`): ingest (unsubscribe; after the UNSUBACK no chunk comes) → devices (inboxes
+drained, every stream flushed, so beats in the detectors' look-ahead go out) → schedulers (every window submitted so
+far is run and its result handed back to the still-running workers: in-flight beats keep their waves) → workers →
+publisher (offline health, wait for the broker's PUBACKs, disconnect).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +72,10 @@ class EdgeConfig:
         enqueue_timeout_s: how long the network thread waits for room in a full worker queue before dropping the
             chunk (``overload``). Waiting pushes back on the broker (it holds QoS 1 messages for us) instead of
             losing data when input briefly outpaces processing.
-        stale_after_s: wall time without data after which a device is flushed and reported stale.
-        forget_after_s: wall time after which a stale device's state is dropped.
+        stale_after_s: wall time without data after which a device is flushed and reported stale (the clock is
+            paused while the node itself is disconnected from the broker).
+        forget_after_s: wall time without data after which a device's state is dropped.
+        max_devices: most devices held at once; chunks of further devices are dropped (``device_cap``).
         health_interval_s: period of the retained health message.
         limits: payload bounds.
         stream: per-device tunables.
@@ -80,6 +98,7 @@ class EdgeConfig:
     enqueue_timeout_s: float = 5.0
     stale_after_s: float = 5.0
     forget_after_s: float = 300.0
+    max_devices: int = 5000
     health_interval_s: float = 5.0
     limits: proto.Limits = field(default_factory=proto.Limits)
     stream: StreamConfig = field(default_factory=StreamConfig)
@@ -95,15 +114,91 @@ class EdgeConfig:
 
 
 class _Expire:
-    """Queue item asking a worker to expire its silent devices."""
+    """Inbox item asking a worker to expire its silent devices."""
+
+
+@dataclass
+class _Resume:
+    """Inbox item after a reconnect: the node was cut off until ``wall`` (monotonic), so silence before it is not
+    the devices' fault."""
+
+    wall: float
 
 
 @dataclass
 class _Result:
-    """Queue item carrying an engine output back to the worker that owns the device."""
+    """Inbox item carrying an engine output back to the worker that owns the device."""
 
     request: InferenceRequest
     output: np.ndarray | None
+
+
+class _Stop:
+    """Inbox item: flush every stream, then leave."""
+
+
+class Inbox:
+    """A worker's input: chunks bounded by ``capacity`` (the producer waits up to a timeout for room), results and
+    control items unbounded (never dropped). FIFO across both."""
+
+    def __init__(self, capacity: int):
+        self._items: deque[Any] = deque()
+        self._chunks = 0
+        self._capacity = capacity
+        self._cond = threading.Condition()
+
+    def put_chunk(self, item: Any, timeout_s: float) -> bool:
+        """Queue a chunk; False when there was no room within ``timeout_s``."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._chunks < self._capacity, timeout_s):
+                return False
+            self._items.append(item)
+            self._chunks += 1
+            self._cond.notify_all()
+            return True
+
+    def put(self, item: Any) -> None:
+        """Queue a result or control item (never refused)."""
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self) -> Any:
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._items))
+            item = self._items.popleft()
+            if isinstance(item, tuple):
+                self._chunks -= 1
+            self._cond.notify_all()
+            return item
+
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Block until nothing is queued; False after ``timeout_s``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._items, timeout_s)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class NodeCounters:
+    """Node-wide counters, updated from several threads under one lock (all monotonic)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.published = 0
+        self.publish_dropped = 0
+        self.beats_retired = 0  # beats of devices forgotten since start (so totals never go down)
+        self.rejected: dict[str, int] = {}
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def reject(self, code: str) -> int:
+        with self._lock:
+            self.rejected[code] = self.rejected.get(code, 0) + 1
+            return self.rejected[code]
 
 
 def load_plan(config: EdgeConfig) -> tuple[InferencePlan | None, dict[str, Engine]]:
@@ -132,27 +227,42 @@ class EdgeApp:
 
     def __init__(self, config: EdgeConfig):
         self.config = config
+        self.compose()
+
+    # ------------------------------------------------------------------ wiring
+    def compose(self) -> None:
+        """Build every part of the node and the queues between them (nothing runs until :meth:`start`).
+
+        ingest (paho client, network thread) → ``workers`` inboxes (bounded chunks) → worker threads (own the
+        DeviceStreams) → one BatchScheduler per engine (bounded) → results back to the inboxes → publisher (the same
+        paho client: publish is thread-safe) ; plus the housekeeping / watchdog thread.
+        """
+        config = self.config
         self.started_wall = time.time()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
-        self.published = 0
-        self.publish_dropped = 0
-        self.rejected: dict[str, int] = {}
+        #: set when a thread of the node died: the node is no longer whole (``failure`` says which and why)
+        self.failed = threading.Event()
+        self.failure: str | None = None
+        self.counters = NodeCounters()
         self._latency_s: deque[float] = deque(maxlen=5000)
         self._proc_ms: deque[float] = deque(maxlen=5000)
         self._rhythm_ms: deque[float] = deque(maxlen=5000)
+        self._disconnected_since: float | None = None
         self.plan, self.engines = load_plan(config)
         self.schedulers = {
             task: BatchScheduler(engine, self._deliver, config.max_batch, config.max_wait_ms)
             for task, engine in self.engines.items()
         }
         self._streams: list[dict[str, DeviceStream]] = [{} for _ in range(config.workers)]
-        self._queues: list[queue.Queue] = [queue.Queue(config.queue_size) for _ in range(config.workers)]
+        self._inboxes = [Inbox(config.queue_size) for _ in range(config.workers)]
+        self._workers = [threading.Thread(target=self._work, args=(k,), name=f"edge-worker-{k}", daemon=True)
+                         for k in range(config.workers)]
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="edge-housekeeping", daemon=True)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._health_topic = proto.health_topic(config.node)
         will = (self._health_topic, self._offline())
-        self.client = make_client(config.mqtt, f"beatssl-edge-{config.node}", will=will)
+        self.client = make_client(config.mqtt, "beatssl-edge", will=will, session_id=f"beatssl-edge-{config.node}")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -160,20 +270,19 @@ class EdgeApp:
         self._unsubscribed = threading.Event()
         self.client.on_unsubscribe = lambda *_: self._unsubscribed.set()
 
+    def threads(self) -> list[threading.Thread]:
+        """Every thread the node runs (the watchdog's list)."""
+        return [*self._workers, *(s.thread for s in self.schedulers.values()), self._housekeeper]
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeApp:
         for scheduler in self.schedulers.values():
             scheduler.start()
-        for k in range(self.config.workers):
-            t = threading.Thread(target=self._work, args=(k,), name=f"edge-worker-{k}", daemon=True)
+        for t in self._workers:
             t.start()
-            self._threads.append(t)
-        t = threading.Thread(target=self._housekeeping, name="edge-housekeeping", daemon=True)
-        t.start()
-        self._threads.append(t)
+        self._housekeeper.start()
         m = self.config.mqtt
-        self.client.connect_async(m.broker.host, m.broker.port, keepalive=m.keepalive_s,
-                                  clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
+        self.client.connect_async(m.broker.host, m.broker.port, keepalive=m.keepalive_s, clean_start=False,
                                   properties=connect_properties(m))
         self.client.loop_start()
         return self
@@ -183,22 +292,32 @@ class EdgeApp:
         return self.subscribed.wait(timeout_s)
 
     def stop(self, drain_timeout_s: float = 5.0) -> None:
-        """Take no more input, process what is queued, flush every device's detector, publish it all, mark the node
-        offline and disconnect once the broker has acknowledged every output (or after ``drain_timeout_s``)."""
+        """Shut down in order: ingest → devices → schedulers → workers → publisher (see the module docstring);
+        bounded by ``drain_timeout_s`` in all, even when a part is stuck or dead."""
         deadline = time.monotonic() + drain_timeout_s
+
+        def left() -> float:
+            return max(0.05, deadline - time.monotonic())
+
         if self.subscribed.is_set() and self.client.is_connected():
-            # after the UNSUBACK no more chunks come: everything we acknowledged (PUBACK) is in a worker queue
+            # after the UNSUBACK no more chunks come: everything we acknowledged (PUBACK) is in an inbox
             self.client.unsubscribe(self._subscription())
-            self._unsubscribed.wait(min(2.0, drain_timeout_s))
-        while any(not q.empty() for q in self._queues) and time.monotonic() < deadline:
-            time.sleep(0.01)
+            self._unsubscribed.wait(min(2.0, left()))
         self._stop.set()
-        for q in self._queues:
-            q.put(None)
-        for t in self._threads:
-            t.join(max(0.1, deadline - time.monotonic()))
+        for inbox in self._inboxes:
+            inbox.put(_Stop())   # each worker: process its inbox, flush every stream, submit the last windows
+        for inbox in self._inboxes:
+            inbox.wait_empty(left())
         for scheduler in self.schedulers.values():
-            scheduler.stop()
+            scheduler.drain(left())  # results go back to the workers, which are still running
+        for inbox in self._inboxes:
+            inbox.wait_empty(left())
+            inbox.put(None)
+        for t in self._workers:
+            t.join(left())
+        for scheduler in self.schedulers.values():
+            scheduler.stop(left())
+        self._housekeeper.join(left())
         for engine in self.engines.values():
             engine.close()
         self._publish(self._health_topic, self._offline(), retain=True)
@@ -219,12 +338,18 @@ class EdgeApp:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ------------------------------------------------------------------ MQTT callbacks (network thread)
+    # ------------------------------------------------------------------ ingest (network thread)
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.config.mqtt.broker, reason_code)
             return
         client.subscribe(self._subscription(), qos=1)
+        if self._disconnected_since is not None:
+            outage = time.monotonic() - self._disconnected_since
+            log.warning("broker %s is back after %.1f s", self.config.mqtt.broker, outage)
+            self._disconnected_since = None
+            for inbox in self._inboxes:
+                inbox.put(_Resume(time.monotonic()))
         self._publish(self._health_topic, proto.dumps(self.health("online")), retain=True)
         log.info("connected to %s", self.config.mqtt.broker)
         self.connected.set()
@@ -234,8 +359,10 @@ class EdgeApp:
         return proto.shared_samples_subscription(group) if group else proto.SAMPLES_SUBSCRIPTION
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self.connected.clear()
         if not self._stop.is_set():
-            log.warning("lost the broker (%s); reconnecting", reason_code)
+            self._disconnected_since = time.monotonic()
+            log.warning("lost the broker %s (%s); reconnecting", self.config.mqtt.broker, reason_code)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         device = proto.device_from_topic(message.topic)
@@ -249,45 +376,69 @@ class EdgeApp:
         props = getattr(message, "properties", None)
         content_type = getattr(props, "ContentType", None) if props is not None else None
         item = (device, message.payload, content_type, time.monotonic())
-        try:
-            queue_k = self._queues[proto.device_hash(device) % self.config.workers]
-            queue_k.put(item, timeout=self.config.enqueue_timeout_s)
-        except queue.Full:
+        if not self._inbox(device).put_chunk(item, self.config.enqueue_timeout_s):
             self._reject("overload", f"worker queue full; chunk of {device} dropped")
+
+    def _inbox(self, device: str) -> Inbox:
+        return self._inboxes[proto.device_hash(device) % self.config.workers]
 
     # ------------------------------------------------------------------ workers
     def _work(self, k: int) -> None:
         streams = self._streams[k]
-        q = self._queues[k]
-        while True:
-            item = q.get()
-            if item is None:  # shutting down: flush the detectors, so beats still in their look-ahead go out
-                for device, stream in list(streams.items()):
-                    self._emit(device, stream.expire())
+        inbox = self._inboxes[k]
+        try:
+            while True:
+                item = inbox.get()
+                if item is None:
+                    return
+                if isinstance(item, _Stop):
+                    for device in list(streams):
+                        self._guarded(streams, device, lambda s: s.flush())
+                elif isinstance(item, _Expire):
+                    self._expire(streams)
+                elif isinstance(item, _Resume):
+                    for stream in streams.values():
+                        stream.last_arrival = max(stream.last_arrival, item.wall)
+                elif isinstance(item, _Result):
+                    if item.request.device in streams:
+                        self._guarded(streams, item.request.device,
+                                      lambda s, r=item: s.on_result(r.request, r.output))
+                else:
+                    self._ingest(streams, *item)
+        except BaseException as exc:
+            self._die(f"worker {k} died: {type(exc).__name__}: {exc}")
+            raise
+
+    def _ingest(self, streams: dict[str, DeviceStream], device: str, payload: bytes, content_type: str | None,
+                arrival: float) -> None:
+        if device not in streams:
+            if sum(len(s) for s in self._streams) >= self.config.max_devices:
+                self._reject("device_cap", f"{self.config.max_devices} devices held; chunk of new device {device} "
+                                           f"dropped")
                 return
-            if isinstance(item, _Expire):
-                self._expire(streams)
-                continue
-            if isinstance(item, _Result):
-                stream = streams.get(item.request.device)
-                if stream is not None:
-                    self._emit(item.request.device, stream.on_result(item.request, item.output))
-                continue
-            device, payload, content_type, arrival = item
-            stream = streams.get(device)
-            if stream is None:
-                stream = streams[device] = self._new_stream(device)
-            try:
-                msg = proto.decode_samples(payload, self.config.limits, content_type)
-                outputs = stream.ingest(msg, arrival)
-            except proto.ProtocolError as exc:
-                outputs = stream.error(exc.code, str(exc))
-            except Exception as exc:  # noqa: BLE001 - one device's failure must not stop the others
-                log.exception("device %s: internal error", device)
-                streams[device] = stream = self._new_stream(device)
-                outputs = stream.error("internal", f"{type(exc).__name__}: {exc}; stream restarted")
-            self._emit(device, outputs)
+            streams[device] = self._new_stream(device)
+        try:
+            msg = proto.decode_samples(payload, self.config.limits, content_type)
+        except proto.ProtocolError as exc:
+            self._emit(device, streams[device].error(exc.code, str(exc)))
+            return
+        self._guarded(streams, device, lambda s: s.push(msg, arrival))
+
+    def _guarded(self, streams: dict[str, DeviceStream], device: str,
+                 step: Callable[[DeviceStream], list[Output]]) -> None:
+        """Run one step of one device's work; any exception is that device's alone: it is reported (``internal``),
+        its stream restarts, and the worker goes on with the other devices."""
+        stream = streams[device]
+        try:
+            outputs = step(stream)
             self._submit(stream)
+        except Exception as exc:  # noqa: BLE001 - one device's failure must not stop the others
+            log.exception("device %s: internal error", device)
+            counters = stream.counters
+            streams[device] = stream = self._new_stream(device)
+            stream.counters = counters
+            outputs = stream.error("internal", f"{type(exc).__name__}: {exc}; stream restarted")
+        self._emit(device, outputs)
 
     def _new_stream(self, device: str) -> DeviceStream:
         return DeviceStream(device, self.config.stream, self.plan)
@@ -299,18 +450,18 @@ class EdgeApp:
                 self._emit(stream.device_id, stream.on_result(request, None))
 
     def _deliver(self, request: InferenceRequest, output: np.ndarray | None) -> None:
-        """Scheduler thread → the worker that owns the device (blocking put: results are never dropped)."""
-        self._queues[proto.device_hash(request.device) % self.config.workers].put(_Result(request, output))
+        """Scheduler thread → the worker that owns the device (results are never dropped)."""
+        self._inbox(request.device).put(_Result(request, output))
 
     def _expire(self, streams: dict[str, DeviceStream]) -> None:
         now = time.monotonic()
         for device, stream in list(streams.items()):
             idle = now - stream.last_arrival
-            if idle > self.config.forget_after_s:
+            if idle > self.config.forget_after_s and stream.idle:
+                self.counters.add("beats_retired", stream.counters.beats)
                 del streams[device]
             elif idle > self.config.stale_after_s and stream.state != "stale":
-                self._emit(device, stream.expire())
-                self._submit(stream)
+                self._guarded(streams, device, lambda s: s.flush())
 
     def _emit(self, device: str, outputs: list[Output]) -> None:
         topics = {"beats": proto.beats_topic, "status": proto.status_topic, "errors": proto.errors_topic,
@@ -325,30 +476,58 @@ class EdgeApp:
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            self.publish_dropped += 1
-        else:
-            self.published += 1
+        self.counters.add("publish_dropped" if info.rc == paho.MQTT_ERR_QUEUE_SIZE else "published")
 
     def _reject(self, code: str, message: str) -> None:
-        self.rejected[code] = self.rejected.get(code, 0) + 1
-        if self.rejected[code] in (1, 10, 100, 1000) or self.rejected[code] % 10000 == 0:
-            log.warning("%s (%d so far)", message, self.rejected[code])
-            payload = {"v": proto.PROTOCOL_VERSION, "code": code, "message": message, "count": self.rejected[code]}
+        count = self.counters.reject(code)
+        if count in (1, 10, 100, 1000) or count % 10000 == 0:
+            log.warning("%s (%d so far)", message, count)
+            payload = {"v": proto.PROTOCOL_VERSION, "code": code, "message": message, "count": count}
             self._publish(proto.node_errors_topic(self.config.node), proto.dumps(payload))
 
-    # ------------------------------------------------------------------ housekeeping
+    # ------------------------------------------------------------------ housekeeping + watchdog
     def _housekeeping(self) -> None:
         next_health = time.monotonic() + self.config.health_interval_s
-        while not self._stop.wait(1.0):
-            for q in self._queues:
-                try:
-                    q.put_nowait(_Expire())
-                except queue.Full:
-                    pass
-            if time.monotonic() >= next_health and self.connected.is_set():
-                self._publish(self._health_topic, proto.dumps(self.health("online")), retain=True)
-                next_health = time.monotonic() + self.config.health_interval_s
+        try:
+            while not self._stop.wait(1.0):
+                self._watch()
+                if not self.connected.is_set():
+                    continue  # a node cut off from its broker hears nothing: that silence is not the devices'
+                for inbox in self._inboxes:
+                    if len(inbox) < self.config.queue_size:
+                        inbox.put(_Expire())
+                if time.monotonic() >= next_health:
+                    self._publish(self._health_topic, proto.dumps(self.health(self.state)), retain=True)
+                    for device, stream in self.devices().items():
+                        self._publish(proto.status_topic(device), proto.dumps(stream.status()), retain=True)
+                    next_health = time.monotonic() + self.config.health_interval_s
+        except BaseException as exc:
+            self._die(f"housekeeping died: {type(exc).__name__}: {exc}")
+            raise
+
+    def _watch(self) -> None:
+        """The watchdog: a dead worker or scheduler thread makes the node failed (never a silent half-node)."""
+        dead = [t.name for t in self.threads() if t.ident is not None and not t.is_alive()]
+        if dead and not self.failed.is_set():
+            self._die(f"thread(s) {', '.join(dead)} died")
+
+    def _die(self, reason: str) -> None:
+        if self.failed.is_set():
+            return
+        self.failure = reason
+        self.failed.set()
+        log.error("node failed: %s", reason)
+        self._publish(self._health_topic, proto.dumps(self.health("failed")), retain=True)
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Chunks refused before reaching a device stream, by code (a copy)."""
+        return dict(self.counters.rejected)
+
+    @property
+    def state(self) -> str:
+        """``online``, or ``failed`` once a thread died."""
+        return "failed" if self.failed.is_set() else "online"
 
     def devices(self) -> dict[str, DeviceStream]:
         """A snapshot of all device streams of this node (read-only use)."""
@@ -367,18 +546,20 @@ class EdgeApp:
             p50, p95, p99 = np.percentile(a, [50, 95, 99])
             return {"p50": round(float(p50), 4), "p95": round(float(p95), 4), "p99": round(float(p99), 4)}
 
+        c = self.counters
         return {
             "v": proto.PROTOCOL_VERSION,
             "node": self.config.node,
             "state": state,
+            "failure": self.failure,
             "uptime_s": round(time.time() - self.started_wall, 1),
             "devices": len(devices),
             "devices_online": sum(s.state == "online" for s in devices.values()),
-            "beats": sum(s.counters.beats for s in devices.values()),
-            "published": self.published,
-            "publish_dropped": self.publish_dropped,
-            "rejected": dict(self.rejected),
-            "queue_depth": sum(q.qsize() for q in self._queues),
+            "beats": c.beats_retired + sum(s.counters.beats for s in devices.values()),
+            "published": c.published,
+            "publish_dropped": c.publish_dropped,
+            "rejected": dict(c.rejected),
+            "queue_depth": sum(len(inbox) for inbox in self._inboxes),
             "detection_latency_s": pct(lat),
             "processing_ms": pct(proc),
             "rhythm_processing_ms": pct(rhythm),

@@ -77,18 +77,20 @@ def test_flat_and_constant_input_yield_no_beats():
         assert detect_record(np.full((250 * 30, 2), level, dtype=np.float32), 250.0, chunk_samples=10) == []
     stream = BeatStream(500.0, 1)
     internal, beats = stream.push(np.zeros((500 * 20, 1)))
-    assert beats == [] and stream.flush() == []
-    assert stream.samples_in == 10000 and stream.samples_internal == internal.shape[0] > 4900
+    assert stream.samples_in == 10000 and stream.samples_internal == internal.shape[0] > 4990
+    tail, beats_at_end = stream.flush()
+    assert beats == [] and beats_at_end == []
+    assert internal.shape[0] + tail.shape[0] == stream.samples_internal == 5000  # all of 20 s at 250 Hz
 
 
 def test_reset_starts_a_new_stream(mitdb):
     record, _ = mitdb("100")
     signal = record.signal_mv[: 360 * 60]
     stream = BeatStream(360.0, 2)
-    first = stream.push(signal)[1] + stream.flush()
+    first = stream.push(signal)[1] + stream.flush()[1]
     stream.reset()
     assert stream.samples_in == 0
-    again = stream.push(signal)[1] + stream.flush()
+    again = stream.push(signal)[1] + stream.flush()[1]
     assert again == first and len(first) > 60
     detector = OnlineQRSDetector(250.0, 2)
     internal = stream.resampler.push(signal)

@@ -91,9 +91,16 @@ class BeatStream:
         peaks = self.detector.push(internal) if internal.shape[0] else []
         return internal, self._to_beats(peaks)
 
-    def flush(self) -> list[Beat]:
-        """End of stream: the beats still pending in the detector."""
-        return self._to_beats(self.detector.flush())
+    def flush(self) -> tuple[np.ndarray, list[Beat]]:
+        """End of stream: the resampler's held-back tail (internal rate, as :meth:`push` returns it) and the beats
+        still pending in the detector. Call :meth:`reset` before pushing a new stream."""
+        internal = self.resampler.flush()
+        peaks = self.detector.push(internal) if internal.shape[0] else []
+        return internal, self._to_beats(peaks + self.detector.flush())
+
+    def __repr__(self) -> str:
+        return (f"BeatStream(fs_hz={self.fs_hz:g}, n_leads={self.n_leads}, samples_in={self.samples_in}, "
+                f"samples_internal={self.samples_internal}, last_beat_sample={self._last_sample})")
 
     def _to_beats(self, peaks: list[Peak]) -> list[Beat]:
         beats = []
@@ -136,5 +143,5 @@ def detect_record(signal_mv: np.ndarray, fs_hz: float, chunk_samples: int | None
     beats: list[Beat] = []
     for i in range(0, signal.shape[0], step):
         beats.extend(stream.push(signal[i : i + step])[1])
-    beats.extend(stream.flush())
+    beats.extend(stream.flush()[1])
     return beats

@@ -12,6 +12,7 @@ input samples up to ``floor((k * down + half_len) / up)``: :attr:`StreamingResam
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import numpy as np
@@ -22,6 +23,29 @@ from edge.dsp.history import History
 #: Largest up/down factor accepted when approximating a non-rational rate ratio.
 MAX_FACTOR = 1000
 _BLOCK = 2048  # outputs computed per gather (bounds the memory used by long chunks)
+
+
+@functools.lru_cache(maxsize=64)
+def _tables(up: int, down: int, half_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The filter and the per-output gather tables of one ratio, built once and shared (read-only) by every stream
+    with that ratio (at 500 -> 250 Hz the weight table alone is 340 KB, which per device would dominate memory)."""
+    h = np.ones(1)
+    if half_len:
+        h = firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0))
+        h = h * (up / h.sum())
+    n_taps = -(-h.size // up)
+    padded = np.zeros(n_taps * up)
+    padded[: h.size] = h
+    # bank[p, j] = h[p + (n_taps - 1 - j) * up]: taps of phase p, applied to x[n_hi - n_taps + 1 + j]
+    bank = padded.reshape(n_taps, up).T[:, ::-1]
+    # Per output k = q * up + r (r < _BLOCK + up): its oldest input sample is q * down + first[r], its taps
+    # weights[r]; one block of outputs then needs slices of these tables, not index arithmetic.
+    t = np.arange(_BLOCK + up) * down + half_len
+    first = t // up - n_taps + 1
+    weights = bank[t % up].copy()
+    for table in (h, first, weights):
+        table.flags.writeable = False
+    return h, first, weights
 
 
 class StreamingResampler:
@@ -54,20 +78,8 @@ class StreamingResampler:
         self.down = ratio.denominator
         self.half_len = 0 if self.up == self.down else half_len_factor * max(self.up, self.down)
         #: the low-pass filter at the upsampled rate (DC gain ``up``), as ``resample_poly(window=...)`` would use it
-        self.filter = np.ones(1)
-        if self.half_len:
-            h = firwin(2 * self.half_len + 1, 1.0 / max(self.up, self.down), window=("kaiser", 5.0))
-            self.filter = h * (self.up / h.sum())
-        n_taps = -(-self.filter.size // self.up)
-        padded = np.zeros(n_taps * self.up)
-        padded[: self.filter.size] = self.filter
-        # bank[p, j] = h[p + (n_taps - 1 - j) * up]: taps of phase p, applied to x[n_hi - n_taps + 1 + j]
-        bank = padded.reshape(n_taps, self.up).T[:, ::-1]
-        # Per output k = q * up + r (r < _BLOCK + up): its oldest input sample is q * down + _first[r], its taps
-        # _weights[r]; one block of outputs then needs slices of these tables, not index arithmetic.
-        t = np.arange(_BLOCK + self.up) * self.down + self.half_len
-        self._first = t // self.up - n_taps + 1
-        self._weights = bank[t % self.up].copy()
+        self.filter, self._first, self._weights = _tables(self.up, self.down, self.half_len)
+        n_taps = self._weights.shape[1]
         self._history = History(self.n_channels, keep=n_taps, window=n_taps)
         self.reset()
 
@@ -80,6 +92,22 @@ class StreamingResampler:
         """Forget all input; the next push starts a new stream at sample 0."""
         self.samples_in = 0
         self.samples_out = 0
+        self._last = np.zeros(self.n_channels)  # the last input sample (the flush pads with it)
+
+    def flush(self) -> np.ndarray:
+        """End of stream: the outputs held back for look-ahead, ``(m, C)`` float32, computed as if the last input
+        sample went on (as :meth:`push` assumes before the first one). Afterwards every output whose nominal time
+        lies within the input has been emitted (``samples_out == floor((samples_in - 1) * up / down) + 1``: a 10.000 s
+        record at 500 Hz gives all 2 500 samples at 250 Hz). Call :meth:`reset` before pushing a new stream.
+        """
+        if self.samples_in == 0 or self.up == self.down:
+            return np.empty((0, self.n_channels), dtype=np.float32)
+        k_final = (self.samples_in - 1) * self.up // self.down + 1
+        samples_in, emitted = self.samples_in, self.samples_out
+        tail = self.push(np.repeat(self._last[None, :], self.half_len // self.up + 2, axis=0))
+        self.samples_in = samples_in
+        self.samples_out = max(emitted, k_final)
+        return tail[: max(0, k_final - emitted)]
 
     def output_time(self, k_out: float) -> float:
         """Input-sample time (in input samples, fractional) that output sample ``k_out`` represents."""
@@ -98,6 +126,7 @@ class StreamingResampler:
             return np.empty((0, self.n_channels), dtype=np.float32)
         if self.samples_in == 0:
             self._history.reset(fill=x[0])
+        self._last = x[-1].copy()
         self.samples_in += x.shape[0]
         if self.up == self.down:
             self.samples_out = self.samples_in

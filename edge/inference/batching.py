@@ -26,13 +26,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class InferenceRequest:
-    """One window to run: ``window`` is ``(C, T)`` mV at the engine's rate; ``key`` tells the device what it was."""
+    """One window to run: ``window`` is ``(C, T)`` mV at the engine's rate; ``key`` tells the device what it was;
+    ``features`` is the engine's per-window feature vector ``(K,)`` when its manifest declares ``feature_names``."""
 
     device: str
     kind: str
     key: Any
     window: np.ndarray
     ready_wall: float = field(default_factory=time.monotonic)
+    features: np.ndarray | None = None
 
 
 @dataclass
@@ -73,10 +75,10 @@ class BatchScheduler:
         self.max_wait_s = max_wait_ms / 1000.0
         self.stats = SchedulerStats()
         self._queue: queue.Queue[InferenceRequest | None] = queue.Queue(queue_size)
-        self._thread = threading.Thread(target=self._loop, name=f"infer-{engine.manifest.name}", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=f"infer-{engine.manifest.name}", daemon=True)
 
     def start(self) -> BatchScheduler:
-        self._thread.start()
+        self.thread.start()
         return self
 
     def submit(self, request: InferenceRequest) -> bool:
@@ -91,15 +93,28 @@ class BatchScheduler:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until every submitted window has been run and delivered; False after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self._queue.unfinished_tasks
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Run what is queued, then stop the thread."""
-        self._queue.put(None)
-        self._thread.join(timeout_s)
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            log.error("engine %s: queue still full at stop; %d windows not run", self.engine.manifest.name,
+                      self._queue.qsize())
+            return
+        self.thread.join(timeout_s)
 
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
+                self._queue.task_done()
                 return
             batch = [first]
             deadline = time.monotonic() + self.max_wait_s
@@ -110,17 +125,26 @@ class BatchScheduler:
                 except queue.Empty:
                     break
                 if item is None:
+                    self._queue.task_done()
                     stop = True
                     break
                 batch.append(item)
-            self._run(batch)
+            try:
+                self._run(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
             if stop:
                 return
 
     def _run(self, batch: list[InferenceRequest]) -> None:
         t = time.perf_counter()
         try:
-            out = self.engine.infer(np.stack([r.window for r in batch]).astype(np.float32, copy=False))
+            windows = np.stack([r.window for r in batch]).astype(np.float32, copy=False)
+            features = None
+            if batch[0].features is not None:
+                features = np.stack([r.features for r in batch]).astype(np.float32, copy=False)
+            out = self.engine.infer(windows, features) if features is not None else self.engine.infer(windows)
         except Exception:  # noqa: BLE001 - a bad batch must not stop inference for everyone
             log.exception("engine %s failed on a batch of %d", self.engine.manifest.name, len(batch))
             self.stats.failed += len(batch)

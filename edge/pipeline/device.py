@@ -1,7 +1,8 @@
 """Per-device stream state: sequence checking, stream restarts, signal quality, beat detection and inference.
 
-:class:`DeviceStream` is pure streaming logic (no MQTT, no threads): ``ingest(msg) -> list[Output]``,
-``expire() -> list[Output]``, ``take_requests()`` (windows for the engines) and ``on_result(request, output)``;
+:class:`DeviceStream` is pure streaming logic (no MQTT, no threads): ``push(msg) -> list[Output]``,
+``flush() -> list[Output]``, ``reset()``, ``take_requests()`` (windows for the engines) and
+``on_result(request, output)``;
 the application (:mod:`edge.app`) feeds it decoded payloads and engine outputs and publishes what comes back.
 All times are seconds; ``device time`` is the device's own clock carried in each chunk's ``t0``.
 """
@@ -19,7 +20,9 @@ import numpy as np
 from edge.detection.beats import Beat, BeatStream
 from edge.inference.batching import InferenceRequest
 from edge.interpret.rhythm import LabelSmoother
+from edge.pipeline.clock import DeviceClock
 from edge.pipeline.device_inference import DeviceInference, InferencePlan
+from edge.pipeline.sequence import SeqEvent, SequenceTracker
 from edge.protocol import PROTOCOL_VERSION, SamplesMessage
 
 #: Standard deviation below which a lead counts as flat (lead off), in mV, over the quality window.
@@ -62,87 +65,82 @@ class Counters:
     duplicates: int = 0
     reordered: int = 0
     missing_chunks: int = 0
+    renumbered: int = 0
     restarts: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
 
 class DeviceStream:
-    """Everything the edge knows about one device's stream.
+    """Everything the edge knows about one device's stream: ``push(msg) -> outputs``, ``flush()``, ``reset()``.
 
-    The stream's sample numbering starts at the first sample received (``t0_origin``); after a gap the detector
-    restarts and numbering continues from the chunk's ``t0``, so a beat's ``sample`` always means
-    ``round((time - t0_origin) * fs)`` on the device clock.
+    The stages, in order: :class:`~edge.pipeline.sequence.SequenceTracker` (order, duplicates, gaps, counter
+    restarts), :class:`~edge.pipeline.clock.DeviceClock` (is ``t0`` where the sample count says?),
+    :class:`~edge.detection.beats.BeatStream` (resample, detect) and
+    :class:`~edge.pipeline.device_inference.DeviceInference` (windows for the engines, results to messages).
+    A *run* is a stretch of contiguous signal; a gap, a clock jump or a change of rate or leads ends the run (its
+    detector is flushed, so beats at the cut go out) and starts a new one.
+
+    Sample numbering is on the device clock: a beat's ``sample`` is ``round(time * fs)`` where ``time`` is device
+    time (s), the run's first sample being ``round(t0 * fs)``. So numbering survives edge restarts and failovers: a
+    device that starts at ``t0 = 0`` gets the sample indices of its own record.
     """
 
     def __init__(self, device_id: str, config: StreamConfig | None = None, plan: InferencePlan | None = None):
         self.device_id = device_id
         self.config = config or StreamConfig()
         self.plan = plan
-        self._inf: DeviceInference | None = None
-        self._generation = 0
-        self._requests: list[InferenceRequest] = []
+        self.sequence: SequenceTracker[tuple[SamplesMessage, float]] = SequenceTracker(self.config.reorder_window)
+        self.clock: DeviceClock | None = None
         self._smoother = LabelSmoother(dict(plan.cls.thresholds)) if plan is not None and plan.cls else None
         self.counters = Counters()
+        self.last_arrival = time.monotonic()
+        self._last_error_wall: dict[str, float] = {}
+        self._generation = 0  # detector runs so far; engine results of older runs are told apart by it
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream (the counters stay: they count for the device's lifetime on this node)."""
+        self.sequence.reset()
+        self.clock = None
         self.fs_hz: float | None = None
         self.leads: tuple[str, ...] = ()
-        self.t0_origin: float = 0.0
-        self.next_seq: int | None = None
         self.state = "new"
         self.leads_off: tuple[str, ...] = ()
-        self.last_arrival = time.monotonic()
         self._beats: BeatStream | None = None
-        self._segment_base = 0  # device sample index of the first sample of the current detector run
-        self._held: dict[int, tuple[SamplesMessage, float]] = {}
-        self._last_error_wall: dict[str, float] = {}
+        self._inf: DeviceInference | None = None
+        self._ending: dict[int, DeviceInference] = {}  # ended runs whose engine results are still due
+        self._requests: list[InferenceRequest] = []
+        self._run_base = 0  # device sample index of the first sample of the current run
         self._recent: deque[np.ndarray] = deque()
         self._recent_len = 0
         self._since_quality = math.inf
 
+    def __repr__(self) -> str:
+        return (f"DeviceStream({self.device_id!r}, state={self.state!r}, fs_hz={self.fs_hz}, leads={self.leads}, "
+                f"run_base={self._run_base}, sequence={self.sequence!r}, clock={self.clock!r}, beats={self._beats!r})")
+
     # ------------------------------------------------------------------ input
-    def ingest(self, msg: SamplesMessage, arrival: float | None = None) -> list[Output]:
+    def push(self, msg: SamplesMessage, arrival: float | None = None) -> list[Output]:
         """Take one decoded chunk (``arrival``: monotonic wall time it came in); return what to publish."""
         arrival = time.monotonic() if arrival is None else arrival
-        self.last_arrival = arrival
-        out: list[Output] = []
-        if self.next_seq is not None and msg.seq < self.next_seq:
-            self.counters.duplicates += 1
-            out += self.error("duplicate_seq", f"seq {msg.seq} arrived after {self.next_seq - 1}; dropped")
-            return out
-        if self.next_seq is not None and msg.seq > self.next_seq:
-            if msg.seq in self._held:
-                self.counters.duplicates += 1
-                return self.error("duplicate_seq", f"seq {msg.seq} arrived twice; dropped")
-            self._held[msg.seq] = (msg, arrival)
-            if len(self._held) <= self.config.reorder_window:
-                return out
-            first = min(self._held)
-            self.counters.missing_chunks += first - self.next_seq
-            out += self.error("missing_seq", f"seq {self.next_seq}..{first - 1} never arrived; detector restarted")
-            out += self._restart_detector("stream_restart")
-            self.next_seq = first
-        else:
-            if self._held:
-                self.counters.reordered += 1
-            self._held[msg.seq] = (msg, arrival)
-        while self.next_seq is None or self.next_seq in self._held:
-            seq = min(self._held) if self.next_seq is None else self.next_seq
-            chunk, when = self._held.pop(seq)
+        ordered, events = self.sequence.push(msg.seq, msg.t0_s, msg.t0_s + msg.n_samples / msg.fs_hz, (msg, arrival))
+        out = self._sequence_events(events)
+        if not any(e.kind == "duplicate" for e in events):
+            self.last_arrival = arrival  # a flood of duplicates must not keep a silent device alive
+        for chunk, when in ordered:
             out += self._process(chunk, when)
-            self.next_seq = seq + 1
         return out
 
-    def expire(self) -> list[Output]:
-        """The device went quiet: process what is held, flush the detector and report it stale."""
-        out: list[Output] = []
-        for seq in sorted(self._held):
-            chunk, when = self._held.pop(seq)
-            self.counters.missing_chunks += max(0, seq - (self.next_seq or seq))
-            self.next_seq = seq
+    def flush(self) -> list[Output]:
+        """The device went quiet: process what is held, flush the detector (and the resampler's tail), report the
+        stream stale. Engine results still due for this run are still taken (:meth:`on_result`)."""
+        ordered, events = self.sequence.flush()
+        out = self._sequence_events(events)
+        for chunk, when in ordered:
             out += self._process(chunk, when)
-            self.next_seq = seq + 1
-        if self._beats is not None:
-            out += self._beats_out(self._beats.flush(), time.monotonic())
-        out += self._restart_detector("stream_end")
+        out += self._end_run("stream_end")
+        self.sequence.reset()
+        self.clock = None
         self._set_state("stale", out)
         return out
 
@@ -154,52 +152,88 @@ class DeviceStream:
     def on_result(self, request: InferenceRequest, output: np.ndarray | None) -> list[Output]:
         """An engine's output for one of this stream's requests (``None``: the batch failed)."""
         generation, key = request.key
-        if self._inf is None or generation != self._generation:
-            return []  # the stream restarted meanwhile; its beats already went out without waves
+        inf = self._ending.get(generation) or (self._inf if generation == self._generation else None)
+        if inf is None:
+            return []
         if request.kind == "seg":
-            payload = self._inf.on_seg(key, output)
-            return [Output("beats", payload)] if payload is not None else []
-        return [Output("rhythm", self._inf.on_rhythm(key, output, request.ready_wall))]
+            payload = inf.on_seg(key, output)
+            out = [Output("beats", payload)] if payload is not None else []
+        else:
+            out = [Output("rhythm", inf.rhythm_result(key, output, request.ready_wall))]
+        if inf is not self._inf and not inf.outstanding:
+            del self._ending[generation]
+        return out
+
+    @property
+    def idle(self) -> bool:
+        """True when no run is open and no engine result is due (the stream holds no signal)."""
+        return self._beats is None and not self._ending
 
     # ------------------------------------------------------------------ processing
+    def _sequence_events(self, events: list[SeqEvent]) -> list[Output]:
+        out: list[Output] = []
+        for e in events:
+            if e.kind == "duplicate":
+                self.counters.duplicates += 1
+                out += self.error("duplicate_seq", f"seq {e.seq} arrived again; dropped")
+            elif e.kind == "reordered":
+                self.counters.reordered += 1
+            elif e.kind == "gap":
+                self.counters.missing_chunks += e.missing
+                out += self.error("missing_seq", f"seq {e.seq - e.missing}..{e.seq - 1} never arrived; "
+                                                 f"detector restarted")
+                out += self._end_run("gap")
+                self.counters.restarts += 1
+            elif e.kind == "renumbered":
+                self.counters.renumbered += 1
+                out += self.error("seq_restart", f"seq restarted at {e.seq} while the device clock went on "
+                                                 f"(device reboot?); resumed")
+        return out
+
     def _process(self, msg: SamplesMessage, arrival: float) -> list[Output]:
         out: list[Output] = []
-        if self.fs_hz is None or msg.fs_hz != self.fs_hz or msg.leads != self.leads:
-            if self.fs_hz is not None:
-                what = "fs" if msg.fs_hz != self.fs_hz else "leads"
-                old = self.fs_hz if what == "fs" else list(self.leads)
-                new = msg.fs_hz if what == "fs" else list(msg.leads)
-                out += self.error(f"{what}_changed", f"{what} changed from {old} to {new}; stream restarted")
-                self.counters.restarts += 1
-                out += self._restart_detector("stream_restart")
-            self.fs_hz, self.leads = msg.fs_hz, msg.leads
-            self.t0_origin = msg.t0_s
-        base = int(round((msg.t0_s - self.t0_origin) * self.fs_hz))
-        if self._beats is not None:
-            expected = self._segment_base + self._beats.samples_in
-            if abs(base - expected) > max(2, 0.02 * self.fs_hz):
-                jump = (base - expected) / self.fs_hz
-                out += self.error("time_jump", f"t0 jumped by {jump:+.3f} s; detector restarted")
-                out += self._restart_detector("stream_restart")
+        if self.fs_hz is not None and (msg.fs_hz != self.fs_hz or msg.leads != self.leads):
+            what = "fs" if msg.fs_hz != self.fs_hz else "leads"
+            old = self.fs_hz if what == "fs" else list(self.leads)
+            new = msg.fs_hz if what == "fs" else list(msg.leads)
+            out += self.error(f"{what}_changed", f"{what} changed from {old} to {new}; stream restarted")
+            self.counters.restarts += 1
+            out += self._end_run("stream_restart")
+        if self.clock is None or self.fs_hz != msg.fs_hz:
+            self.clock = DeviceClock(msg.fs_hz)
+        self.fs_hz, self.leads = msg.fs_hz, msg.leads
+        jump = self.clock.push(msg.t0_s, msg.n_samples)
+        if jump is not None:
+            out += self.error("time_jump", f"t0 jumped by {jump:+.3f} s (tolerance {self.clock.tolerance_s:.3f} s); "
+                                           f"detector restarted")
+            self.counters.restarts += 1
+            out += self._end_run("stream_restart")
+            self.clock.reset()
+            self.clock.push(msg.t0_s, msg.n_samples)
         if self._beats is None:
-            self._start_run(base)
+            self._start_run(int(round(msg.t0_s * self.fs_hz)))
             if self._inf is not None and self._inf.cls_problem and self._generation == 1:
                 out += self.error("no_engine_for_leads", f"no rhythm labels for this stream: {self._inf.cls_problem}")
         self.counters.chunks += 1
         self.counters.samples += msg.n_samples
         resampled, beats = self._beats.push(msg.data_mv)
-        out += self._beats_out(beats, arrival)
+        out += self._advance(resampled, beats, arrival)
+        self._update_quality(msg.data_mv, out)
+        return out
+
+    def _advance(self, resampled: np.ndarray, beats: list[Beat], arrival: float) -> list[Output]:
+        """Hand a run's new internal-rate samples and beats on to inference; return what is ready to publish."""
+        out = self._beats_out(beats, arrival)
         if self._inf is not None:
             requests, rhythm = self._inf.push(resampled, arrival)
             self._requests += [self._tag(r) for r in requests]
             out += [Output("rhythm", payload) for payload in rhythm]
-        self._update_quality(msg.data_mv, out)
         return out
 
     def _start_run(self, base: int) -> None:
         """Start a detector run (and its inference state) at device sample ``base``."""
         self._beats = BeatStream(self.fs_hz, len(self.leads))
-        self._segment_base = base
+        self._run_base = base
         self._recent.clear()
         self._recent_len = 0
         self._since_quality = math.inf  # evaluate as soon as the first window is full
@@ -207,22 +241,31 @@ class DeviceStream:
             self._generation += 1
             if self._smoother is not None:
                 self._smoother.reset()
-            self._inf = DeviceInference(self.plan, self.device_id, self.leads,
-                                        self.t0_origin + base / self.fs_hz, self._smoother,
+            self._inf = DeviceInference(self.plan, self.device_id, self.leads, base / self.fs_hz, self._smoother,
                                         restarted=self._generation > 1)
 
     def _tag(self, request: InferenceRequest) -> InferenceRequest:
         request.key = (self._generation, request.key)
         return request
 
-    def _restart_detector(self, reason: str) -> list[Output]:
-        """End the current detector run; beats still waiting for their waves go out without them."""
-        self._beats = None
-        if self._inf is None:
+    def _end_run(self, reason: str) -> list[Output]:
+        """End the current run: flush its detector (beats at the cut go out, the resampler's tail completes the last
+        windows); beats that can no longer be segmented go out without waves (``quality = reason``)."""
+        if self._beats is None:
             return []
-        pending = self._inf.unsegmented(reason)
-        self._inf = None
-        return [Output("beats", payload) for payload in pending]
+        out = self._advance(*self._beats.flush(), time.monotonic())
+        self._beats = None
+        self._recent.clear()
+        self._recent_len = 0
+        inf, self._inf = self._inf, None
+        if inf is not None:
+            requests, rhythm = inf.flush(time.monotonic())
+            self._requests += [self._tag(r) for r in requests]
+            out += [Output("rhythm", payload) for payload in rhythm]
+            out += [Output("beats", payload) for payload in inf.unsegmented(reason)]
+            if inf.outstanding:
+                self._ending[self._generation] = inf
+        return out
 
     def _beats_out(self, beats: list[Beat], arrival: float) -> list[Output]:
         out = []
@@ -238,14 +281,13 @@ class DeviceStream:
         return out
 
     def _beat_payload(self, beat: Beat, arrival: float) -> dict[str, Any]:
-        sample = self._segment_base + beat.sample
-        t = self.t0_origin + sample / self.fs_hz
+        sample = self._run_base + beat.sample
         self.counters.beats += 1
         return {
             "v": PROTOCOL_VERSION,
             "device": self.device_id,
             "sample": sample,
-            "time": round(t, 4),
+            "time": round(sample / self.fs_hz, 4),
             "rr_s": None if beat.rr_s is None else round(beat.rr_s, 4),
             "hr_bpm": None if beat.hr_bpm is None else round(beat.hr_bpm, 2),
             "latency_s": round(beat.latency_s, 4),
@@ -297,7 +339,8 @@ class DeviceStream:
             "leads_off": list(self.leads_off),
             "counters": {
                 "chunks": c.chunks, "samples": c.samples, "beats": c.beats, "duplicates": c.duplicates,
-                "reordered": c.reordered, "missing_chunks": c.missing_chunks, "restarts": c.restarts,
+                "reordered": c.reordered, "missing_chunks": c.missing_chunks, "renumbered": c.renumbered,
+                "restarts": c.restarts,
                 "errors": dict(c.errors),
             },
         }

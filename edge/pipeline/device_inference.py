@@ -23,14 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from edge.ecg import preferred_lead
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
 from edge.inference.batching import InferenceRequest
 from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms
 from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
 from edge.protocol import PROTOCOL_VERSION, device_hash
-
-#: Leads segmented by default, in order of preference: the first one the stream has.
-PREFERRED_SEGMENT_LEADS = ("II", "MLII", "I", "V5", "V2")
 
 
 def rhythm_phase(device: str, hop_samples: int) -> int:
@@ -45,7 +43,7 @@ class InferencePlan:
     Attributes:
         seg: segmentation engine manifest (per-lead), or None for no beat segmentation.
         cls: classification engine manifest, or None for beat-based rhythm descriptions only.
-        seg_leads: leads to segment (``("all",)`` for every lead); empty = the first of PREFERRED_SEGMENT_LEADS
+        seg_leads: leads to segment (``("all",)`` for every lead); empty = the first of edge.ecg.LEAD_PREFERENCE
             the stream has (else its first lead).
         seg_pre_s: how much signal before the R peak the segmentation window holds (s); None centres the window
             on the R peak (half the engine's window before it).
@@ -166,6 +164,12 @@ class DeviceInference:
         self._in_flight: dict[int, _PendingBeat] = {}
         self._beat_times: deque[tuple[float, float | None]] = deque()
         self._next_id = 0
+        self._rhythm_due = 0  # classifier windows submitted and not yet answered
+
+    @property
+    def outstanding(self) -> int:
+        """Engine results still due to this run (segmentation beats in flight + classifier windows)."""
+        return len(self._in_flight) + self._rhythm_due
 
     def _seg_leads(self) -> tuple[int, ...]:
         wanted = self.plan.seg_leads
@@ -173,10 +177,7 @@ class DeviceInference:
             return tuple(range(len(self.leads)))
         if wanted:
             return tuple(self.leads.index(lead) for lead in wanted if lead in self.leads) or (0,)
-        for lead in PREFERRED_SEGMENT_LEADS:
-            if lead in self.leads:
-                return (self.leads.index(lead),)
-        return (0,)
+        return (preferred_lead(self.leads),)
 
     # ------------------------------------------------------------------ input side
     def push(self, resampled: np.ndarray, arrival: float) -> tuple[list[InferenceRequest], list[dict[str, Any]]]:
@@ -198,13 +199,30 @@ class DeviceInference:
             for li in self.seg_lead_idx:
                 requests.append(InferenceRequest(self.device, "seg", (beat_id, li), win[:, li][None, :], arrival))
         while self.buffer.total >= self.next_hop:
-            key, window = self._rhythm_window(self.next_hop)
-            if window is None:
-                rhythm.append(self.on_rhythm(key, None, arrival))
-            else:
-                requests.append(InferenceRequest(self.device, "cls", key, window, arrival))
+            self._rhythm_hop(self.next_hop, arrival, requests, rhythm)
             self.next_hop += int(round(self.plan.rhythm_hop_s * self.fs))
         return requests, rhythm
+
+    def flush(self, arrival: float) -> tuple[list[InferenceRequest], list[dict[str, Any]]]:
+        """The run ended: one last rhythm window ending at its last sample, when the run is at least a window long
+        and its last hop ended earlier (a 10 s record is classified once, at its end, whatever the hop phase)."""
+        requests: list[InferenceRequest] = []
+        rhythm: list[dict[str, Any]] = []
+        last_hop = self.next_hop - int(round(self.plan.rhythm_hop_s * self.fs))
+        if self.buffer.total >= self.plan.rhythm_window and self.buffer.total > last_hop:
+            self._rhythm_hop(self.buffer.total, arrival, requests, rhythm)
+        return requests, rhythm
+
+    def _rhythm_hop(self, end: int, arrival: float, requests: list[InferenceRequest],
+                    rhythm: list[dict[str, Any]]) -> None:
+        """The rhythm window ending at internal sample ``end``: a request for the classifier, or (no classifier,
+        unusable window) its rhythm message at once."""
+        key, window = self._rhythm_window(end)
+        if window is None:
+            rhythm.append(self.on_rhythm(key, None, arrival))
+        else:
+            requests.append(InferenceRequest(self.device, "cls", key, window, arrival))
+            self._rhythm_due += 1
 
     def add_beat(self, payload: dict[str, Any], r: int, rr_s: float | None) -> dict[str, Any] | None:
         """A detected beat (``r``: internal sample of its R peak in this run). Returns the payload to publish now
@@ -271,17 +289,22 @@ class DeviceInference:
         return payload
 
     def unsegmented(self, reason: str) -> list[dict[str, Any]]:
-        """Every beat still waiting (stream ended or restarted), published without waves (``quality = reason``)."""
+        """The run ended: every beat whose window can no longer fill, to publish without waves (``quality =
+        reason``). Beats already sent to the engine are not among them: their results still come (:meth:`on_seg`)."""
         out = []
-        for beat in list(self._awaiting) + list(self._in_flight.values()):
+        for beat in self._awaiting:
             payload = dict(beat.payload)
             payload["waves"] = {"P": None, "QRS": None, "T": None}
             payload["intervals_ms"] = intervals_ms(BeatWaves(None, None, None), self.fs, beat.rr_s)
             payload["quality"] = reason
             out.append(payload)
         self._awaiting.clear()
-        self._in_flight.clear()
         return out
+
+    def rhythm_result(self, key: dict[str, Any], logits: np.ndarray | None, ready_wall: float) -> dict[str, Any]:
+        """The classifier's answer (``None``: its batch failed) for a window this run submitted."""
+        self._rhythm_due -= 1
+        return self.on_rhythm(key, logits, ready_wall)
 
     def on_rhythm(self, key: dict[str, Any], logits: np.ndarray | None, ready_wall: float) -> dict[str, Any]:
         """The rhythm message of one hop (``logits`` None: no classifier output for this window)."""
