@@ -84,17 +84,17 @@ def train_main() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def number_option(*names: str, help: str, gt: float | None = None, ge: float | None = None,
-                  le: float | None = None, **kwargs: Any) -> Any:
+def number_option(*names: str, help: str, gt: float | None = None, ge: float = 0.0, le: float | None = None,
+                  **kwargs: Any) -> Any:
     """A ``typer.Option`` for a finite number, checked at parse time against a range that its help states
-    (``gt``: lower bound, excluded; ``ge``: included; ``le``: upper bound, included). None passes."""
-    low = f"{gt:g}<" if gt is not None else f"{ge:g}<=" if ge is not None else ""
-    text = f"{low}x<={le:g}" if le is not None else (f"x>{gt:g}" if gt is not None else f"x>={ge:g}")
+    (``gt``: lower bound, excluded, else ``ge``: included; ``le``: upper bound, included). None passes."""
+    low = f"{gt:g}<" if gt is not None else f"{ge:g}<="
+    text = f"{low}x" + (f"<={le:g}" if le is not None else "")  # "[x>0]" would be read as rich markup
 
     def check(value: float | None) -> float | None:
         if value is None:
             return value
-        if not (math.isfinite(value) and (gt is None or value > gt) and (ge is None or value >= ge)
+        if not (math.isfinite(value) and (value > gt if gt is not None else value >= ge)
                 and (le is None or value <= le)):
             raise typer.BadParameter(f"{value:g} is not in the range {text}")
         return value
