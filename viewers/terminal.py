@@ -1,23 +1,28 @@
 """Live terminal view: subscribes to the edge's published topics (like any other consumer) and renders a table.
 
 It shows exactly what other subscribers see: per device heart rate, beats/s, detection latency, state and error
-counts, plus each edge node's health.
+counts, plus each edge node's health. While the broker cannot be reached (or refuses the view), the table's title
+says so instead of showing an empty table; a message it cannot use is counted and skipped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as paho
 from rich.table import Table
 
 from edge import protocol as proto
 from edge.transport.mqtt import MqttSettings, make_client
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,15 +40,24 @@ class DeviceView:
 
 
 class LiveView:
-    """An MQTT subscriber that keeps the latest per-device numbers; ``table()`` renders them."""
+    """An MQTT subscriber that keeps the latest per-device numbers; ``table()`` renders them.
+
+    The broker state (:meth:`broker_state`) is ``connecting`` until the first attempt ends, then ``connected``,
+    ``unreachable`` (no TCP connection; paho retries), ``refused`` (the broker said no, e.g. bad credentials) or
+    ``disconnected``.
+    """
 
     def __init__(self, settings: MqttSettings):
         self.settings = settings
         self.devices: dict[str, DeviceView] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.bad_messages = 0
         self._lock = threading.Lock()
+        self._broker = ("connecting", time.monotonic(), "")
         self.client = make_client(settings, "beatssl-view")
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
     def start(self) -> LiveView:
@@ -56,17 +70,46 @@ class LiveView:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def broker_state(self) -> tuple[str, float, str]:
+        """``(state, since, detail)``: the state named in the class docstring, since when (``time.monotonic()``)
+        and the broker's reason where it gave one."""
+        with self._lock:
+            return self._broker
+
+    def _set_broker(self, state: str, detail: str = "") -> None:
+        with self._lock:
+            if self._broker[0] != state or self._broker[2] != detail:
+                self._broker = (state, time.monotonic(), detail)
+
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._set_broker("refused", str(reason_code))
+            return
+        self._set_broker("connected")
         for kind in ("beats", "status", "errors", "rhythm"):
             client.subscribe(proto.output_subscription(kind), qos=0)
         client.subscribe(proto.health_topic("+"), qos=0)
 
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._set_broker("unreachable")
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        if self.broker_state()[0] == "connected":
+            self._set_broker("disconnected", str(reason_code))
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        """Take one message; one it cannot use (not a JSON object, wrong types) is counted and skipped."""
         try:
-            payload = json.loads(message.payload)
-        except ValueError:
-            return
-        parts = message.topic.split("/")
+            self._take(message.topic.split("/"), json.loads(message.payload))
+        except (ValueError, TypeError, AttributeError, IndexError, RecursionError) as exc:
+            with self._lock:
+                self.bad_messages += 1
+            log.debug("terminal view: skipped a message on %s: %s", message.topic, exc)
+
+    def _take(self, parts: list[str], payload: Any) -> None:
+        if not isinstance(payload, dict):
+            raise TypeError(f"payload is a {type(payload).__name__}, not an object")
         with self._lock:
             if parts[1] == "edge":
                 self.nodes[parts[2]] = payload
@@ -76,15 +119,16 @@ class LiveView:
             if kind == "beats":
                 dev.beats += 1
                 dev.beat_walls.append(time.monotonic())
-                dev.hr_bpm = payload.get("hr_bpm") or dev.hr_bpm
-                dev.latency_s = payload.get("latency_s")
+                dev.hr_bpm = _number(payload.get("hr_bpm")) or dev.hr_bpm
+                dev.latency_s = _number(payload.get("latency_s"))
             elif kind == "status":
-                dev.state = payload.get("state", "?")
+                dev.state = str(payload.get("state", "?"))
             elif kind == "errors":
                 dev.errors += 1
-                dev.last_error = payload.get("code", "")
+                dev.last_error = str(payload.get("code", ""))
             elif kind == "rhythm":
-                dev.labels = list(payload.get("labels", []))
+                labels = payload.get("labels", [])
+                dev.labels = [str(x) for x in labels] if isinstance(labels, list) else []
 
     def table(self, max_rows: int = 40) -> Table:
         """A rich table of devices and nodes as of now."""
@@ -113,6 +157,12 @@ class LiveView:
                 for n, h in self.nodes.items()
             )
         t.caption = f"{len(self.devices)} devices, {total} beats · nodes: {nodes or '–'}"
+        state, since, detail = self.broker_state()
+        if state != "connected":
+            retrying = " (retrying)" if state in ("unreachable", "disconnected") else ""
+            t.title = (f"beatssl-edge — broker {self.settings.broker} {state} for {now - since:.0f} s"
+                       f"{f': {detail}' if detail else ''}{retrying}")
+            t.title_style = "bold red"
         return t
 
     def summary(self) -> dict[str, Any]:
@@ -120,3 +170,10 @@ class LiveView:
         with self._lock:
             return {name: {"beats": d.beats, "hr_bpm": d.hr_bpm, "state": d.state, "errors": d.errors}
                     for name, d in sorted(self.devices.items())}
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        return None
+    return float(value)

@@ -186,6 +186,7 @@ const page = {
   devices: new Map(),
   nodes: {},
   lead: "auto",
+  leadPreference: ["II", "MLII"],  // replaced by the server's order (edge.ecg.LEAD_PREFERENCE) with each snapshot
   focus: null,
   source: null,
   grid: document.getElementById("grid"),
@@ -229,9 +230,28 @@ function connect() {
   src.addEventListener("frames", (ev) => apply(JSON.parse(ev.data), false));
 }
 
+/** Drop a device the server has forgotten (silent too long, or evicted by its device cap). */
+function forget(id) {
+  const d = page.devices.get(id);
+  if (!d) return;
+  page.observer.unobserve(d.el);
+  d.el.remove();
+  page.devices.delete(id);
+  if (page.focus === id) closeFocus();
+  document.getElementById("empty").hidden = page.devices.size > 0;
+}
+
 function apply(msg, snapshot) {
   const wall = performance.now() / 1000;
+  if (snapshot) {
+    if (msg.lead_preference) page.leadPreference = msg.lead_preference;
+    const known = new Set(msg.frames.flatMap((f) => Object.keys(f.devices)));
+    for (const id of [...page.devices.keys()]) if (!known.has(id)) forget(id);
+    page.nodes = {};
+  }
   for (const frame of msg.frames) {
+    for (const id of (frame.gone && frame.gone.devices) || []) forget(id);
+    for (const n of (frame.gone && frame.gone.nodes) || []) delete page.nodes[n];
     for (const [id, upd] of Object.entries(frame.devices)) {
       const d = device(id);
       if (snapshot) d.traces.clear();  // the snapshot carries the recent signal again, maybe other leads
@@ -461,7 +481,7 @@ function drawDevice(d, canvas, leads, windowS, smoothScale) {
 
 function gridLead(d) {
   const have = [...d.traces.keys()];
-  for (const l of [page.lead, "II", "MLII"]) if (have.includes(l)) return l;
+  for (const l of [page.lead, ...page.leadPreference]) if (have.includes(l)) return l;
   return have[0];
 }
 
