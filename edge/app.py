@@ -83,7 +83,7 @@ class EdgeConfig:
         shared_group: subscribe through the MQTT 5 shared subscription ``$share/<group>/ecg/+/samples``; only for
             brokers that keep one device on one member (EMQX ``sticky`` / ``hash_topic`` strategy): a round-robin
             broker (mosquitto) would split a device's chunks over workers. See docs/deploy.md.
-        engines: engine folders to load (at most one ``segment`` and one ``classify``).
+        engines: engine folders to load (at most one per task: ``segment``, ``classify``, ``beat-classify``).
         backend: ``auto``, ``onnxruntime`` or ``tensorrt``; threads: ONNX Runtime intra-op threads per engine (None: its
             default pool of one spinning thread per core — measured 2–4.5x costlier on 2 cores).
         max_batch / max_wait_ms: batching across devices (windows per engine call / longest wait for a batch).
@@ -113,8 +113,16 @@ class EdgeConfig:
     rhythm_hop_s: float = 2.0
 
 
+#: The engine task that answers each kind of request a device stream makes.
+REQUEST_TASK = {"seg": "segment", "cls": "classify", "beat": "beat-classify"}
+
+
+@dataclass
 class _Expire:
-    """Inbox item asking a worker to expire its silent devices."""
+    """Inbox item asking a worker to expire its silent devices (and, with ``status``, to republish every device's
+    retained status, so counters are current even when nothing changes state)."""
+
+    status: bool = False
 
 
 @dataclass
@@ -214,10 +222,10 @@ def load_plan(config: EdgeConfig) -> tuple[InferencePlan | None, dict[str, Engin
         if task in engines:
             raise ValueError(f"two {task} engines given ({engines[task].manifest.name}, {engine.manifest.name})")
         engines[task] = engine
-    seg, cls = engines.get("segment"), engines.get("classify")
+    seg, cls, beat = engines.get("segment"), engines.get("classify"), engines.get("beat-classify")
     plan = InferencePlan(
         fs_hz=INTERNAL_FS_HZ, seg=seg.manifest if seg else None, cls=cls.manifest if cls else None,
-        seg_leads=config.seg_leads, rhythm_hop_s=config.rhythm_hop_s,
+        beat=beat.manifest if beat else None, seg_leads=config.seg_leads, rhythm_hop_s=config.rhythm_hop_s,
     )
     return plan, engines
 
@@ -386,16 +394,21 @@ class EdgeApp:
     def _work(self, k: int) -> None:
         streams = self._streams[k]
         inbox = self._inboxes[k]
+        flushed = False
         try:
             while True:
                 item = inbox.get()
                 if item is None:
                     return
                 if isinstance(item, _Stop):
+                    flushed = True
                     for device in list(streams):
                         self._guarded(streams, device, lambda s: s.flush())
                 elif isinstance(item, _Expire):
                     self._expire(streams)
+                    if item.status:
+                        for device, stream in streams.items():
+                            self._emit(device, [Output("status", stream.status(), retain=True)])
                 elif isinstance(item, _Resume):
                     for stream in streams.values():
                         stream.last_arrival = max(stream.last_arrival, item.wall)
@@ -403,6 +416,8 @@ class EdgeApp:
                     if item.request.device in streams:
                         self._guarded(streams, item.request.device,
                                       lambda s, r=item: s.on_result(r.request, r.output))
+                elif flushed:  # came after the UNSUBACK wait ran out: the streams are flushed, say so
+                    self._reject("shutting_down", f"chunk of {item[0]} came after the shutdown flush; dropped")
                 else:
                     self._ingest(streams, *item)
         except BaseException as exc:
@@ -445,7 +460,7 @@ class EdgeApp:
 
     def _submit(self, stream: DeviceStream) -> None:
         for request in stream.take_requests():
-            scheduler = self.schedulers["segment" if request.kind == "seg" else "classify"]
+            scheduler = self.schedulers[REQUEST_TASK[request.kind]]
             if not scheduler.submit(request):
                 self._emit(stream.device_id, stream.on_result(request, None))
 
@@ -493,13 +508,12 @@ class EdgeApp:
                 self._watch()
                 if not self.connected.is_set():
                     continue  # a node cut off from its broker hears nothing: that silence is not the devices'
+                due = time.monotonic() >= next_health
                 for inbox in self._inboxes:
                     if len(inbox) < self.config.queue_size:
-                        inbox.put(_Expire())
-                if time.monotonic() >= next_health:
+                        inbox.put(_Expire(status=due))
+                if due:
                     self._publish(self._health_topic, proto.dumps(self.health(self.state)), retain=True)
-                    for device, stream in self.devices().items():
-                        self._publish(proto.status_topic(device), proto.dumps(stream.status()), retain=True)
                     next_health = time.monotonic() + self.config.health_interval_s
         except BaseException as exc:
             self._die(f"housekeeping died: {type(exc).__name__}: {exc}")

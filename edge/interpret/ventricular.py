@@ -1,8 +1,8 @@
 """Ectopic runs and patterns from beat classes, and ventricular flutter / fibrillation from the signal.
 
 * :class:`RunDetector` — a run of consecutive beats of one class at a rate above a limit: VT (class V, ≥ 3 beats,
-  > 100 bpm) and, configured with class S, SVTA (≥ 3 S beats, > 100 bpm). Slower V runs are idioventricular
-  rhythm, not reported.
+  rate limit from :class:`edge.interpret.episodes.EpisodeConfig`) and, configured with class S, SVTA (≥ 3 S beats,
+  > 100 bpm). Runs at or below the limit are not reported.
 * :class:`PatternDetector` — ventricular bigeminy (B: N V N V …) and trigeminy (T: N N V N N V …).
 * :class:`VFDetector` — ventricular flutter / fibrillation (VFL) from the band-passed signal, by the *VF filter*
   of Kuo S., Dillman R., *Computer detection of ventricular fibrillation*, Computers in Cardiology 1978:347–349

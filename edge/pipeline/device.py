@@ -156,8 +156,9 @@ class DeviceStream:
         if inf is None:
             return []
         if request.kind == "seg":
-            payload = inf.on_seg(key, output)
-            out = [Output("beats", payload)] if payload is not None else []
+            out = [Output("beats", payload) for payload in inf.on_seg(key, output)]
+        elif request.kind == "beat":
+            out = [Output("beats", payload) for payload in inf.on_beat(key, output)]
         else:
             out = [Output("rhythm", inf.rhythm_result(key, output, request.ready_wall))]
         if inf is not self._inf and not inf.outstanding:
@@ -275,9 +276,7 @@ class DeviceStream:
                 out.append(Output("beats", payload))
                 continue
             r_internal = int(round(beat.sample * self._beats.internal_fs_hz / self.fs_hz))
-            ready = self._inf.add_beat(payload, r_internal, beat.rr_s)
-            if ready is not None:
-                out.append(Output("beats", ready))
+            out += [Output("beats", ready) for ready in self._inf.add_beat(payload, r_internal, beat.rr_s)]
         return out
 
     def _beat_payload(self, beat: Beat, arrival: float) -> dict[str, Any]:

@@ -28,7 +28,15 @@ from edge.inference import LeadMismatchError, Manifest, to_probabilities
 from edge.inference.batching import InferenceRequest
 from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms
 from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
+from edge.interpret.rr_features import RRContext
 from edge.protocol import PROTOCOL_VERSION, device_hash
+
+
+def classify_beat(probs: np.ndarray, manifest: Manifest) -> str:
+    """The class of one beat from its probabilities: ``argmax(p / threshold)`` with the manifest's per-class
+    thresholds (all 1 without them: plain argmax), so a class the model under-calls can be favoured."""
+    thresholds = np.array([manifest.thresholds.get(name, 1.0) for name in manifest.class_names], dtype=float)
+    return manifest.class_names[int(np.argmax(np.asarray(probs, dtype=float) / np.maximum(thresholds, 1e-6)))]
 
 
 def rhythm_phase(device: str, hop_samples: int) -> int:
@@ -42,7 +50,10 @@ class InferencePlan:
 
     Attributes:
         seg: segmentation engine manifest (per-lead), or None for no beat segmentation.
-        cls: classification engine manifest, or None for beat-based rhythm descriptions only.
+        cls: classification engine manifest (PTB-XL diagnostic superclasses of a 10 s window: the ``diagnosis``),
+            or None for beat-based rhythm descriptions only.
+        beat: beat-classification engine manifest (AAMI class of every beat from a window around its R peak on the
+            preferred lead plus its RR features), or None for no beat classes.
         seg_leads: leads to segment (``("all",)`` for every lead); empty = the first of edge.ecg.LEAD_PREFERENCE
             the stream has (else its first lead).
         seg_pre_s: how much signal before the R peak the segmentation window holds (s); None centres the window
@@ -55,13 +66,14 @@ class InferencePlan:
     fs_hz: float
     seg: Manifest | None = None
     cls: Manifest | None = None
+    beat: Manifest | None = None
     seg_leads: tuple[str, ...] = ()
     seg_pre_s: float | None = None
     rhythm_hop_s: float = 2.0
     rhythm_window_s: float = 10.0
 
     def __post_init__(self) -> None:
-        for m in (self.seg, self.cls):
+        for m in (self.seg, self.cls, self.beat):
             if m is not None and m.fs_hz != self.fs_hz:
                 raise ValueError(f"engine {m.name!r} takes {m.fs_hz} Hz; the edge runs at {self.fs_hz} Hz")
         if self.seg is not None and not 0.2 * self.fs_hz <= self.seg_pre <= self.seg.window_samples - 0.5 * self.fs_hz:
@@ -120,13 +132,27 @@ class SignalBuffer:
 
 @dataclass
 class _PendingBeat:
+    """A detected beat waiting for its engine results (segmentation of each lead, its class)."""
+
     payload: dict[str, Any]
-    r: int                       # R peak, internal samples since the segment start
+    r: int                       # R peak, internal samples since the run start
     rr_s: float | None
-    leads: tuple[int, ...] = ()
+    seg_wanted: bool = False     # a segmentation result is expected (False: none, or given up at a run end)
+    seg_leads: int = 0           # leads segmented per beat
+    seg_sent: bool = False
     results: dict[int, BeatWaves] = field(default_factory=dict)
+    seg_problem: str | None = None
+    cls_wanted: bool = False
+    cls_sent: bool = False
+    features: np.ndarray | None = None  # RR features (known one beat later)
+    class_probs: dict[str, float] | None = None
+    cls: str | None = None
     ready_wall: float = 0.0
-    next_r: int | None = None
+
+    @property
+    def done(self) -> bool:
+        seg_done = not self.seg_wanted or len(self.results) == self.seg_leads
+        return seg_done and (not self.cls_wanted or self.class_probs is not None)
 
 
 class DeviceInference:
@@ -148,9 +174,12 @@ class DeviceInference:
         self.fs = plan.fs_hz
         self.smoother = smoother
         self.restarted = restarted
-        need = max(plan.rhythm_window, plan.seg.window_samples if plan.seg else 0)
+        need = max(plan.rhythm_window, plan.seg.window_samples if plan.seg else 0,
+                   plan.beat.window_samples if plan.beat else 0)
         self.buffer = SignalBuffer(need + int(4 * self.fs), len(leads))
         self.seg_lead_idx = self._seg_leads() if plan.seg else ()
+        self.beat_lead_idx = preferred_lead(leads)
+        self._rr = RRContext()
         self.cls_lead_idx: tuple[int, ...] | None = None
         self.cls_problem: str | None = None
         if plan.cls is not None:
@@ -160,16 +189,17 @@ class DeviceInference:
                 self.cls_problem = str(exc)
         hop = int(round(plan.rhythm_hop_s * self.fs))
         self.next_hop = hop + rhythm_phase(device, hop)
-        self._awaiting: deque[_PendingBeat] = deque()
-        self._in_flight: dict[int, _PendingBeat] = {}
+        self._pending: deque[_PendingBeat] = deque()  # in beat order; released from the left when done
+        self._by_id: dict[int, _PendingBeat] = {}
         self._beat_times: deque[tuple[float, float | None]] = deque()
         self._next_id = 0
         self._rhythm_due = 0  # classifier windows submitted and not yet answered
+        self._results_due = 0  # segmentation / beat-class windows submitted and not yet answered
 
     @property
     def outstanding(self) -> int:
-        """Engine results still due to this run (segmentation beats in flight + classifier windows)."""
-        return len(self._in_flight) + self._rhythm_due
+        """Engine results still due to this run (segmentation and beat-class windows, classifier windows)."""
+        return self._results_due + self._rhythm_due
 
     def _seg_leads(self) -> tuple[int, ...]:
         wanted = self.plan.seg_leads
@@ -184,29 +214,48 @@ class DeviceInference:
         """Append internal-rate samples; return the windows that became complete and the rhythm messages that need
         no engine (no classifier, unusable window)."""
         self.buffer.append(resampled)
-        requests: list[InferenceRequest] = []
+        requests = self._beat_requests(arrival)
         rhythm: list[dict[str, Any]] = []
-        post = self.plan.seg_post
-        while self._awaiting and self._awaiting[0].r + post <= self.buffer.total:
-            beat = self._awaiting.popleft()
-            beat.ready_wall = arrival
-            beat.next_r = self._awaiting[0].r if self._awaiting else None
-            beat_id = self._next_id
-            self._next_id += 1
-            self._in_flight[beat_id] = beat
-            win = self.buffer.window(beat.r - self.plan.seg_pre, beat.r + post)
-            beat.leads = self.seg_lead_idx
-            for li in self.seg_lead_idx:
-                requests.append(InferenceRequest(self.device, "seg", (beat_id, li), win[:, li][None, :], arrival))
         while self.buffer.total >= self.next_hop:
             self._rhythm_hop(self.next_hop, arrival, requests, rhythm)
             self.next_hop += int(round(self.plan.rhythm_hop_s * self.fs))
         return requests, rhythm
 
-    def flush(self, arrival: float) -> tuple[list[InferenceRequest], list[dict[str, Any]]]:
-        """The run ended: one last rhythm window ending at its last sample, when the run is at least a window long
-        and its last hop ended earlier (a 10 s record is classified once, at its end, whatever the hop phase)."""
+    def _beat_requests(self, arrival: float) -> list[InferenceRequest]:
+        """Segmentation and beat-class windows that are now complete."""
         requests: list[InferenceRequest] = []
+        plan, total = self.plan, self.buffer.total
+        for i, beat in enumerate(self._pending):
+            if beat.seg_wanted and not beat.seg_sent and beat.r + plan.seg_post <= total:
+                beat.seg_sent, beat.ready_wall = True, arrival
+                win = self.buffer.window(beat.r - plan.seg_pre, beat.r + plan.seg_post)
+                for li in self.seg_lead_idx:
+                    requests.append(InferenceRequest(self.device, "seg", (beat.payload["_id"], li),
+                                                     win[:, li][None, :], arrival))
+                    self._results_due += 1
+                nxt = self._pending[i + 1].r if i + 1 < len(self._pending) else None
+                beat.payload["_next_r"] = nxt
+            start = beat.r - (plan.beat.r_offset_samples if plan.beat else 0)
+            if (beat.cls_wanted and not beat.cls_sent and beat.features is not None
+                    and start + plan.beat.window_samples <= total):
+                beat.cls_sent = True
+                beat.ready_wall = max(beat.ready_wall, arrival)
+                win = self.buffer.window(start, start + plan.beat.window_samples)[:, self.beat_lead_idx]
+                requests.append(InferenceRequest(self.device, "beat", beat.payload["_id"], win[None, :], arrival,
+                                                 features=beat.features.astype(np.float32)))
+                self._results_due += 1
+        return requests
+
+    def flush(self, arrival: float) -> tuple[list[InferenceRequest], list[dict[str, Any]]]:
+        """The run ended: the last beat's RR features (its post-RR taken equal to its pre-RR), the windows the
+        resampler's tail completed, and one last rhythm window ending at the run's last sample when the run is at
+        least a window long and its last hop ended earlier (a 10 s record is classified once, at its end, whatever
+        the hop phase)."""
+        if self.plan.beat is not None:
+            last = self._rr.flush()
+            if last is not None and self._pending:
+                self._pending[-1].features = last
+        requests = self._beat_requests(arrival)
         rhythm: list[dict[str, Any]] = []
         last_hop = self.next_hop - int(round(self.plan.rhythm_hop_s * self.fs))
         if self.buffer.total >= self.plan.rhythm_window and self.buffer.total > last_hop:
@@ -224,14 +273,31 @@ class DeviceInference:
             requests.append(InferenceRequest(self.device, "cls", key, window, arrival))
             self._rhythm_due += 1
 
-    def add_beat(self, payload: dict[str, Any], r: int, rr_s: float | None) -> dict[str, Any] | None:
-        """A detected beat (``r``: internal sample of its R peak in this run). Returns the payload to publish now
-        when there is no segmentation engine, else None (it goes out with its waves later)."""
+    def add_beat(self, payload: dict[str, Any], r: int, rr_s: float | None) -> list[dict[str, Any]]:
+        """A detected beat (``r``: internal sample of its R peak in this run). Returns the beat payloads ready to
+        publish, in beat order: this one at once when no engine works on beats, else later, with its waves and class.
+        """
         self._beat_times.append((payload["time"], rr_s))
-        if self.plan.seg is None:
-            return payload
-        self._awaiting.append(_PendingBeat(payload, r, rr_s))
-        return None
+        beat = _PendingBeat(payload, r, rr_s, seg_wanted=self.plan.seg is not None,
+                            seg_leads=len(self.seg_lead_idx), cls_wanted=self.plan.beat is not None)
+        if beat.cls_wanted:
+            features = self._rr.push(payload["time"])
+            if features is not None and self._pending:
+                self._pending[-1].features = features
+        payload["_id"] = self._next_id
+        self._by_id[self._next_id] = beat
+        self._next_id += 1
+        self._pending.append(beat)
+        return self._release()
+
+    def _release(self) -> list[dict[str, Any]]:
+        """The finished beats at the head of the queue, as payloads (beats go out in order)."""
+        out = []
+        while self._pending and self._pending[0].done:
+            beat = self._pending.popleft()
+            del self._by_id[beat.payload["_id"]]
+            out.append(self._finish(beat))
+        return out
 
     def _rhythm_window(self, end: int) -> tuple[dict[str, Any], np.ndarray | None]:
         """The key of the hop ending at internal sample ``end`` and the classifier window (None: nothing to run)."""
@@ -252,54 +318,74 @@ class DeviceInference:
         return key, None
 
     # ------------------------------------------------------------------ result side
-    def on_seg(self, key: tuple[int, int], logits: np.ndarray | None) -> dict[str, Any] | None:
-        """A segmentation result for one lead of one beat; returns the beat payload once all its leads are in."""
+    def on_seg(self, key: tuple[int, int], logits: np.ndarray | None) -> list[dict[str, Any]]:
+        """A segmentation result for one lead of one beat; returns the beat payloads now ready, in order."""
         beat_id, lead = key
-        beat = self._in_flight.get(beat_id)
+        self._results_due -= 1
+        beat = self._by_id.get(beat_id)
         if beat is None:
-            return None
+            return []
         if logits is not None:
+            next_r = beat.payload.get("_next_r")
             beat.results[lead] = delineate_beat(np.argmax(logits, axis=0), self.plan.seg_pre, self.fs,
-                                                None if beat.next_r is None else beat.next_r - beat.r
-                                                + self.plan.seg_pre)
+                                                None if next_r is None else next_r - beat.r + self.plan.seg_pre)
         else:
             beat.results[lead] = BeatWaves(None, None, None)
-        if len(beat.results) < len(beat.leads):
-            return None
-        del self._in_flight[beat_id]
-        return self._finish(beat, combine_leads([beat.results[li] for li in beat.leads]), "failed"
-                            if logits is None else None)
+            beat.seg_problem = "failed"
+        return self._release()
 
-    def _finish(self, beat: _PendingBeat, waves: BeatWaves, problem: str | None) -> dict[str, Any]:
-        offset = beat.r - self.plan.seg_pre
+    def on_beat(self, beat_id: int, logits: np.ndarray | None) -> list[dict[str, Any]]:
+        """A beat-class result (``None``: its batch failed); returns the beat payloads now ready, in order."""
+        self._results_due -= 1
+        beat = self._by_id.get(beat_id)
+        if beat is None:
+            return []
+        manifest = self.plan.beat
+        if logits is None:
+            beat.class_probs = {}
+        else:
+            p = to_probabilities(logits[None, :], manifest.activation)[0]
+            beat.class_probs = {name: round(float(v), 4) for name, v in zip(manifest.class_names, p, strict=True)}
+            beat.cls = classify_beat(p, manifest)
+        return self._release()
 
-        def span(pair: tuple[int, int] | None) -> dict[str, float] | None:
-            if pair is None:
-                return None
-            on = self.t_start_s + (offset + pair[0]) / self.fs
-            off = self.t_start_s + (offset + pair[1] + 1) / self.fs
-            return {"on": round(on, 4), "off": round(off, 4)}
-
+    def _finish(self, beat: _PendingBeat) -> dict[str, Any]:
         payload = dict(beat.payload)
-        payload["waves"] = {"P": span(waves.p), "QRS": span(waves.qrs), "T": span(waves.t)}
-        payload["intervals_ms"] = intervals_ms(waves, self.fs, beat.rr_s)
-        payload["quality"] = problem or waves.quality
-        payload["segmented_leads"] = [self.leads[i] for i in beat.leads]
-        payload["proc_ms"] = round((time.monotonic() - beat.ready_wall) * 1e3, 3)
+        del payload["_id"]
+        payload.pop("_next_r", None)
+        if self.plan.seg is not None:
+            seg_done = len(beat.results) == len(self.seg_lead_idx)
+            waves = combine_leads([beat.results[li] for li in self.seg_lead_idx]) if seg_done else \
+                BeatWaves(None, None, None)
+            offset = beat.r - self.plan.seg_pre
+
+            def span(pair: tuple[int, int] | None) -> dict[str, float] | None:
+                if pair is None:
+                    return None
+                on = self.t_start_s + (offset + pair[0]) / self.fs
+                off = self.t_start_s + (offset + pair[1] + 1) / self.fs
+                return {"on": round(on, 4), "off": round(off, 4)}
+
+            payload["waves"] = {"P": span(waves.p), "QRS": span(waves.qrs), "T": span(waves.t)}
+            payload["intervals_ms"] = intervals_ms(waves, self.fs, beat.rr_s)
+            payload["quality"] = beat.seg_problem or waves.quality
+            payload["segmented_leads"] = [self.leads[i] for i in self.seg_lead_idx] if seg_done else []
+        if self.plan.beat is not None:
+            payload["class"] = beat.cls
+            payload["class_probs"] = beat.class_probs or None
+        if beat.ready_wall:
+            payload["proc_ms"] = round((time.monotonic() - beat.ready_wall) * 1e3, 3)
         return payload
 
     def unsegmented(self, reason: str) -> list[dict[str, Any]]:
-        """The run ended: every beat whose window can no longer fill, to publish without waves (``quality =
-        reason``). Beats already sent to the engine are not among them: their results still come (:meth:`on_seg`)."""
-        out = []
-        for beat in self._awaiting:
-            payload = dict(beat.payload)
-            payload["waves"] = {"P": None, "QRS": None, "T": None}
-            payload["intervals_ms"] = intervals_ms(BeatWaves(None, None, None), self.fs, beat.rr_s)
-            payload["quality"] = reason
-            out.append(payload)
-        self._awaiting.clear()
-        return out
+        """The run ended: every window that can no longer fill is given up (segmentation ``quality = reason``, class
+        None); returns the beat payloads now ready. Windows already sent to an engine still get their results."""
+        for beat in self._pending:
+            if beat.seg_wanted and not beat.seg_sent:
+                beat.seg_wanted, beat.seg_problem = False, reason
+            if beat.cls_wanted and not beat.cls_sent:
+                beat.cls_wanted = False
+        return self._release()
 
     def rhythm_result(self, key: dict[str, Any], logits: np.ndarray | None, ready_wall: float) -> dict[str, Any]:
         """The classifier's answer (``None``: its batch failed) for a window this run submitted."""
