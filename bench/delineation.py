@@ -15,9 +15,10 @@ loads only the segmentation engine (the classifier plays no part in the boundari
   ``train.data.ludb.split(names, 0, 0.2, 0.1)``) separately; only the test numbers are honest.
 
 Matching: every reference QRS (peak mark) is a reference beat; reference P waves are attached to the next QRS,
-T waves to the previous one. A reference beat is matched to the published beat whose R peak (``time``) is nearest,
-within 150 ms. Reference beats whose centred segmentation window (1.6 s each side of R) does not fit in the record are
-left out, as are published beats with quality ``stream_end``. For each boundary (P / QRS / T onset and offset) the
+T waves to the previous one. Reference beats are matched one-to-one to published beats (R peak ``time``) within
+150 ms by :func:`offline.scoring.match_pairs` (EC57: each reference, in time order, takes the nearest free one).
+Reference beats whose centred segmentation window (1.6 s each side of R) does not fit in the record are left out, as
+are published beats with quality ``stream_end``. For each boundary (P / QRS / T onset and offset) the
 error is published − reference (ms); a boundary is **found** when the matched beat has that wave and the error is
 within 150 ms. Reported: share found (of all reference boundaries, missed beats and waves counted as not found), share
 within 40 ms, and mean ± sd of the found errors; QT (QRS onset → T offset) error mean ± sd where both have a QT.
@@ -54,6 +55,7 @@ from edge.transport.mqtt import MqttSettings
 from offline.collector import Collector
 from offline.plots import plot_error_boxes
 from offline.records import read_annotations, read_record
+from offline.scoring import match_pairs
 from simulator.replay import Replayer
 from simulator.sources import ReplaySource, wfdb_records
 from train.data import ludb as ludb_data
@@ -146,15 +148,14 @@ def ref_beats(truth: dict, lead: str | None, pre_s: float, post_s: float) -> lis
 
 def score(refs: list[RefBeat], published: list[dict], scores: Scores) -> None:
     """Match one device's reference beats to its published beats and add the errors to ``scores``."""
-    pub = sorted((b for b in published if b.get("quality") not in EXCLUDED_QUALITY), key=lambda b: b["time"])
-    times = np.array([b["time"] for b in pub])
-    for ref in refs:
+    pub = [b for b in published if b.get("quality") not in EXCLUDED_QUALITY]
+    # the repo's one matcher (EC57, one-to-one) on µs integers
+    ref_i, pub_i = match_pairs(np.round(np.array([r.r_s for r in refs]) * 1e6),
+                               np.round(np.array([b["time"] for b in pub]) * 1e6), MATCH_S * 1e6)
+    matched = dict(zip(ref_i.tolist(), pub_i.tolist(), strict=True))
+    for i, ref in enumerate(refs):
         scores.n_ref_beats += 1
-        beat = None
-        if times.size:
-            k = int(np.argmin(np.abs(times - ref.r_s)))
-            if abs(times[k] - ref.r_s) <= MATCH_S:
-                beat = pub[k]
+        beat = pub[matched[i]] if i in matched else None
         if beat is not None:
             scores.n_matched_beats += 1
         for wave, side in BOUNDARIES:
