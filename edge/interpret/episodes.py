@@ -204,26 +204,37 @@ class EpisodeTracker:
         self.call = RhythmCall("N", 0.0, 0.0)
 
     # ------------------------------------------------------------------ inputs
-    def push_beat(self, beat: BeatEvent) -> list[EpisodeEvent | RhythmCall]:
-        """Feed one beat; returns the episode events and rhythm-call change it causes."""
+    def note_beat(self, time_s: float) -> list[EpisodeEvent | RhythmCall]:
+        """The beat detector found a beat with R at ``time_s`` (s): ends asystole and pause and restarts the silence
+        clock, before the beat's class and waves are known (they come with :meth:`push_beat`, which calls this
+        itself for a beat not noted yet)."""
         events: list[EpisodeEvent] = []
         if self._stream_start_s is None:
-            self._stream_start_s = beat.time_s
-        events += self.asystole.end(beat.time_s, beat.time_s)
+            self._stream_start_s = time_s
+        events += self.asystole.end(time_s, time_s)
         if self.pause.active:
-            events += self.pause.end(beat.time_s, beat.time_s)
-        elif self.last_beat_s is not None and beat.time_s - self.last_beat_s > self.config.pause_s:
-            events += self.pause.start(self.last_beat_s, beat.time_s) + self.pause.end(beat.time_s, beat.time_s)
-        self.last_rr_s = None if self.last_beat_s is None else beat.time_s - self.last_beat_s
-        self.last_beat_s = beat.time_s
+            events += self.pause.end(time_s, time_s)
+        elif self.last_beat_s is not None and time_s - self.last_beat_s > self.config.pause_s:
+            events += self.pause.start(self.last_beat_s, time_s) + self.pause.end(time_s, time_s)
+        self.last_rr_s = None if self.last_beat_s is None else time_s - self.last_beat_s
+        self.last_beat_s = time_s
         self._unusable_since_beat = not self.quality.usable
-        self.now_s = max(self.now_s or beat.time_s, beat.time_s)
+        self.now_s = max(self.now_s or time_s, time_s)
+        return self._finish(events)
+
+    def push_beat(self, beat: BeatEvent) -> list[EpisodeEvent | RhythmCall]:
+        """Feed one beat with its class and waves (in time order); returns the episode events and rhythm-call
+        change it causes."""
+        out: list[EpisodeEvent | RhythmCall] = []
+        if self.last_beat_s is None or beat.time_s > self.last_beat_s:
+            out += self.note_beat(beat.time_s)
+        events: list[EpisodeEvent] = []
         if beat.cls in ("V", "S"):
             self._ectopic.append((beat.time_s, beat.cls))
         if not self.noise.active:
             for det in self._beat_detectors:
                 events += det.push(beat)
-        return self._finish(events)
+        return out + self._finish(events)
 
     def push_signal(self, chunk_mv: np.ndarray, t0_s: float) -> list[EpisodeEvent | RhythmCall]:
         """Feed band-passed samples ``(n,)`` mV at ``fs_hz`` whose first sample is at device time ``t0_s`` (s)."""

@@ -1,0 +1,113 @@
+"""Alarms (edge.interpret.alarms) on real records: asystole vs lead-off, VT raise / clear, latching, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_episodes import bench
+
+from edge.detection.beats import detect_record
+from edge.interpret.alarms import ALARM_PRIORITY, AlarmLimits, AlarmMonitor
+from offline.records import read_record
+
+GAP_S = (30.0, 40.0)
+
+
+def _spliced(data_dir: Path, fill: str) -> object:
+    """The first 60 s of MIT-BIH 100 (MLII) with 30–40 s replaced by a quiet baseline (``noise``: the last
+    level plus 20 µV gaussian noise) or by exact zeros (``zero``: an open input)."""
+    rec = read_record(data_dir / "mitdb" / "100")
+    fs = rec.fs_hz
+    x = rec.signal_mv[: int(60 * fs), 0].astype(np.float64).copy()
+    a, b = (int(t * fs) for t in GAP_S)
+    if fill == "noise":
+        x[a:b] = x[a - 1] + 0.02 * np.random.default_rng(1).standard_normal(b - a)
+    else:
+        x[a:b] = 0.0
+    beats = detect_record(x, fs, chunk_samples=round(0.04 * fs))
+    return bench.Prepared(f"100-{fill}", len(x) / fs, beats, [None] * len(beats), bench.band_passed(x, fs))
+
+
+def test_asystole_alarm_within_6_s_on_a_quiet_baseline(data_dir: Path) -> None:
+    prep = _spliced(data_dir, "noise")
+    events, alarms, _ = bench.stream(prep, with_classes=False, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
+    raised = [a for a in alarms if a.state == "raised"]
+    asystole = [a for a in raised if a.type == "asystole"]
+    assert len(asystole) == 1 and asystole[0].priority == "high"
+    assert 0.0 < asystole[0].at_s - GAP_S[0] <= 6.0  # measured: 5.0 s (4 s rule + 1 s chunks)
+    assert GAP_S[0] - 1.5 <= asystole[0].time_s <= GAP_S[0]  # the condition began at the last beat
+    assert not [a for a in raised if a.type == "lead_off"]
+    cleared = [a for a in alarms if a.type == "asystole" and a.state == "cleared"]
+    assert cleared and GAP_S[1] <= cleared[0].at_s <= GAP_S[1] + 1.5
+    assert [e.type for e in events if e.kind == "start"].count("ASYSTOLE") == 1
+
+
+def test_lead_off_is_technical_never_asystole(data_dir: Path) -> None:
+    prep = _spliced(data_dir, "zero")
+    events, alarms, _ = bench.stream(prep, with_classes=False, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
+    raised = [a for a in alarms if a.state == "raised"]
+    assert not [a for a in raised if a.type == "asystole"]
+    lead_off = [a for a in raised if a.type == "lead_off"]
+    assert len(lead_off) == 1 and lead_off[0].technical and lead_off[0].priority == "low"
+    assert GAP_S[0] <= lead_off[0].time_s <= GAP_S[0] + 2.0
+    assert "NOISE" in [e.type for e in events if e.kind == "start"] and "ASYSTOLE" not in [e.type for e in events]
+
+
+@pytest.fixture(scope="module")
+def mitdb_205(data_dir: Path):
+    return bench.prepare(data_dir / "mitdb" / "205", beat_classes=True)
+
+
+def test_vt_alarm_raised_and_cleared_on_mitdb_205(mitdb_205) -> None:
+    onset, end = mitdb_205.episodes["VT"][0]  # 298.8–301.8 s, a 6-beat run at ~150 bpm
+    _, alarms, _ = bench.stream(mitdb_205, with_classes=True, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
+    vt = [a for a in alarms if a.type == "vt" and onset - 1 <= a.at_s <= end + 1.0]
+    assert [a.state for a in vt] == ["raised", "cleared"]
+    assert abs(vt[0].time_s - onset) < 0.5 and vt[0].at_s - onset < 2.5  # measured: began 299.0, raised 300.3
+    assert end - 0.5 < vt[1].at_s < end + 1.5
+
+
+def test_no_classes_no_vt_alarm(mitdb_205) -> None:
+    _, alarms, _ = bench.stream(mitdb_205, with_classes=False, monitor=AlarmMonitor())
+    assert not [a for a in alarms if a.type == "vt"]
+
+
+def test_latching_holds_vt_until_acknowledged(mitdb_205) -> None:
+    onset, end = mitdb_205.episodes["VT"][0]
+    monitor = AlarmMonitor()  # vt latches by default
+    _, alarms, _ = bench.stream(mitdb_205, with_classes=True, monitor=monitor)
+    vt = [a for a in alarms if a.type == "vt"]
+    assert vt[0].state == "raised" and abs(vt[0].time_s - onset) < 0.5
+    assert all(a.state == "raised" for a in vt) and len(vt) == 1  # never cleared, later runs add nothing
+    assert monitor.raised()["vt"]["condition"] is False
+    cleared = monitor.acknowledge("vt", at_s=1800.0)
+    assert [(a.type, a.state, a.at_s) for a in cleared] == [("vt", "cleared", 1800.0)]
+    assert "vt" not in monitor.raised() and monitor.acknowledge("vt", 1801.0) == []
+
+
+def test_acknowledged_alarm_clears_when_its_condition_ends() -> None:
+    monitor = AlarmMonitor()
+    run = {"now_s": 10.0, "active": {}, "vt_run_beats": 6, "vt_run_rate_bpm": 160.0, "vt_run_start_s": 8.0,
+           "hr_bpm": 160.0, "last_beat_s": 10.0, "signal": "ok"}
+    assert [(a.type, a.state) for a in monitor.update(run)] == [("vt", "raised"), ("tachy", "raised")]
+    assert monitor.acknowledge("vt", 10.5) == []  # condition still present: silenced, stays raised
+    after = {**run, "now_s": 12.0, "vt_run_beats": 0, "vt_run_rate_bpm": None, "vt_run_start_s": None,
+             "hr_bpm": 80.0}
+    assert [(a.type, a.state) for a in monitor.update(after)] == [("vt", "cleared"), ("tachy", "cleared")]
+
+
+@pytest.mark.parametrize("values", [{"brady_bpm": 200.0}, {"tachy_bpm": 30.0}, {"pause_s": 0.1},
+                                    {"vt_run_beats": 1}, {"latching": {"vtach"}}, {"brady_limit": 40}])
+def test_bad_limits_are_one_line_value_errors(values: dict) -> None:
+    with pytest.raises(ValueError) as err:
+        AlarmLimits.from_mapping(values)
+    assert "\n" not in str(err.value) and str(err.value)
+
+
+def test_limits_override_and_priorities() -> None:
+    limits = AlarmLimits.from_mapping({"brady_bpm": 35, "tachy_bpm": 170})
+    assert (limits.brady_bpm, limits.tachy_bpm, limits.pause_s) == (35, 170, 3.0)
+    assert {k for k, v in ALARM_PRIORITY.items() if v == "high"} >= {"asystole", "vf", "vt"}
+    assert ALARM_PRIORITY["af"] == "medium" and ALARM_PRIORITY["lead_off"] == "low"

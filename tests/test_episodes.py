@@ -1,0 +1,122 @@
+"""Rhythm episodes (edge.interpret.episodes and its detectors) on real records, streamed as the edge would.
+
+Beats come from the edge's own detector; on MIT-BIH each detected beat takes the EC57 class of the reference beat
+it matches (bench/arrhythmia.py builds the records, so the tests and the bench score the same thing).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.ecg import INTERNAL_FS_HZ
+from edge.interpret.af import AFDetector, DashAFDetector, rr_irregularity
+from edge.interpret.events import BeatEvent, EpisodeEvent
+from edge.interpret.signal_quality import block_status
+from edge.interpret.ventricular import PatternDetector, RunDetector, vf_leakage
+
+_BENCH = Path(__file__).resolve().parent.parent / "bench" / "arrhythmia.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_arrhythmia", _BENCH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+
+
+@pytest.fixture(scope="module")
+def mitdb_119(data_dir: Path):
+    return bench.prepare(data_dir / "mitdb" / "119", beat_classes=True)
+
+
+def test_bigeminy_found_on_mitdb_119_with_reference_classes(mitdb_119) -> None:
+    events, _, _ = bench.stream(mitdb_119, with_classes=True)
+    ref = mitdb_119.episodes["B"]
+    det = bench.spans(events, "B")
+    found = sum(bench._overlap([r], det) > 0 for r in ref)
+    true = sum(bench._overlap([d], ref) > 0 for d in det)
+    # measured: 37 of 37 reference B episodes found, 37 of 40 detected ones true
+    assert len(ref) == 37 and found >= 35
+    assert true / len(det) >= 0.85
+    assert bench._overlap(ref, det) / sum(e - s for s, e in ref) >= 0.85
+
+
+def test_no_classes_no_bigeminy_but_beat_rules_still_run(mitdb_119) -> None:
+    events, _, _ = bench.stream(mitdb_119, with_classes=False)
+    assert not bench.spans(events, "B") and not bench.spans(events, "VT")
+    assert all(isinstance(e, EpisodeEvent) for e in events)
+
+
+@pytest.mark.parametrize("record, low, high", [("data_8_2", 0.90, 1.01), ("data_21_7", 0.0, 0.0)])
+def test_af_coverage_on_cpsc2021(data_dir: Path, record: str, low: float, high: float) -> None:
+    prep = bench.prepare(data_dir / "cpsc2021_af" / record, beat_classes=False)
+    events, _, _ = bench.stream(prep, with_classes=False)
+    covered = sum(e - s for s, e in bench.spans(events, "AF")) / prep.duration_s
+    assert low <= covered <= high  # measured: data_8_2 0.97, data_21_7 0
+
+
+def test_dash_baseline_calls_persistent_af_but_needs_128_beats(data_dir: Path) -> None:
+    prep = bench.prepare(data_dir / "cpsc2021_af" / "data_8_2", beat_classes=False)
+    dash = DashAFDetector()
+    events = [e for _, b in bench.beat_events(prep, False) for e in dash.push(b)] + dash.flush(prep.duration_s)
+    starts = [e for e in events if e.kind == "start"]
+    assert starts, "Dash 2009 calls the persistent AF record"
+    assert starts[0].at_s > 60.0  # it needs 128 intervals before its first call
+
+
+def test_af_rule_ignores_ectopic_intervals() -> None:
+    """Sinus at 75 bpm with a PVC every 4th beat: RR-only it is irregular, with classes it is not AF."""
+    det_rr, det_cls = AFDetector(), AFDetector()
+    t, starts = 0.0, {"rr": 0, "cls": 0}
+    for i in range(200):
+        pvc = i % 4 == 3
+        rr = 0.5 if pvc else (1.1 if i % 4 == 0 and i else 0.8)
+        t += rr
+        b_rr = BeatEvent(t, rr if i else None)
+        b_cls = BeatEvent(t, rr if i else None, cls="V" if pvc else "N")
+        starts["rr"] += sum(e.kind == "start" for e in det_rr.push(b_rr))
+        starts["cls"] += sum(e.kind == "start" for e in det_cls.push(b_cls))
+    assert starts["cls"] == 0
+    feats = rr_irregularity(np.array([0.8, 0.8, 0.5, 1.1] * 8))
+    assert feats["nmsd"] > 0.3  # what the RR-only window sees
+
+
+def test_vt_run_detector_needs_three_fast_v_beats() -> None:
+    det = RunDetector("VT", "V", min_beats=3, min_rate_bpm=100.0)
+    seq = [(0.0, "N"), (0.8, "V"), (1.2, "V"), (1.6, "V"), (2.0, "V"), (2.8, "N")]
+    events = [e for t, c in seq for e in det.push(BeatEvent(t, cls=c))]
+    assert [(e.kind, e.start_s, e.end_s, e.at_s) for e in events] == [("start", 0.8, None, 1.6),
+                                                                    ("end", 0.8, 2.0, 2.8)]
+    slow = RunDetector("VT", "V", min_beats=3, min_rate_bpm=100.0)
+    assert not [e for t in (0.0, 0.7, 1.4, 2.1) for e in slow.push(BeatEvent(t, cls="V"))]  # 86 bpm
+
+
+def test_trigeminy_pattern() -> None:
+    det = PatternDetector("T", conducted=2, min_cycles=3)
+    classes = "NNNNVNNVNNVNNVNNNN"
+    events = [e for i, c in enumerate(classes) for e in det.push(BeatEvent(float(i), cls=c))]
+    assert [(e.kind, e.start_s, e.end_s) for e in events] == [("start", 2.0, None), ("end", 2.0, 16.0)]
+
+
+def test_vf_filter_and_block_status_on_shapes() -> None:
+    fs = INTERNAL_FS_HZ
+    t = np.arange(4 * fs) / fs
+    sine = np.sin(2 * np.pi * 4.5 * t)
+    pulses = np.zeros_like(t)
+    pulses[:: fs] = 1.0
+    assert vf_leakage(sine) < 0.1 and vf_leakage(pulses) > 0.9
+    assert block_status(np.zeros(fs), fs) == "lead_off"
+    assert block_status(np.clip(sine[:fs] * 5, -1, 1), fs) == "lead_off"  # clipped: saturated
+    rng = np.random.default_rng(0)
+    assert block_status(0.02 * rng.standard_normal(fs), fs) == "ok"  # a quiet baseline is readable
+    assert block_status(2.0 * rng.standard_normal(fs), fs) == "noise"
