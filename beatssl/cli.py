@@ -218,7 +218,13 @@ def mqtt_settings(broker: BrokerAddress | None = None, mqtt: MqttOptions | None 
 def engines_root() -> Path:
     """Where the default engines are looked for: ``$BEATSSL_ENGINES``, else the installed ``engines`` package."""
     env = os.environ.get(ENGINES_ENV)
-    return Path(env) if env else Path(str(resources.files("engines")))
+    if env:
+        return Path(env)
+    try:
+        return Path(str(resources.files("engines")))
+    except ModuleNotFoundError:  # an editable install from before engines/ became a package: reinstall it
+        raise fail(f"the engines package is not installed; set {ENGINES_ENV} to the engines folder, or reinstall "
+                   f"beatssl-edge") from None
 
 
 def default_engines() -> list[Path]:

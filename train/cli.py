@@ -5,17 +5,21 @@ Every command reads a YAML config (a name in train/configs or a path) and applie
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
 
+from edge.config import Commands, error_line
 from train import config
 
 app = typer.Typer(
-    help="Beat-SSL pretraining and fine-tuning (classification, wave segmentation).", no_args_is_help=True
+    help="Beat-SSL pretraining and fine-tuning (classification, wave segmentation).", no_args_is_help=True,
+    cls=Commands,  # bad values and bad paths: one error line, no traceback
 )
 data_app = typer.Typer(help="Dataset download.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -31,6 +35,43 @@ def _overrides(**dotted: Any) -> dict[str, Any]:
         if value is not None:
             config.set_dotted(out, key.replace("__", "."), value)
     return out
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one ``error:`` line and return the Exit to raise."""
+    error_line(message)
+    return typer.Exit(code)
+
+
+def _load(config_name: str | None, overrides: dict[str, Any]) -> config.Config:
+    """The config with its data folder and ``--init`` checkpoint checked (one error line when they are missing)."""
+    try:
+        cfg = config.load(config_name, overrides)
+    except (FileNotFoundError, ValueError, TypeError, KeyError) as exc:
+        raise _fail(str(exc).strip("'\"")) from None
+    root = cfg.data.root_path()
+    if not root.is_dir():
+        raise _fail(f"data folder {root} not found: give --data-root DIR (the folder holding ludb/, ptbxl/, mitdb/ …)")
+    if cfg.run.init:
+        _check_checkpoint(Path(cfg.run.init), "--init")
+    return cfg
+
+
+def _check_checkpoint(path: Path, what: str) -> None:
+    """One error line unless ``path`` is a checkpoint written by pretrain / finetune."""
+    import pickle
+    import zipfile
+
+    from train.checkpoint import read_checkpoint
+
+    if not path.is_file():
+        raise _fail(f"{what} {path}: no such file")
+    try:
+        read_checkpoint(path)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, KeyError,
+            AttributeError) as exc:
+        raise _fail(f"{what} {path} is not a checkpoint written by train pretrain / finetune "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
 
 
 def _run(cfg: config.Config) -> None:
@@ -77,7 +118,7 @@ def pretrain(
     view_leads: int = typer.Option(None, help="Leads drawn per augmented view (1..12)."),
 ) -> None:
     """Beat-SSL pretraining of the encoder on unlabelled 10 s windows."""
-    cfg = config.load(
+    cfg = _load(
         config_name,
         _overrides(
             run__out_dir=out, data__root=data_root, run__seed=seed, optim__epochs=epochs,
@@ -116,7 +157,7 @@ def finetune(
     resume: bool = ResumeOpt,
 ) -> None:
     """Fine-tune an encoder (pretrained with --init, or from scratch) for classification or segmentation."""
-    cfg = config.load(
+    cfg = _load(
         config_name,
         _overrides(
             task=task, run__init=init, data__label_fraction=label_fraction, run__out_dir=out, data__root=data_root,
@@ -143,6 +184,7 @@ def evaluate(
     from train.checkpoint import load_checkpoint
     from train.tasks import make_task
 
+    _check_checkpoint(checkpoint, "checkpoint")
     model, meta = load_checkpoint(checkpoint)
     cfg = config.load(None, meta["config"])
     if data_root:
@@ -217,7 +259,19 @@ def download(
 
 from train.engine_build import build_engine_command  # noqa: E402
 
-app.command("build-engine")(build_engine_command)
+
+def _checked_build(command: Callable[..., None]) -> Callable[..., None]:
+    """``build-engine`` that first checks its checkpoint (one error line for a file that is not one)."""
+
+    @functools.wraps(command)
+    def build(*args: Any, **kwargs: Any) -> None:
+        _check_checkpoint(Path(kwargs["checkpoint"]), "checkpoint")
+        command(*args, **kwargs)
+
+    return build
+
+
+app.command("build-engine")(_checked_build(build_engine_command))
 
 if __name__ == "__main__":
     app()

@@ -247,3 +247,27 @@ def test_a_missing_extra_is_one_line_naming_it(module: str, code: str, extra: st
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith(f"error: {what} needs the '{extra}' extra: pip install 'beatssl-edge[{extra}]'")
+
+
+# ---------------------------------------------------------------------------------------------- train
+TRAIN_FAULTS = [
+    (["pretrain", "-c", "cpu-small-pretrain", "--data-root", "{tmp}/no-data"], "data folder"),
+    (["pretrain", "-c", "no-such-config"], "no config 'no-such-config'"),
+    (["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment", "--init", "{tmp}/missing.pt"],
+     "--init"),
+    (["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment", "--init", "{tmp}/junk.pt"],
+     "is not a checkpoint"),
+    (["evaluate", "{tmp}/missing.pt"], "no such file"),
+    (["evaluate", "{tmp}/junk.pt"], "is not a checkpoint"),
+    (["build-engine", "{tmp}/junk.pt", "--out", "{tmp}/engine"], "is not a checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), TRAIN_FAULTS, ids=[" ".join(a[:2]) + f" ({m})" for a, m in TRAIN_FAULTS])
+def test_train_turns_bad_paths_into_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    from train.cli import app as train_app
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint\n" * 10)
+    result = CliRunner().invoke(train_app, [a.format(tmp=tmp_path) for a in args], prog_name="train")
+    assert message in one_error_line(result)
+    assert not (tmp_path / "engine").exists()
