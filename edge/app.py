@@ -53,8 +53,10 @@ from edge import protocol as proto
 from edge.ecg import INTERNAL_FS_HZ
 from edge.inference import Engine, load_engine
 from edge.inference.batching import BatchScheduler, InferenceRequest
-from edge.pipeline.device import DeviceStream, Output, StreamConfig
-from edge.pipeline.device_inference import InferencePlan
+from edge.interpret.alarms import AlarmLimits
+from edge.pipeline.device import DeviceStream, StreamConfig
+from edge.pipeline.device_inference import REQUEST_TASK, InferencePlan
+from edge.pipeline.outputs import Output
 from edge.transport.mqtt import MqttSettings, connect_properties, make_client
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class EdgeConfig:
         max_batch / max_wait_ms: batching across devices (windows per engine call / longest wait for a batch).
         seg_leads: leads to segment per beat (``("all",)`` for all; empty: lead II or the stream's first).
         rhythm_hop_s: period of rhythm messages per device (s of device time).
+        alarm_limits: alarm limits of every device; device_alarm_limits: per-device overrides by device id.
     """
 
     mqtt: MqttSettings
@@ -111,10 +114,8 @@ class EdgeConfig:
     max_wait_ms: float = 20.0
     seg_leads: tuple[str, ...] = ()
     rhythm_hop_s: float = 2.0
-
-
-#: The engine task that answers each kind of request a device stream makes.
-REQUEST_TASK = {"seg": "segment", "cls": "classify", "beat": "beat-classify"}
+    alarm_limits: AlarmLimits = field(default_factory=AlarmLimits)
+    device_alarm_limits: dict[str, AlarmLimits] = field(default_factory=dict)
 
 
 @dataclass
@@ -131,6 +132,14 @@ class _Resume:
     the devices' fault."""
 
     wall: float
+
+
+@dataclass
+class _Ack:
+    """Inbox item: an operator acknowledged alarm ``alarm_type`` of ``device``."""
+
+    device: str
+    alarm_type: str
 
 
 @dataclass
@@ -152,6 +161,7 @@ class Inbox:
     def __init__(self, capacity: int):
         self._items: deque[Any] = deque()
         self._chunks = 0
+        self._queued: dict[str, int] = {}  # chunks queued per device
         self._capacity = capacity
         self._cond = threading.Condition()
 
@@ -162,6 +172,7 @@ class Inbox:
                 return False
             self._items.append(item)
             self._chunks += 1
+            self._queued[item[0]] = self._queued.get(item[0], 0) + 1
             self._cond.notify_all()
             return True
 
@@ -177,8 +188,15 @@ class Inbox:
             item = self._items.popleft()
             if isinstance(item, tuple):
                 self._chunks -= 1
+                left = self._queued.pop(item[0]) - 1
+                if left:
+                    self._queued[item[0]] = left
             self._cond.notify_all()
             return item
+
+    def queued(self, device: str) -> int:
+        """Chunks of ``device`` waiting in this inbox (a device with a backlog is not silent)."""
+        return self._queued.get(device, 0)
 
     def wait_empty(self, timeout_s: float) -> bool:
         """Block until nothing is queued; False after ``timeout_s``."""
@@ -351,7 +369,7 @@ class EdgeApp:
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.config.mqtt.broker, reason_code)
             return
-        client.subscribe(self._subscription(), qos=1)
+        client.subscribe([(self._subscription(), 1), (proto.ALARM_ACK_SUBSCRIPTION, 1)])
         if self._disconnected_since is not None:
             outage = time.monotonic() - self._disconnected_since
             log.warning("broker %s is back after %.1f s", self.config.mqtt.broker, outage)
@@ -381,11 +399,22 @@ class EdgeApp:
             k, n = self.config.partition
             if proto.device_hash(device) % n != k:
                 return
+        if proto.is_alarm_ack(message.topic):
+            self._on_ack(device, message.payload)
+            return
         props = getattr(message, "properties", None)
         content_type = getattr(props, "ContentType", None) if props is not None else None
         item = (device, message.payload, content_type, time.monotonic())
         if not self._inbox(device).put_chunk(item, self.config.enqueue_timeout_s):
             self._reject("overload", f"worker queue full; chunk of {device} dropped")
+
+    def _on_ack(self, device: str, payload: bytes) -> None:
+        try:
+            alarm_type = proto.decode_alarm_ack(payload)
+        except proto.ProtocolError as exc:
+            self._reject(exc.code, f"alarm acknowledgement for {device}: {exc}")
+            return
+        self._inbox(device).put(_Ack(device, alarm_type))
 
     def _inbox(self, device: str) -> Inbox:
         return self._inboxes[proto.device_hash(device) % self.config.workers]
@@ -405,13 +434,16 @@ class EdgeApp:
                     for device in list(streams):
                         self._guarded(streams, device, lambda s: s.flush())
                 elif isinstance(item, _Expire):
-                    self._expire(streams)
+                    self._expire(streams, inbox)
                     if item.status:
                         for device, stream in streams.items():
                             self._emit(device, [Output("status", stream.status(), retain=True)])
                 elif isinstance(item, _Resume):
                     for stream in streams.values():
                         stream.last_arrival = max(stream.last_arrival, item.wall)
+                elif isinstance(item, _Ack):
+                    if item.device in streams:
+                        self._guarded(streams, item.device, lambda s, a=item.alarm_type: s.acknowledge(a))
                 elif isinstance(item, _Result):
                     if item.request.device in streams:
                         self._guarded(streams, item.request.device,
@@ -456,7 +488,8 @@ class EdgeApp:
         self._emit(device, outputs)
 
     def _new_stream(self, device: str) -> DeviceStream:
-        return DeviceStream(device, self.config.stream, self.plan)
+        limits = self.config.device_alarm_limits.get(device, self.config.alarm_limits)
+        return DeviceStream(device, self.config.stream, self.plan, limits)
 
     def _submit(self, stream: DeviceStream) -> None:
         for request in stream.take_requests():
@@ -468,9 +501,11 @@ class EdgeApp:
         """Scheduler thread → the worker that owns the device (results are never dropped)."""
         self._inbox(request.device).put(_Result(request, output))
 
-    def _expire(self, streams: dict[str, DeviceStream]) -> None:
+    def _expire(self, streams: dict[str, DeviceStream], inbox: Inbox) -> None:
         now = time.monotonic()
         for device, stream in list(streams.items()):
+            if inbox.queued(device):
+                continue  # its chunks are still queued behind this check: the device is not silent
             idle = now - stream.last_arrival
             if idle > self.config.forget_after_s and stream.idle:
                 self.counters.add("beats_retired", stream.counters.beats)
@@ -480,7 +515,7 @@ class EdgeApp:
 
     def _emit(self, device: str, outputs: list[Output]) -> None:
         topics = {"beats": proto.beats_topic, "status": proto.status_topic, "errors": proto.errors_topic,
-                  "rhythm": proto.rhythm_topic}
+                  "rhythm": proto.rhythm_topic, "episodes": proto.episodes_topic, "alarms": proto.alarms_topic}
         for out in outputs:
             if out.kind == "beats":
                 self._latency_s.append(out.payload["latency_s"])

@@ -111,9 +111,9 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
             assert usable, "no usable window in 24 s of clean LUDB signal"
             n_usable += len(usable)
             for m in usable:
-                assert m["window_s"] == 10.0 and m["engine"] is not None
-                assert set(m["probs"]) == {"NORM", "MI", "STTC", "CD", "HYP"}
-                assert all(0.0 <= p <= 1.0 for p in m["probs"].values())
+                assert m["window_s"] == 10.0 and m["diagnosis_engine"] is not None
+                assert set(m["diagnosis_probs"]) == {"NORM", "MI", "STTC", "CD", "HYP"}
+                assert all(0.0 <= p <= 1.0 for p in m["diagnosis_probs"].values())
                 assert m["hr_bpm"] is not None and 30 <= m["hr_bpm"] <= 200
                 assert m["regularity"] in ("regular", "irregular")
         health = edge.health("online")
@@ -135,7 +135,8 @@ def test_stream_without_the_classifier_leads_is_reported_not_crashed(broker, dat
         assert [e["code"] for e in errors] == ["no_engine_for_leads"]
         assert "MLII" in errors[0]["message"] and "missing" in errors[0]["message"]
         usable = [m for m in col.get(proto.rhythm_topic(device)) if m["usable"]]
-        assert usable and all(m["probs"] is None and m["labels"] == [] and m["engine"] is None for m in usable)
+        assert usable and all(m["diagnosis_probs"] is None and m["diagnosis"] == [] and m["diagnosis_engine"] is None
+                              for m in usable)
         assert all(60 <= m["hr_bpm"] <= 90 for m in usable)
         # beats are still segmented on the Holter lead (MLII)
         def good() -> list[dict]:

@@ -192,7 +192,7 @@ def test_page_shows_what_the_edge_publishes(broker, data_dir: Path, chromium: Ch
         assert float(dev["lastBeat"]) in {b["time"] for b in beats}, f"{name}: last beat shown was never published"
         assert 5 <= dev["beats"] <= len(beats)
         shown_rhythm = rhythm[float(dev["labelsT"])]  # the rhythm message the labels come from was published
-        assert dev["labels"] == ",".join(shown_rhythm["labels"])
+        assert dev["labels"] == ",".join(shown_rhythm["diagnosis"])
         source = rhythm[float(dev["hrT"])] if dev["hrSource"] == "rhythm" else \
             next(b for b in beats if b["time"] == float(dev["hrT"]))
         assert source["hr_bpm"] is not None and abs(int(dev["hr"]) - source["hr_bpm"]) <= 0.5, (name, dev, source)

@@ -127,7 +127,7 @@ class LiveView:
                 dev.errors += 1
                 dev.last_error = str(payload.get("code", ""))
             elif kind == "rhythm":
-                labels = payload.get("labels", [])
+                labels = payload.get("diagnosis", [])
                 dev.labels = [str(x) for x in labels] if isinstance(labels, list) else []
 
     def table(self, max_rows: int = 40) -> Table:

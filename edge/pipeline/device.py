@@ -18,10 +18,14 @@ from typing import Any
 import numpy as np
 
 from edge.detection.beats import Beat, BeatStream
+from edge.ecg import preferred_lead
 from edge.inference.batching import InferenceRequest
+from edge.interpret.alarms import AlarmLimits
 from edge.interpret.rhythm import LabelSmoother
 from edge.pipeline.clock import DeviceClock
 from edge.pipeline.device_inference import DeviceInference, InferencePlan
+from edge.pipeline.interpretation import DeviceInterpretation
+from edge.pipeline.outputs import Output
 from edge.pipeline.sequence import SeqEvent, SequenceTracker
 from edge.protocol import PROTOCOL_VERSION, SamplesMessage
 
@@ -31,15 +35,6 @@ FLAT_STD_MV = 0.005
 QUALITY_WINDOW_S = 2.0
 #: How often the quality window is evaluated (s of device time).
 QUALITY_PERIOD_S = 0.5
-
-
-@dataclass(frozen=True)
-class Output:
-    """A message for the application to publish: ``kind`` is the topic kind (beats, status, errors)."""
-
-    kind: str
-    payload: dict[str, Any]
-    retain: bool = False
 
 
 @dataclass
@@ -85,8 +80,10 @@ class DeviceStream:
     device that starts at ``t0 = 0`` gets the sample indices of its own record.
     """
 
-    def __init__(self, device_id: str, config: StreamConfig | None = None, plan: InferencePlan | None = None):
+    def __init__(self, device_id: str, config: StreamConfig | None = None, plan: InferencePlan | None = None,
+                 alarm_limits: AlarmLimits | None = None):
         self.device_id = device_id
+        self.interpretation = DeviceInterpretation(device_id, alarm_limits)
         self.config = config or StreamConfig()
         self.plan = plan
         self.sequence: SequenceTracker[tuple[SamplesMessage, float]] = SequenceTracker(self.config.reorder_window)
@@ -129,7 +126,7 @@ class DeviceStream:
             self.last_arrival = arrival  # a flood of duplicates must not keep a silent device alive
         for chunk, when in ordered:
             out += self._process(chunk, when)
-        return out
+        return self._interpret(out)
 
     def flush(self) -> list[Output]:
         """The device went quiet: process what is held, flush the detector (and the resampler's tail), report the
@@ -142,7 +139,13 @@ class DeviceStream:
         self.sequence.reset()
         self.clock = None
         self._set_state("stale", out)
-        return out
+        out = self._interpret(out)
+        out += self.interpretation.flush()
+        return out + self.interpretation.update_alarms()
+
+    def acknowledge(self, alarm_type: str) -> list[Output]:
+        """An operator acknowledged one of this device's alarms (ValueError: unknown type)."""
+        return self.interpretation.acknowledge(alarm_type)
 
     def take_requests(self) -> list[InferenceRequest]:
         """Windows waiting to be run by the engines (the caller submits them to the schedulers)."""
@@ -163,7 +166,7 @@ class DeviceStream:
             out = [Output("rhythm", inf.rhythm_result(key, output, request.ready_wall))]
         if inf is not self._inf and not inf.outstanding:
             del self._ending[generation]
-        return out
+        return self._interpret(out)
 
     @property
     def idle(self) -> bool:
@@ -171,6 +174,18 @@ class DeviceStream:
         return self._beats is None and not self._ending
 
     # ------------------------------------------------------------------ processing
+    def _interpret(self, out: list[Output]) -> list[Output]:
+        """Complete beats feed the episode layer (its episode messages follow them); rhythm messages get the call,
+        counts and median intervals; then the alarms are updated once."""
+        done: list[Output] = []
+        for o in out:
+            done.append(o)
+            if o.kind == "beats":
+                done += self.interpretation.beat_done(o.payload)
+            elif o.kind == "rhythm":
+                o.payload.update(self.interpretation.rhythm_fields())
+        return done + self.interpretation.update_alarms()
+
     def _sequence_events(self, events: list[SeqEvent]) -> list[Output]:
         out: list[Output] = []
         for e in events:
@@ -225,6 +240,8 @@ class DeviceStream:
     def _advance(self, resampled: np.ndarray, beats: list[Beat], arrival: float) -> list[Output]:
         """Hand a run's new internal-rate samples and beats on to inference; return what is ready to publish."""
         out = self._beats_out(beats, arrival)
+        if len(resampled):
+            out += self.interpretation.signal(resampled[:, preferred_lead(self.leads)])
         if self._inf is not None:
             requests, rhythm = self._inf.push(resampled, arrival)
             self._requests += [self._tag(r) for r in requests]
@@ -235,6 +252,7 @@ class DeviceStream:
         """Start a detector run (and its inference state) at device sample ``base``."""
         self._beats = BeatStream(self.fs_hz, len(self.leads))
         self._run_base = base
+        self.interpretation.start_run(base / self.fs_hz)
         self._recent.clear()
         self._recent_len = 0
         self._since_quality = math.inf  # evaluate as soon as the first window is full
@@ -272,6 +290,7 @@ class DeviceStream:
         out = []
         for beat in beats:
             payload = self._beat_payload(beat, arrival)
+            out += self.interpretation.beat_detected(payload["time"])
             if self._inf is None:
                 out.append(Output("beats", payload))
                 continue

@@ -31,6 +31,9 @@ from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
 from edge.interpret.rr_features import RRContext
 from edge.protocol import PROTOCOL_VERSION, device_hash
 
+#: The engine task that answers each kind of request a device makes (``InferenceRequest.kind``).
+REQUEST_TASK: dict[str, str] = {"seg": "segment", "cls": "classify", "beat": "beat-classify"}
+
 
 def classify_beat(probs: np.ndarray, manifest: Manifest) -> str:
     """The class of one beat from its probabilities: ``argmax(p / threshold)`` with the manifest's per-class
@@ -410,8 +413,8 @@ class DeviceInference:
             "device": self.device,
             "t_end": round(key["t_end"], 3),
             "window_s": round(self.plan.rhythm_window / self.fs, 3),
-            "probs": probs,
-            "labels": labels,
+            "diagnosis_probs": probs,
+            "diagnosis": labels,
             "hr_bpm": desc["hr_bpm"],
             "rate": desc["rate"],
             "regularity": desc["regularity"],
@@ -419,6 +422,6 @@ class DeviceInference:
             "rmssd_ms": desc["rmssd_ms"],
             "usable": problem is None,
             "reason": problem,
-            "engine": cls.name if cls is not None and probs is not None else None,
+            "diagnosis_engine": cls.name if cls is not None and probs is not None else None,
             "proc_ms": round((time.monotonic() - ready_wall) * 1e3, 3),
         }

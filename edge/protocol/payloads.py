@@ -244,6 +244,24 @@ def _validate(msg: SamplesMessage, limits: Limits) -> None:
         raise ProtocolError("amplitude", f"|sample| {peak:.1f} mV exceeds {limits.max_abs_mv} mV")
 
 
+def decode_alarm_ack(payload: bytes) -> str:
+    """The alarm type of an acknowledgement payload ``{"v": 1, "type": "vt"}`` (checked against the known types by
+    the device's alarm monitor).
+
+    Raises:
+        ProtocolError: ``malformed`` (not a JSON object with a string ``type`` of at most 32 characters).
+    """
+    if len(payload) > 1024:
+        raise ProtocolError("malformed", "acknowledgement larger than 1 KiB")
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ProtocolError("malformed", "acknowledgement is not valid JSON") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str) or not 0 < len(obj["type"]) <= 32:
+        raise ProtocolError("malformed", 'acknowledgement must be {"type": "<alarm type>"}')
+    return obj["type"]
+
+
 def dumps(obj: dict) -> bytes:
     """Serialise an output message (compact JSON, UTF-8)."""
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()

@@ -31,6 +31,25 @@ def rhythm_topic(device_id: str) -> str:
     return f"beatssl/{device_id}/rhythm"
 
 
+def episodes_topic(device_id: str) -> str:
+    """Topic the edge publishes rhythm episodes on (one message when an episode starts, one when it ends)."""
+    return f"beatssl/{device_id}/episodes"
+
+
+def alarms_topic(device_id: str) -> str:
+    """Topic the edge publishes alarm raise / clear events on (retained: the last one carries the active set)."""
+    return f"beatssl/{device_id}/alarms"
+
+
+def alarm_ack_topic(device_id: str) -> str:
+    """Topic an operator's station publishes alarm acknowledgements on (``{"type": "vt"}``)."""
+    return f"beatssl/{device_id}/alarms/ack"
+
+
+#: What an edge subscribes to for acknowledgements of its devices' alarms.
+ALARM_ACK_SUBSCRIPTION = "beatssl/+/alarms/ack"
+
+
 def status_topic(device_id: str) -> str:
     """Topic the edge publishes a device's stream state on (retained)."""
     return f"beatssl/{device_id}/status"
@@ -73,8 +92,16 @@ def device_hash(device_id: str) -> int:
 
 
 def device_from_topic(topic: str) -> str | None:
-    """The device id of an ``ecg/<id>/samples``, ``beatssl/<id>/<kind>`` or ``sim/<id>/truth`` topic, else None."""
+    """The device id of an ``ecg/<id>/samples``, ``beatssl/<id>/<kind>``, ``beatssl/<id>/alarms/ack`` or
+    ``sim/<id>/truth`` topic, else None."""
     parts = topic.split("/")
+    if len(parts) == 4 and parts[0] == "beatssl" and parts[2:] == ["alarms", "ack"] and parts[1] != "edge":
+        return parts[1]
     if len(parts) != 3 or parts[0] not in ("ecg", "beatssl", "sim") or parts[1] == "edge":
         return None
     return parts[1]
+
+
+def is_alarm_ack(topic: str) -> bool:
+    """True for a ``beatssl/<id>/alarms/ack`` topic."""
+    return topic.endswith("/alarms/ack") and topic.startswith("beatssl/")

@@ -147,7 +147,7 @@ def test_a_ten_second_record_gets_its_rhythm_label(broker, data_dir) -> None:
                       stale_after_s=1.0) as (edge, settings):
         col, feed = Collector(settings), Feeder(settings)
         feed.send("ptbxl", feed.chunks(rec.signal_mv, rec.fs_hz, rec.leads))
-        assert col.wait_for(lambda: any(m["probs"] for m in col.get(proto.rhythm_topic("ptbxl"))), 15)
+        assert col.wait_for(lambda: any(m["diagnosis_probs"] for m in col.get(proto.rhythm_topic("ptbxl"))), 15)
         col.close()
         feed.close()
 

@@ -320,15 +320,15 @@ function renderRhythm(r, labelsEl, rhythmEl) {
   const key = r ? String(r.t_end) : "";
   if (labelsEl.dataset.tEnd === key) return;
   labelsEl.dataset.tEnd = key;
-  const labels = r ? r.labels || [] : [];
+  const labels = r ? r.diagnosis || [] : [];
   labelsEl.dataset.labels = labels.join(",");
   labelsEl.replaceChildren(...labels.map((name) => {
-    const p = r.probs ? r.probs[name] : null;
+    const p = r.diagnosis_probs ? r.diagnosis_probs[name] : null;
     return Object.assign(document.createElement("span"), {
       className: "label", textContent: p === null || p === undefined ? name : `${name} ${fmt(p, 2)}`,
     });
   }));
-  if (r && labels.length === 0) labelsEl.textContent = r.probs ? "no label" : "";
+  if (r && labels.length === 0) labelsEl.textContent = r.diagnosis_probs ? "no label" : "";
   rhythmEl.dataset.usable = r ? String(r.usable) : "";
   rhythmEl.textContent = !r ? "" : r.usable || !r.reason
     ? [r.regularity, r.rate].filter(Boolean).join(" · ")
@@ -384,18 +384,18 @@ function updateFocusText(d) {
   }
   document.getElementById("focus-beat").replaceChildren(...rows);
   const probs = document.getElementById("focus-probs");
-  probs.replaceChildren(...Object.entries((r && r.probs) || {}).map(([name, p]) => {
+  probs.replaceChildren(...Object.entries((r && r.diagnosis_probs) || {}).map(([name, p]) => {
     const div = Object.assign(document.createElement("div"), { className: "prob" });
-    const bar = Object.assign(document.createElement("span"), { className: "bar" + (r.labels.includes(name) ? " on" : "") });
+    const bar = Object.assign(document.createElement("span"), { className: "bar" + (r.diagnosis.includes(name) ? " on" : "") });
     bar.style.width = `${Math.round(p * 120)}px`;
     div.append(Object.assign(document.createElement("span"), { className: "name", textContent: name }), bar,
       Object.assign(document.createElement("span"), { textContent: fmt(p, 2) }));
     return div;
   }));
-  if (!r || !r.probs) probs.textContent = "no classifier output";
+  if (!r || !r.diagnosis_probs) probs.textContent = "no classifier output";
   document.getElementById("focus-history").replaceChildren(...d.rhythm.slice().reverse().map((x) =>
     Object.assign(document.createElement("li"), {
-      textContent: `${fmt(x.t_end, 1)} s: ${(x.labels || []).join(", ") || "–"} · HR ${fmt(x.hr_bpm)} · ` +
+      textContent: `${fmt(x.t_end, 1)} s: ${(x.diagnosis || []).join(", ") || "–"} · HR ${fmt(x.hr_bpm)} · ` +
         (x.usable ? `${x.regularity || ""} ${x.rate || ""}` : `unusable (${x.reason})`),
     })));
   const st = d.status || {};

@@ -1,0 +1,155 @@
+"""Per-device interpretation: beats and signal → rhythm episodes, the rhythm call, alarms, stable intervals.
+
+:class:`DeviceInterpretation` is the glue between a device's stream (:mod:`edge.pipeline.device`) and the
+interpretation objects of :mod:`edge.interpret` (:class:`~edge.interpret.episodes.EpisodeTracker`,
+:class:`~edge.interpret.alarms.AlarmMonitor`). It is fed at three moments, all on the device clock:
+
+* every chunk of signal (band-passed 0.5–40 Hz here, on the preferred lead): signal quality, VF, asystole;
+* every beat as soon as the detector decides it (:meth:`beat_detected`, ~0.3 s after R): the silence clock behind
+  pause and asystole never waits for an engine;
+* every beat once its engine results are in (:meth:`beat_done`): class and P wave feed VT, bigeminy, AF …
+
+so the life-threatening alarms (asystole, VF) come from the detector's and the signal's own state, and those that
+need beat classes (VT) from the beat classifier, never from the segmentation window. Pure logic: no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from edge.dsp.filters import StreamingSOS, display_bandpass
+from edge.ecg import INTERNAL_FS_HZ
+from edge.interpret.alarms import AlarmEvent, AlarmLimits, AlarmMonitor
+from edge.interpret.episodes import EpisodeTracker
+from edge.interpret.events import BEAT_QUALITIES, BeatEvent, EpisodeEvent, RhythmCall
+from edge.pipeline.outputs import Output
+from edge.protocol import PROTOCOL_VERSION
+
+#: Stable intervals: the median over the last ``INTERVAL_BEATS`` beats of quality ``good`` that have the interval,
+#: reported once at least ``MIN_INTERVAL_BEATS`` of them have it (else None).
+INTERVAL_BEATS = 16
+MIN_INTERVAL_BEATS = 8
+INTERVAL_NAMES = ("PR", "QRS", "QT", "QTc_bazett", "QTc_fridericia")
+
+
+class DeviceInterpretation:
+    """Episodes, alarms and median intervals of one device (state lives for the device's time on this node).
+
+    Args:
+        device: device id (goes into every payload).
+        limits: this device's alarm limits.
+    """
+
+    def __init__(self, device: str, limits: AlarmLimits | None = None):
+        self.device = device
+        self.episodes = EpisodeTracker()
+        self.alarms = AlarmMonitor(limits)
+        self.call = RhythmCall("N", 0.0, 0.0)
+        self._filter = StreamingSOS(display_bandpass(INTERNAL_FS_HZ), 1)
+        self._t_next: float | None = None  # device time of the next internal sample of the current run (s)
+        self._good: deque[dict[str, float | None]] = deque(maxlen=INTERVAL_BEATS)
+
+    def __repr__(self) -> str:
+        return f"DeviceInterpretation({self.device!r}, {self.episodes!r}, {self.alarms!r})"
+
+    # ------------------------------------------------------------------ inputs
+    def start_run(self, t0_s: float) -> None:
+        """A new stretch of contiguous signal begins at device time ``t0_s`` (s)."""
+        self._filter.reset()
+        self._t_next = t0_s
+
+    def signal(self, internal_mv: np.ndarray) -> list[Output]:
+        """The run's next samples of the preferred lead at the internal rate, ``(n,)`` mV."""
+        if self._t_next is None or not len(internal_mv):
+            return []
+        band = self._filter.push(np.asarray(internal_mv, dtype=np.float64)[:, None])[:, 0]
+        t0, self._t_next = self._t_next, self._t_next + len(internal_mv) / INTERNAL_FS_HZ
+        return self._events(self.episodes.push_signal(band, t0))
+
+    def beat_detected(self, time_s: float) -> list[Output]:
+        """The detector found a beat with R at device time ``time_s`` (s)."""
+        return self._events(self.episodes.note_beat(time_s))
+
+    def beat_done(self, payload: dict[str, Any]) -> list[Output]:
+        """A beat message is complete (waves, class): feed it to the episode detectors and the interval medians."""
+        waves = payload.get("waves")
+        quality = payload.get("quality")
+        event = BeatEvent(
+            time_s=payload["time"],
+            rr_s=payload["rr_s"] if payload.get("rr_s") else None,
+            cls=payload.get("class"),
+            class_probs=payload.get("class_probs"),
+            p_wave=None if waves is None or quality not in BEAT_QUALITIES else waves.get("P") is not None,
+            quality=quality if quality in BEAT_QUALITIES else None,
+        )
+        if quality == "good":
+            self._good.append(payload.get("intervals_ms") or {})
+        return self._events(self.episodes.push_beat(event))
+
+    def acknowledge(self, alarm_type: str) -> list[Output]:
+        """An operator acknowledged ``alarm_type`` (raises ValueError for an unknown type)."""
+        now = self.episodes.now_s or 0.0
+        return [self._alarm_output(e) for e in self.alarms.acknowledge(alarm_type, now)]
+
+    def flush(self) -> list[Output]:
+        """The stream ended: close every active episode (alarms whose condition ended clear, unless latched)."""
+        self._t_next = None
+        return self._events(self.episodes.flush())
+
+    def update_alarms(self) -> list[Output]:
+        """Raise / clear alarms from the episode state now (call once per input step)."""
+        return [self._alarm_output(e) for e in self.alarms.update(self.episodes.snapshot())]
+
+    # ------------------------------------------------------------------ outputs
+    def rhythm_fields(self) -> dict[str, Any]:
+        """What the ``rhythm`` message adds from here: the call, ectopic counts, AF burden, median intervals."""
+        snap = self.episodes.snapshot()
+        return {
+            "rhythm": self.call.rhythm,
+            "rhythm_since": round(self.call.since_s, 3),
+            "episodes_active": sorted(snap["active"]),
+            "pvc_per_min": snap["pvc_per_min"],
+            "pac_per_min": snap["pac_per_min"],
+            "af_burden_pct": snap["af_burden_pct"],
+            "median_intervals_ms": self.median_intervals(),
+            "alarms_active": sorted(self.alarms.raised()),
+        }
+
+    def median_intervals(self) -> dict[str, float | None]:
+        """Median PR / QRS / QT / QTc (ms) over the last 16 good beats, each once 8 of them have it."""
+        out: dict[str, float | None] = {}
+        for name in INTERVAL_NAMES:
+            values = [iv[name] for iv in self._good if iv.get(name) is not None]
+            out[name] = round(float(np.median(values)), 1) if len(values) >= MIN_INTERVAL_BEATS else None
+        out["beats"] = len(self._good)
+        return out
+
+    def _events(self, events: list[EpisodeEvent | RhythmCall]) -> list[Output]:
+        out = []
+        for ev in events:
+            if isinstance(ev, RhythmCall):
+                self.call = ev
+                continue
+            payload = {
+                "v": PROTOCOL_VERSION, "device": self.device, "type": ev.type, "state": ev.kind,
+                "start": round(ev.start_s, 3), "at": round(ev.at_s, 3), "wall_time": round(time.time(), 3),
+            }
+            if ev.end_s is not None:
+                payload["end"] = round(ev.end_s, 3)
+                payload["duration_s"] = round(ev.end_s - ev.start_s, 3)
+            out.append(Output("episodes", payload))
+        return out
+
+    def _alarm_output(self, event: AlarmEvent) -> Output:
+        active = [{"type": name, "priority": a["priority"], "time": round(a["time_s"], 3),
+                   "acknowledged": a["acknowledged"]} for name, a in sorted(self.alarms.raised().items())]
+        payload = {
+            "v": PROTOCOL_VERSION, "device": self.device, "type": event.type, "priority": event.priority,
+            "state": event.state, "time": round(event.time_s, 3), "at": round(event.at_s, 3),
+            "technical": event.technical, "wall_time": round(time.time(), 3), "active": active,
+        }
+        return Output("alarms", payload, retain=True)
