@@ -1,11 +1,12 @@
 """Rhythm episodes and alarms (edge.interpret.episodes / alarms) on MIT-BIH, CPSC 2021 and the CinC 2021 sample.
 
-Every record runs through the live code path: beats from the edge's detector (``detect_record`` on the preferred
-lead, fed in 40 ms chunks), the band-passed lead at the internal rate (the edge's streaming resampler and
-display band-pass) in 1 s chunks, and each beat pushed once the detector would have emitted it (R time + its
-latency). Beat classes come from the reference: a detected beat matched to a reference beat within 150 ms takes
-the EC57 class of its symbol (``edge.ecg.MITDB_TO_AAMI``), an unmatched detection has none. Each record also runs
-with no class at all (RR-only). CPSC and CinC carry no class per beat: RR-only there.
+Every record runs through the live code path as :mod:`offline.rhythm` streams it: beats from the edge's detector
+(``detect_record`` on the preferred lead, fed in 40 ms chunks), the band-passed lead at the internal rate (the
+edge's streaming resampler and display band-pass) in 1 s chunks, and each beat pushed once the detector would have
+emitted it (R time + its latency). Beat classes come from the reference: a detected beat paired one-to-one with a
+reference beat within 150 ms (:func:`offline.scoring.pair_beats`) takes the EC57 class of its symbol
+(``edge.ecg.MITDB_TO_AAMI``), an unpaired detection is ``Q``. Each record also runs with no class at all
+(RR-only). CPSC and CinC carry no class per beat: RR-only there.
 
 Reference episodes: MIT-BIH ``+`` annotations whose ``aux_note`` starts with ``(`` (an episode lasts until the next
 one); CPSC 2021 ``(AFIB`` to the next ``(N`` or the end. AF = AFIB + AFL. Metrics (ANSI/AAMI EC57 style, gross =
@@ -31,29 +32,20 @@ import argparse
 import csv
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import wfdb
 from rich.console import Console
 from rich.table import Table
 
-from edge.detection.beats import Beat, detect_record
-from edge.dsp.filters import StreamingSOS, display_bandpass
-from edge.dsp.resample import StreamingResampler
-from edge.ecg import INTERNAL_FS_HZ, MITDB_TO_AAMI, preferred_lead
 from edge.interpret.af import DashAFDetector
 from edge.interpret.alarms import AlarmEvent, AlarmLimits, AlarmMonitor
-from edge.interpret.episodes import EpisodeConfig, EpisodeTracker
-from edge.interpret.events import BeatEvent, EpisodeEvent, RhythmCall
-from offline.records import read_record
-from offline.scoring import BEAT_SYMBOLS
+from edge.interpret.episodes import EpisodeTracker
+from edge.interpret.events import EpisodeEvent
+from offline.rhythm import Prepared, beat_events, overlap, prepare, spans, stream
 
-MATCH_WINDOW_S = 0.15
-CHUNK_S = 1.0
-DETECT_CHUNK_S = 0.04
 DS1 = ("101 106 108 109 112 114 115 116 118 119 122 124 201 203 205 207 208 209 215 220 223 230").split()
 DS2 = ("100 103 105 200 210 232").split()
 PACED = ("104",)
@@ -62,132 +54,6 @@ CPSC_TEST_SUBJECTS = ("101",)
 EPISODE_TYPES = ("AF", "VT", "B", "T", "SVTA", "VFL", "SBR")
 #: CinC 2021 rhythm labels (dx_scored_abbrev) and the call that matches each.
 CINC_RHYTHMS = {"NSR": "N", "SB": "SBR", "STach": "STACH", "AF": "AFIB", "AFL": "AFIB"}
-
-
-@dataclass
-class Prepared:
-    """One record ready to stream: detected beats, the band-passed lead, reference classes and episodes."""
-
-    name: str
-    duration_s: float
-    beats: list[Beat]
-    classes: list[str | None]
-    signal_mv: np.ndarray  # band-passed lead at INTERNAL_FS_HZ
-    episodes: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    ref_v_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # reference V beat times (s)
-
-
-def rhythm_episodes(samples: np.ndarray, symbols: list[str], aux: list[str], fs_hz: float,
-                    duration_s: float) -> dict[str, list[tuple[float, float]]]:
-    """Reference rhythm episodes (s) by code from ``+`` annotations with an ``aux_note`` starting with ``(``;
-    AFIB and AFL also go under ``AF``, and MIT-BIH's paced code ``P`` is ``PACED``."""
-    marks = [(int(s) / fs_hz, a.strip("\x00 ").lstrip("(")) for s, sym, a in zip(samples, symbols, aux, strict=True)
-             if sym == "+" and a and a.startswith("(")]
-    out: dict[str, list[tuple[float, float]]] = {}
-    for i, (t, code) in enumerate(marks):
-        code = "PACED" if code == "P" else code
-        end = marks[i + 1][0] if i + 1 < len(marks) else duration_s
-        out.setdefault(code, []).append((t, end))
-        if code in ("AFIB", "AFL"):
-            out.setdefault("AF", []).append((t, end))
-    return out
-
-
-def reference_classes(beats: list[Beat], ref_samples: np.ndarray, ref_symbols: list[str],
-                      tol_samples: float) -> list[str | None]:
-    """EC57 class of the nearest reference beat within ``tol_samples`` of each detected beat; ``Q``
-    (unclassifiable) for a detection no reference beat matches (noise, flutter waves), as a classifier would have
-    to give it some class; None for a matched symbol outside the EC57 mapping."""
-    ref = np.asarray(ref_samples, dtype=np.int64)
-    out: list[str | None] = []
-    for b in beats:
-        i = int(np.searchsorted(ref, b.sample))
-        best = min((j for j in (i - 1, i) if 0 <= j < ref.size), key=lambda j: abs(int(ref[j]) - b.sample),
-                   default=None)
-        ok = best is not None and abs(int(ref[best]) - b.sample) <= tol_samples
-        out.append(MITDB_TO_AAMI.get(ref_symbols[best]) if ok else "Q")  # type: ignore[index]
-    return out
-
-
-def band_passed(lead_mv: np.ndarray, fs_hz: float) -> np.ndarray:
-    """The lead resampled to the internal rate and band-passed (0.5–40 Hz) with the edge's streaming stages."""
-    res = StreamingResampler(fs_hz, INTERNAL_FS_HZ, 1)
-    x = np.concatenate([res.push(lead_mv[:, None]), res.flush()])
-    return StreamingSOS(display_bandpass(INTERNAL_FS_HZ), 1).push(x)[:, 0]
-
-
-def prepare(path: Path, beat_classes: bool) -> Prepared:
-    """Read a WFDB record, detect its beats on the preferred lead, attach reference classes and episodes."""
-    record = read_record(path)
-    lead = preferred_lead(record.leads)
-    x = record.signal_mv[:, lead].astype(np.float64)
-    beats = detect_record(x, record.fs_hz, chunk_samples=max(1, round(DETECT_CHUNK_S * record.fs_hz)))
-    ann = wfdb.rdann(str(path), "atr") if path.with_suffix(".atr").exists() else None
-    classes: list[str | None] = [None] * len(beats)
-    episodes: dict[str, list[tuple[float, float]]] = {}
-    ref_v = np.zeros(0)
-    if ann is not None:
-        symbols = list(ann.symbol)
-        aux = list(ann.aux_note or [""] * len(symbols))
-        episodes = rhythm_episodes(ann.sample, symbols, aux, record.fs_hz, record.duration_s)
-        keep = [i for i, s in enumerate(symbols) if s in BEAT_SYMBOLS]
-        if beat_classes:
-            classes = reference_classes(beats, ann.sample[keep], [symbols[i] for i in keep],
-                                        MATCH_WINDOW_S * record.fs_hz)
-        ref_v = np.array([ann.sample[i] / record.fs_hz for i in keep if MITDB_TO_AAMI.get(symbols[i]) == "V"])
-    return Prepared(record.name, record.duration_s, beats, classes, band_passed(x, record.fs_hz), episodes, ref_v)
-
-
-def beat_events(prep: Prepared, with_classes: bool) -> list[tuple[float, BeatEvent]]:
-    """(emission time s, beat) pairs: each beat is due when the detector would have emitted it."""
-    return [(b.time_s + b.latency_s,
-             BeatEvent(time_s=b.time_s, rr_s=b.rr_s, cls=c if with_classes else None))
-            for b, c in zip(prep.beats, prep.classes, strict=True)]
-
-
-def stream(prep: Prepared, with_classes: bool, config: EpisodeConfig | None = None,
-           monitor: AlarmMonitor | None = None,
-           baseline: DashAFDetector | None = None) -> tuple[list[EpisodeEvent], list[AlarmEvent], list[EpisodeEvent]]:
-    """Stream one record through an :class:`EpisodeTracker`, optionally an :class:`AlarmMonitor` (updated after
-    every beat and chunk) and the RR-only AF baseline fed the same beats.
-
-    Returns the tracker's episode events, the alarm events and the baseline's AFIB events.
-    """
-    tracker = EpisodeTracker(config)
-    beats = beat_events(prep, with_classes)
-    events: list[EpisodeEvent] = []
-    alarms: list[AlarmEvent] = []
-    base: list[EpisodeEvent] = []
-
-    def take(out: list[EpisodeEvent | RhythmCall]) -> None:
-        events.extend(e for e in out if isinstance(e, EpisodeEvent))
-        if monitor is not None:
-            alarms.extend(monitor.update(tracker.snapshot()))
-
-    chunk = int(CHUNK_S * INTERNAL_FS_HZ)
-    bi = 0
-    for start in range(0, prep.signal_mv.size, chunk):
-        t0 = start / INTERNAL_FS_HZ
-        while bi < len(beats) and beats[bi][0] < t0 + CHUNK_S:
-            take(tracker.push_beat(beats[bi][1]))
-            if baseline is not None:
-                base += baseline.push(beats[bi][1])
-            bi += 1
-        take(tracker.push_signal(prep.signal_mv[start : start + chunk], t0))
-    take(tracker.flush())
-    if baseline is not None:
-        base += baseline.flush(prep.duration_s)
-    return events, alarms, base
-
-
-def spans(events: list[EpisodeEvent], rhythm: str) -> list[tuple[float, float]]:
-    """Detected (start, end) spans (s) of one type from its end events (AF = AFIB)."""
-    want = ("AFIB", "AFL") if rhythm == "AF" else (rhythm,)
-    return [(e.start_s, e.end_s) for e in events if e.kind == "end" and e.type in want]  # type: ignore[misc]
-
-
-def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
-    return sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in a for s2, e2 in b)
 
 
 @dataclass
@@ -206,12 +72,12 @@ class EpisodeScore:
 
     def add(self, ref: list[tuple[float, float]], det: list[tuple[float, float]], duration_s: float) -> None:
         self.ref_eps += len(ref)
-        self.ref_found += sum(1 for r in ref if _overlap([r], det) > 0)
+        self.ref_found += sum(1 for r in ref if overlap([r], det) > 0)
         self.det_eps += len(det)
-        self.det_true += sum(1 for d in det if _overlap([d], ref) > 0)
+        self.det_true += sum(1 for d in det if overlap([d], ref) > 0)
         self.ref_s += sum(e - s for s, e in ref)
         self.det_s += sum(e - s for s, e in det)
-        self.overlap_s += _overlap(ref, det)
+        self.overlap_s += overlap(ref, det)
         if not ref:
             self.false_eps_clean += len(det)
             self.clean_hours += duration_s / 3600.0
@@ -293,7 +159,7 @@ def vt_found_by_rule(preps: list[Prepared], results: dict[str, list[EpisodeEvent
                 short += 1
                 continue
             n += 1
-            found += _overlap([(s, e)], det) > 0
+            found += overlap([(s, e)], det) > 0
     return {"episodes_3_or_more_v": n, "found": found, "episodes_under_3_v": short}
 
 

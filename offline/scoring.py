@@ -64,3 +64,16 @@ def match_beats(ref_samples: np.ndarray, test_samples: np.ndarray, tol_samples: 
     beats, unmatched detections."""
     tp = len(match_pairs(ref_samples, test_samples, tol_samples)[0])
     return tp, len(ref_samples) - tp, len(test_samples) - tp
+
+
+def pair_beats(ref_samples: np.ndarray, test_samples: np.ndarray, tol_samples: float) -> np.ndarray:
+    """For each test point, the index of the reference point :func:`match_pairs` pairs it with, or -1 when none
+    does (same arguments; one-to-one, within ``± tol_samples``).
+
+    Returns:
+        int64 array of ``len(test_samples)`` indices into ``ref_samples`` (-1: unmatched).
+    """
+    ref_idx, test_idx = match_pairs(ref_samples, test_samples, tol_samples)
+    out = np.full(len(test_samples), -1, dtype=np.int64)
+    out[test_idx] = ref_idx
+    return out

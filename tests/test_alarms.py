@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_episodes import bench
 
 from edge.detection.beats import detect_record
 from edge.interpret.alarms import ALARM_PRIORITY, AlarmLimits, AlarmMonitor
+from offline import rhythm
 from offline.records import read_record
 
 GAP_S = (30.0, 40.0)
@@ -27,12 +27,12 @@ def _spliced(data_dir: Path, fill: str) -> object:
     else:
         x[a:b] = 0.0
     beats = detect_record(x, fs, chunk_samples=round(0.04 * fs))
-    return bench.Prepared(f"100-{fill}", len(x) / fs, beats, [None] * len(beats), bench.band_passed(x, fs))
+    return rhythm.Prepared(f"100-{fill}", len(x) / fs, beats, [None] * len(beats), rhythm.band_passed(x, fs))
 
 
 def test_asystole_alarm_within_6_s_on_a_quiet_baseline(data_dir: Path) -> None:
     prep = _spliced(data_dir, "noise")
-    events, alarms, _ = bench.stream(prep, with_classes=False, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
+    events, alarms, _ = rhythm.stream(prep, with_classes=False, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
     raised = [a for a in alarms if a.state == "raised"]
     asystole = [a for a in raised if a.type == "asystole"]
     assert len(asystole) == 1 and asystole[0].priority == "high"
@@ -46,7 +46,7 @@ def test_asystole_alarm_within_6_s_on_a_quiet_baseline(data_dir: Path) -> None:
 
 def test_lead_off_is_technical_never_asystole(data_dir: Path) -> None:
     prep = _spliced(data_dir, "zero")
-    events, alarms, _ = bench.stream(prep, with_classes=False, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
+    events, alarms, _ = rhythm.stream(prep, with_classes=False, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
     raised = [a for a in alarms if a.state == "raised"]
     assert not [a for a in raised if a.type == "asystole"]
     lead_off = [a for a in raised if a.type == "lead_off"]
@@ -57,12 +57,12 @@ def test_lead_off_is_technical_never_asystole(data_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def mitdb_205(data_dir: Path):
-    return bench.prepare(data_dir / "mitdb" / "205", beat_classes=True)
+    return rhythm.prepare(data_dir / "mitdb" / "205", beat_classes=True)
 
 
 def test_vt_alarm_raised_and_cleared_on_mitdb_205(mitdb_205) -> None:
     onset, end = mitdb_205.episodes["VT"][0]  # 298.8–301.8 s, a 6-beat run at ~150 bpm
-    _, alarms, _ = bench.stream(mitdb_205, with_classes=True, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
+    _, alarms, _ = rhythm.stream(mitdb_205, with_classes=True, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
     vt = [a for a in alarms if a.type == "vt" and onset - 1 <= a.at_s <= end + 1.0]
     assert [a.state for a in vt] == ["raised", "cleared"]
     assert abs(vt[0].time_s - onset) < 0.5 and vt[0].at_s - onset < 2.5  # measured: began 299.0, raised 300.3
@@ -70,14 +70,14 @@ def test_vt_alarm_raised_and_cleared_on_mitdb_205(mitdb_205) -> None:
 
 
 def test_no_classes_no_vt_alarm(mitdb_205) -> None:
-    _, alarms, _ = bench.stream(mitdb_205, with_classes=False, monitor=AlarmMonitor())
+    _, alarms, _ = rhythm.stream(mitdb_205, with_classes=False, monitor=AlarmMonitor())
     assert not [a for a in alarms if a.type == "vt"]
 
 
 def test_latching_holds_vt_until_acknowledged(mitdb_205) -> None:
     onset, end = mitdb_205.episodes["VT"][0]
     monitor = AlarmMonitor()  # vt latches by default
-    _, alarms, _ = bench.stream(mitdb_205, with_classes=True, monitor=monitor)
+    _, alarms, _ = rhythm.stream(mitdb_205, with_classes=True, monitor=monitor)
     vt = [a for a in alarms if a.type == "vt"]
     assert vt[0].state == "raised" and abs(vt[0].time_s - onset) < 0.5
     assert all(a.state == "raised" for a in vt) and len(vt) == 1  # never cleared, later runs add nothing

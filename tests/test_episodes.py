@@ -1,13 +1,12 @@
 """Rhythm episodes (edge.interpret.episodes and its detectors) on real records, streamed as the edge would.
 
 Beats come from the edge's own detector; on MIT-BIH each detected beat takes the EC57 class of the reference beat
-it matches (bench/arrhythmia.py builds the records, so the tests and the bench score the same thing).
+it matches (offline/rhythm.py builds the records for bench/arrhythmia.py too, so the tests and the bench score the
+same thing).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,57 +17,44 @@ from edge.interpret.af import AFDetector, DashAFDetector, rr_irregularity
 from edge.interpret.events import BeatEvent, EpisodeEvent
 from edge.interpret.signal_quality import block_status
 from edge.interpret.ventricular import PatternDetector, RunDetector, vf_leakage
-
-_BENCH = Path(__file__).resolve().parent.parent / "bench" / "arrhythmia.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_arrhythmia", _BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+from offline import rhythm
 
 
 @pytest.fixture(scope="module")
 def mitdb_119(data_dir: Path):
-    return bench.prepare(data_dir / "mitdb" / "119", beat_classes=True)
+    return rhythm.prepare(data_dir / "mitdb" / "119", beat_classes=True)
 
 
 def test_bigeminy_found_on_mitdb_119_with_reference_classes(mitdb_119) -> None:
-    events, _, _ = bench.stream(mitdb_119, with_classes=True)
+    events, _, _ = rhythm.stream(mitdb_119, with_classes=True)
     ref = mitdb_119.episodes["B"]
-    det = bench.spans(events, "B")
-    found = sum(bench._overlap([r], det) > 0 for r in ref)
-    true = sum(bench._overlap([d], ref) > 0 for d in det)
+    det = rhythm.spans(events, "B")
+    found = sum(rhythm.overlap([r], det) > 0 for r in ref)
+    true = sum(rhythm.overlap([d], ref) > 0 for d in det)
     # measured: 37 of 37 reference B episodes found, 37 of 40 detected ones true
     assert len(ref) == 37 and found >= 35
     assert true / len(det) >= 0.85
-    assert bench._overlap(ref, det) / sum(e - s for s, e in ref) >= 0.85
+    assert rhythm.overlap(ref, det) / sum(e - s for s, e in ref) >= 0.85
 
 
 def test_no_classes_no_bigeminy_but_beat_rules_still_run(mitdb_119) -> None:
-    events, _, _ = bench.stream(mitdb_119, with_classes=False)
-    assert not bench.spans(events, "B") and not bench.spans(events, "VT")
+    events, _, _ = rhythm.stream(mitdb_119, with_classes=False)
+    assert not rhythm.spans(events, "B") and not rhythm.spans(events, "VT")
     assert all(isinstance(e, EpisodeEvent) for e in events)
 
 
 @pytest.mark.parametrize("record, low, high", [("data_8_2", 0.90, 1.01), ("data_21_7", 0.0, 0.0)])
 def test_af_coverage_on_cpsc2021(data_dir: Path, record: str, low: float, high: float) -> None:
-    prep = bench.prepare(data_dir / "cpsc2021_af" / record, beat_classes=False)
-    events, _, _ = bench.stream(prep, with_classes=False)
-    covered = sum(e - s for s, e in bench.spans(events, "AF")) / prep.duration_s
+    prep = rhythm.prepare(data_dir / "cpsc2021_af" / record, beat_classes=False)
+    events, _, _ = rhythm.stream(prep, with_classes=False)
+    covered = sum(e - s for s, e in rhythm.spans(events, "AF")) / prep.duration_s
     assert low <= covered <= high  # measured: data_8_2 0.97, data_21_7 0
 
 
 def test_dash_baseline_calls_persistent_af_but_needs_128_beats(data_dir: Path) -> None:
-    prep = bench.prepare(data_dir / "cpsc2021_af" / "data_8_2", beat_classes=False)
+    prep = rhythm.prepare(data_dir / "cpsc2021_af" / "data_8_2", beat_classes=False)
     dash = DashAFDetector()
-    events = [e for _, b in bench.beat_events(prep, False) for e in dash.push(b)] + dash.flush(prep.duration_s)
+    events = [e for _, b in rhythm.beat_events(prep, False) for e in dash.push(b)] + dash.flush(prep.duration_s)
     starts = [e for e in events if e.kind == "start"]
     assert starts, "Dash 2009 calls the persistent AF record"
     assert starts[0].at_s > 60.0  # it needs 128 intervals before its first call
