@@ -8,6 +8,15 @@ sleeps, so pacing does not drift; devices are staggered by a fraction of a chunk
 Before the first chunk of every pass over a record the record's reference annotations go out on
 ``sim/<device>/truth`` (:mod:`simulator.truth`).
 
+Looping without a false beat: gluing a record's end to its start puts an arbitrary cut into the signal (a 10 s
+record looped that way gave an RR 0.768 s beat at every seam). A looped record is therefore cut between beats: the
+first pass plays samples ``[0, end)`` and every later pass ``[first, end)``, where ``first`` and ``end`` lie halfway
+between the first two and the last two reference beats (:func:`loop_seams`; the edge's own detector finds the beats
+of a record without annotations). The RR across a seam is then the mean of the record's first and last RR, the
+stream stays contiguous (``seq`` and ``t0`` continue; no time jump, no detector restart, no silence the edge could
+read as a pause), and the last :data:`SEAM_RAMP_S` before ``end`` are shifted linearly onto the level at ``first``,
+so the baseline has no step. Each pass's truth message carries that ``span``.
+
 Memory stays bounded: at most ``max_in_flight`` QoS 1 messages are unacknowledged while the broker is connected
 (publishing waits for acknowledgements); while it is away, a finite-speed replay keeps producing like a real device
 and paho holds at most ``MqttSettings.max_queued`` messages, the rest are counted as ``dropped``. At ``speed=inf``
@@ -29,6 +38,8 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from edge import protocol as proto
+from edge.detection.beats import detect_record
+from edge.ecg import preferred_lead
 from edge.transport.mqtt import MqttSettings, connect_properties, make_client, publish_properties
 from offline.records import RecordError, read_record
 from simulator.sources import ReplaySource
@@ -43,6 +54,8 @@ DEVICE_NAMINGS: tuple[str, ...] = ("index", "record")
 #: Seconds to wait for the broker's CONNACK, and for outstanding acknowledgements when a replay ends.
 CONNECT_TIMEOUT_S = 10.0
 FLUSH_TIMEOUT_S = 10.0
+#: Length (s) of the baseline ramp that joins a looped record's end to its loop start.
+SEAM_RAMP_S = 0.1
 #: chunks due within this much of now go out together, without a sleep between them (so at most this early): one
 #: wake-up per 2 ms instead of one per chunk — 100 devices × 25 chunks/s cost 0.5 core in wake-ups alone.
 SCHEDULE_SLACK_S = 0.002
@@ -103,6 +116,7 @@ class _Device:
     chunk: int                # samples per chunk
     stagger_s: float          # start offset on the schedule (device s)
     limit: int | None         # stop after this many samples (duration_s), or None
+    loop_from: int = 0        # first sample of the passes after the first (the loop seam)
     seq: int = 0
     pos: int = 0              # next sample of the record
     emitted: int = 0          # samples published so far (device clock = emitted / fs)
@@ -116,7 +130,7 @@ class _Device:
         """Samples in the next chunk (0: the device is done)."""
         left = len(self.signal_mv) - self.pos
         if left == 0 and loop:
-            left = len(self.signal_mv)
+            left = len(self.signal_mv) - self.loop_from
         n = min(self.chunk, left)
         return n if self.limit is None else min(n, self.limit - self.emitted)
 
@@ -248,14 +262,18 @@ class Replayer:
                 source = self.records[k]
                 try:
                     record = read_record(source.path, leads=self.leads)
-                    loaded[k] = (record.signal_mv, load_truth(source, record))
+                    truth = load_truth(source, record)
                 except RecordError as exc:
                     raise ReplayError(str(exc)) from None
-            signal, truth = loaded[k]
+                loaded[k] = (record.signal_mv, truth, 0)
+                if self.loop:
+                    first, end = loop_seams(record_beats(record.signal_mv, truth), record.n_samples)
+                    loaded[k] = (joined_at_seam(record.signal_mv, first, end, truth.fs_hz), truth, first)
+            signal, truth, loop_from = loaded[k]
             chunk = max(1, round(self.chunk_ms * truth.fs_hz / 1000.0))
             limit = None if duration_s is None else round(duration_s * truth.fs_hz)
             devices.append(_Device(device_id, truth, signal, chunk, stagger_s=i / n * chunk / truth.fs_hz,
-                                   limit=limit))
+                                   limit=limit, loop_from=loop_from))
         return devices
 
     def _connect(self) -> paho.Client:
@@ -326,11 +344,12 @@ class Replayer:
                 if wait > SCHEDULE_SLACK_S and stop.wait(wait):
                     break
                 summary.max_lag_s = max(summary.max_lag_s, -wait)
-            if dev.pos == len(dev.signal_mv):  # loop: start the record over
-                dev.pos = 0
+            if dev.pos == len(dev.signal_mv):  # loop: start the record over at its seam
+                dev.pos = dev.loop_from
                 dev.passes += 1
-            if dev.pos == 0:
-                truth = dev.truth.message(dev.device_id, dev.emitted / dev.fs_hz, dev.passes)
+            if dev.emitted == 0 or dev.pos == dev.loop_from:
+                t0_s = (dev.emitted - dev.pos) / dev.fs_hz  # device time of the record's sample 0 in this pass
+                truth = dev.truth.message(dev.device_id, t0_s, dev.passes, span=(dev.pos, len(dev.signal_mv)))
                 self._publish(client, proto.truth_topic(dev.device_id), proto.dumps(truth), props["json"], stop)
                 summary.truth_messages += 1
             n = dev.next_size(self.loop)
@@ -371,6 +390,39 @@ class Replayer:
                 self._cond.wait(0.1)
         if self._pending > 0:
             log.warning("%d messages not acknowledged by the broker after %.0f s", self._pending, FLUSH_TIMEOUT_S)
+
+
+def record_beats(signal_mv: np.ndarray, truth: Truth) -> np.ndarray:
+    """R positions (samples) of a record: its reference beats (:meth:`Truth.reference_beats`), else those the edge's
+    detector (:func:`edge.detection.beats.detect_record`) finds on the preferred lead of ``signal_mv``."""
+    beats = truth.reference_beats()
+    if beats.size:
+        return beats
+    lead = preferred_lead(truth.leads)
+    return np.array([b.sample for b in detect_record(signal_mv[:, lead], truth.fs_hz)], dtype=np.int64)
+
+
+def loop_seams(beat_samples: np.ndarray, n_samples: int) -> tuple[int, int]:
+    """``(first, end)`` samples of a looped record: halfway between its first two and its last two beats, so that
+    playing ``[first, end)`` after ``[0, end)`` puts an RR of ``(RR_first + RR_last) / 2`` across the seam.
+    With fewer than 4 beats the whole record ``(0, n_samples)`` loops."""
+    b = np.sort(np.asarray(beat_samples, dtype=np.int64))
+    b = b[(b >= 0) & (b < n_samples)]
+    if b.size < 4:
+        return 0, n_samples
+    return int((b[0] + b[1]) // 2), int((b[-2] + b[-1]) // 2)
+
+
+def joined_at_seam(signal_mv: np.ndarray, first: int, end: int, fs_hz: float) -> np.ndarray:
+    """``signal_mv[:end]`` (``(n, leads)`` mV) with its last :data:`SEAM_RAMP_S` shifted linearly, per lead, from
+    0 to the step ``signal[first] - signal[end]``, so that sample ``first`` continues it without a baseline step."""
+    out = np.array(signal_mv[:end], dtype=np.float32)
+    if first == 0 and end == len(signal_mv):
+        return out
+    n = min(max(1, round(SEAM_RAMP_S * fs_hz)), end - first)
+    step = signal_mv[first] - signal_mv[min(end, len(signal_mv) - 1)]
+    out[end - n:] += (np.arange(1, n + 1, dtype=np.float32) / n)[:, None] * step[None, :]
+    return out
 
 
 def _device_ids(records: Sequence[ReplaySource], devices: int, prefix: str, naming: str) -> list[str]:

@@ -6,6 +6,10 @@ Whatever a record has is used:
 * wave boundaries from QTDB's ``.q1c`` (cardiologist 1; not lead-specific) or LUDB's per-lead files
   (``.i``, ``.ii`` … ``.v6``): ``(`` onset, ``p`` / ``N`` / ``t`` peak, ``)`` offset → P / QRS / T
   (parsed by :func:`offline.annotations.wave_marks`);
+* rhythm episodes from the ``aux_note`` of ``.atr`` rhythm annotations (symbol ``+``, note ``(VT``, ``(AFIB``, ``(B``
+  …; an episode lasts until the next one or the record's end; ``(N`` is no episode), and the alarms they imply
+  (:data:`EPISODE_ALARMS`: VT → ``vt``, VFL → ``vf``, AFIB / AFL → ``af``, priorities from
+  :data:`edge.interpret.alarms.ALARM_PRIORITY`);
 * PTB-XL diagnostic superclasses (from :class:`simulator.sources.ReplaySource`).
 
 :class:`Truth` holds times relative to the record start; :meth:`Truth.message` puts them on a device's clock.
@@ -18,16 +22,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import wfdb
 
 from edge.ecg import canonical_lead
+from edge.interpret.alarms import ALARM_PRIORITY
 from edge.protocol import PROTOCOL_VERSION
 from offline.annotations import LUDB_EXTENSIONS, WaveMark, wave_marks
-from offline.records import Record, read_annotations
+from offline.records import Record, RecordError, read_annotations
 from offline.scoring import BEAT_SYMBOLS
 from simulator.sources import ReplaySource
 
 #: Decimal places of times (s) in truth messages (1 µs).
 TIME_DECIMALS = 6
+#: The alarm each reference rhythm episode implies (MIT-BIH rhythm codes; the others imply none).
+EPISODE_ALARMS: dict[str, str] = {"VT": "vt", "VFL": "vf", "AFIB": "af", "AFL": "af"}
+#: MIT-BIH rhythm codes renamed to the edge's rhythm calls (``P`` = paced).
+RHYTHM_CODES: dict[str, str] = {"P": "PACED"}
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One reference rhythm episode: ``type`` (edge rhythm-call spelling: ``VT``, ``AFIB``, ``B``, ``PACED`` …) from
+    ``start_s`` to ``end_s`` (s from the record start)."""
+
+    type: str
+    start_s: float
+    end_s: float
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,7 @@ class Truth:
         waves_from: ``"q1c"`` or ``"ludb"``, or None.
         labels: PTB-XL diagnostic superclasses, else empty.
         info: extra metadata (PTB-XL ``ecg_id``, ``strat_fold``, ``scp_codes``).
+        episodes: reference rhythm episodes from the ``.atr`` rhythm annotations, in time order.
     """
 
     record: str
@@ -75,21 +96,34 @@ class Truth:
     waves_from: str | None
     labels: tuple[str, ...]
     info: dict[str, object] = field(default_factory=dict)
+    episodes: tuple[Episode, ...] = ()
 
     @property
     def duration_s(self) -> float:
         return self.n_samples / self.fs_hz
 
-    def message(self, device_id: str, t0_s: float, loop: int = 0) -> dict[str, object]:
-        """The JSON-ready ``sim/<device>/truth`` message for one pass of the record starting at device time ``t0_s``.
+    def message(self, device_id: str, t0_s: float, loop: int = 0,
+                span: tuple[int, int] | None = None) -> dict[str, object]:
+        """The JSON-ready ``sim/<device>/truth`` message for one pass of the record whose sample 0 is at device time
+        ``t0_s`` (s).
 
-        Times (``beats.time``, wave ``on``/``peak``/``off``) are on the device clock: ``t0_s + sample / fs``;
-        ``beats.sample`` stays in the record's own sampling, counted from the record start.
+        Times (``beats.time``, wave ``on``/``peak``/``off``, episode ``start``/``end``, alarm ``time``) are on the
+        device clock: ``t0_s + sample / fs``; ``beats.sample`` stays in the record's own sampling, counted from the
+        record start. ``span`` = ``(first, end)`` samples of the record this pass plays (a looped record plays
+        only the part between its seams, see :mod:`simulator.replay`); beats, waves and episodes outside it are
+        left out, episodes are clipped to it. None: the whole record.
         """
+        first, end = span if span is not None else (0, self.n_samples)
+        lo_s, hi_s = first / self.fs_hz, end / self.fs_hz
+
         def at(t: float | None) -> float | None:
             return None if t is None else round(t0_s + t, TIME_DECIMALS)
 
-        times = np.round(t0_s + self.beat_samples / self.fs_hz, TIME_DECIMALS)
+        keep = (self.beat_samples >= first) & (self.beat_samples < end)
+        samples = self.beat_samples[keep]
+        times = np.round(t0_s + samples / self.fs_hz, TIME_DECIMALS)
+        episodes = [(e.type, max(e.start_s, lo_s), min(e.end_s, hi_s)) for e in self.episodes
+                    if e.end_s > lo_s and e.start_s < hi_s]
         return {
             "v": PROTOCOL_VERSION,
             "device": device_id,
@@ -101,20 +135,54 @@ class Truth:
             "loop": loop,
             "n_samples": self.n_samples,
             "duration_s": round(self.duration_s, TIME_DECIMALS),
+            "span": {"first": first, "end": end, "start": at(lo_s), "stop": at(hi_s)},
             "beats_from": self.beats_from,
             "beats": {
                 "time": times.tolist(),
-                "sample": self.beat_samples.tolist(),
-                "symbol": list(self.beat_symbols),
+                "sample": samples.tolist(),
+                "symbol": [sym for sym, k in zip(self.beat_symbols, keep, strict=True) if k],
             },
             "waves_from": self.waves_from,
             "waves": [
                 {"wave": w.wave, "lead": w.lead, "on": at(w.on_s), "peak": at(w.peak_s), "off": at(w.off_s)}
-                for w in self.waves
+                for w in self.waves if lo_s <= w.peak_s < hi_s
             ],
+            "episodes": [{"type": name, "start": at(a), "end": at(b)} for name, a, b in episodes],
+            "alarms": [{"type": EPISODE_ALARMS[name], "priority": ALARM_PRIORITY[EPISODE_ALARMS[name]], "time": at(a)}
+                       for name, a, _ in episodes if name in EPISODE_ALARMS],
             "labels": list(self.labels),
             "info": self.info,
         }
+
+    def reference_beats(self) -> np.ndarray:
+        """R positions (int64 samples, sorted) from the annotations: the ``.atr`` beats, else the QRS peaks of the
+        first lead with wave marks (LUDB) or of the lead-free marks (QTDB); empty when the record has neither."""
+        if self.beat_samples.size:
+            return np.sort(self.beat_samples)
+        qrs = [w for w in self.waves if w.wave == "QRS"]
+        if not qrs:
+            return np.zeros(0, dtype=np.int64)
+        lead = qrs[0].lead
+        return np.sort(np.array([round(w.peak_s * self.fs_hz) for w in qrs if w.lead == lead], dtype=np.int64))
+
+
+def rhythm_episodes(samples: np.ndarray, symbols: list[str], aux: list[str], fs_hz: float,
+                    duration_s: float) -> list[Episode]:
+    """Reference rhythm episodes from ``+`` annotations whose ``aux_note`` starts with ``(``: each lasts until the
+    next such annotation or ``duration_s``; normal sinus rhythm (``(N``) is not an episode.
+
+    Args:
+        samples: annotation positions (samples); symbols, aux: their symbols and aux notes; fs_hz: sampling rate
+            (Hz); duration_s: record length (s).
+    """
+    marks = [(int(t) / fs_hz, a.strip("\x00 ").lstrip("(")) for t, sym, a in zip(samples, symbols, aux, strict=True)
+             if sym == "+" and a and a.startswith("(")]
+    out = []
+    for i, (start, code) in enumerate(marks):
+        end = marks[i + 1][0] if i + 1 < len(marks) else duration_s
+        if code != "N" and end > start:
+            out.append(Episode(RHYTHM_CODES.get(code, code), start, end))
+    return out
 
 
 def waves_from_marks(marks: list[WaveMark], fs_hz: float, lead: str | None) -> list[Wave]:
@@ -140,12 +208,14 @@ def load_truth(source: ReplaySource, record: Record) -> Truth:
     beat_samples = np.zeros(0, dtype=np.int64)
     beat_symbols: tuple[str, ...] = ()
     beats_from = None
+    episodes: list[Episode] = []
     if _has(source.path, "atr"):
         samples, symbols = read_annotations(source.path, "atr")
         keep = [i for i, s in enumerate(symbols) if s in BEAT_SYMBOLS]
         beat_samples = samples[keep]
         beat_symbols = tuple(symbols[i] for i in keep)
         beats_from = "atr"
+        episodes = _atr_episodes(source.path, record)
     waves: list[Wave] = []
     waves_from = None
     if _has(source.path, "q1c"):
@@ -170,7 +240,18 @@ def load_truth(source: ReplaySource, record: Record) -> Truth:
         waves_from=waves_from,
         labels=source.labels,
         info=dict(source.info),
+        episodes=tuple(episodes),
     )
+
+
+def _atr_episodes(path: Path, record: Record) -> list[Episode]:
+    try:
+        ann = wfdb.rdann(str(path), "atr")
+    except (OSError, ValueError, IndexError, KeyError, TypeError, EOFError) as exc:
+        raise RecordError(f"cannot read annotations {path}.atr: {exc}") from exc
+    symbols = list(ann.symbol)
+    aux = list(ann.aux_note or [""] * len(symbols))
+    return rhythm_episodes(np.asarray(ann.sample), symbols, aux, record.fs_hz, record.duration_s)
 
 
 def _has(path: Path, extension: str) -> bool:

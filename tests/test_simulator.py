@@ -15,15 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edge_harness import Collector, running_edge
 from typer.testing import CliRunner
 
 from edge import protocol as proto
 from edge.transport.broker import EmbeddedBroker, free_port
 from edge.transport.mqtt import MqttSettings, make_client
 from offline.records import read_annotations, read_record
-from offline.scoring import beat_samples
+from offline.scoring import BEAT_SYMBOLS, beat_samples
 from simulator.cli import app
-from simulator.replay import Replayer, ReplayError
+from simulator.replay import Replayer, ReplayError, loop_seams
 from simulator.sources import SourceError, ptbxl_records, sample_dir, sample_records, wfdb_records
 from simulator.truth import load_truth
 
@@ -114,18 +115,75 @@ def test_loop_keeps_seq_and_device_time_increasing_and_repeats_truth(broker: Emb
     sub = Subscriber(settings)
     source = [s for s in sample_records() if s.name == "mitdb100"]
     replayer = Replayer(source, settings, speed=math.inf, chunk_ms=100, loop=True)
-    summary = replayer.run(duration_s=150.0)  # 2.5 passes over the 60 s excerpt
+    summary = replayer.run(duration_s=150.0)  # 2.5+ passes over the 60 s excerpt
     device = replayer.device_ids[0]
-    msgs = [proto.decode_samples(p, content_type=c) for p, c in sub.wait_count(proto.samples_topic(device), 1500)]
     truths = [json.loads(p) for p, _ in sub.wait_count(proto.truth_topic(device), 3)]
+    msgs = [proto.decode_samples(p, content_type=c) for p, c in sub.wait_count(proto.samples_topic(device),
+                                                                                 summary.chunks)]
     sub.close()
-    assert summary.chunks == 1500 and summary.truth_messages == 3
-    assert [m.seq for m in msgs] == list(range(1500))
-    assert np.allclose(np.diff([m.t0_s for m in msgs]), 0.1)
-    assert [(t["t0"], t["loop"]) for t in truths] == [(0.0, 0), (60.0, 1), (120.0, 2)]
-    first, third = truths[0]["beats"], truths[2]["beats"]
-    assert third["sample"] == first["sample"]
-    assert third["time"] == pytest.approx([t + 120.0 for t in first["time"]], abs=1e-6)
+    record = read_record(source[0].path)
+    beats = read_annotations(source[0].path)[0][beat_samples_mask(source[0].path)]
+    first, end = loop_seams(beats, 21600)
+    assert (first, end) == ((77 + 370) // 2, (21131 + 21423) // 2)  # halfway between the first two, last two beats
+    assert tuple(beats[:2]) == (77, 370) and tuple(beats[-2:]) == (21131, 21423)
+    assert summary.truth_messages == 3 and summary.samples == 150 * 360
+    assert [m.seq for m in msgs] == list(range(summary.chunks))
+    t0 = np.array([m.t0_s for m in msgs])
+    n = np.array([m.n_samples for m in msgs])
+    assert np.allclose(t0[1:], t0[:-1] + n[:-1] / 360, atol=1e-9)  # contiguous: no time jump at the seams
+    pass_len = (end - first) / 360
+    assert [(t["span"]["first"], t["span"]["end"], t["loop"]) for t in truths] == [(0, end, 0), (first, end, 1),
+                                                                                    (first, end, 2)]
+    assert [t["span"]["start"] for t in truths] == pytest.approx([0.0, end / 360, end / 360 + pass_len])
+    assert [t["t0"] for t in truths] == pytest.approx([0.0, (end - first) / 360, (end - first) / 360 + pass_len])
+    played = np.concatenate([m.data_mv for m in msgs])
+    assert np.allclose(played[end:end + 3600], record.signal_mv[first:first + 3600], atol=1e-4)  # pass 2 = record
+    assert np.allclose(played[:end - 36], record.signal_mv[:end - 36], atol=1e-4)  # untouched up to the ramp
+    assert np.abs(played[end - 1] - record.signal_mv[first]).max() < 0.05  # the ramp meets the seam level
+    second = truths[1]["beats"]
+    assert min(second["sample"]) >= first and max(second["sample"]) < end
+    assert second["time"] == pytest.approx([truths[1]["t0"] + s / 360 for s in second["sample"]], abs=1e-6)
+
+
+def beat_samples_mask(path: Path) -> np.ndarray:
+    """Which annotations of ``path``.atr are beats."""
+    return np.array([s in BEAT_SYMBOLS for s in read_annotations(path)[1]])
+
+
+def test_looping_through_the_edge_makes_no_false_beat_pause_or_restart(broker: EmbeddedBroker) -> None:
+    """Three passes of each 10 s LUDB sample record through a real edge: every RR is one of the record's own
+    (reference RR range ± 40 ms), also across the seams; no pause episode, no time jump, no restart. Before the seam
+    fix the end glued to the start made an RR 0.768 s beat on record 2's seam (and others elsewhere)."""
+    sources = [s for s in sample_records() if s.dataset == "wfdb" and s.path.parent.name == "ludb"]
+    with running_edge(broker) as (_, settings):
+        collector = Collector(settings, topics=tuple(proto.output_subscription(k)
+                                                     for k in ("beats", "episodes", "errors")))
+        replayer = Replayer(sources, settings, devices=len(sources), speed=math.inf, loop=True)
+        summary = replayer.run(duration_s=30.0)
+        devices = replayer.device_ids
+        deadline = time.monotonic() + 20
+
+        def last_beat_s(device: str) -> float:
+            got = collector.get(proto.beats_topic(device))
+            return got[-1]["time"] if got else 0.0
+
+        while time.monotonic() < deadline and min(last_beat_s(d) for d in devices) < 28:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        collector.close()
+    assert summary.samples == len(sources) * 30 * 500
+    seen = {}
+    for source, device in zip(sources, devices, strict=True):
+        truth = load_truth(source, read_record(source.path))
+        ref_rr = np.diff(truth.reference_beats()) / truth.fs_hz
+        beats = collector.get(proto.beats_topic(device))
+        rr = np.array([b["rr_s"] for b in beats if b["rr_s"] is not None])
+        seen[source.name] = (len(beats), rr.min(), rr.max())
+        assert len(beats) >= 30 / ref_rr.max() - 2, (source.name, len(beats))
+        assert rr.min() >= max(0.3, ref_rr.min() - 0.04) and rr.max() <= ref_rr.max() + 0.04, (source.name, seen)
+        assert [b["rr_s"] is None for b in beats].count(True) == 1  # one run: the seams are no restarts
+        assert not [e for e in collector.get(proto.episodes_topic(device)) if e["type"] == "PAUSE"]
+        assert not [e["code"] for e in collector.get(proto.errors_topic(device))]
 
 
 def test_devices_are_assigned_records_round_robin(broker: EmbeddedBroker) -> None:
@@ -254,6 +312,23 @@ def test_qtdb_truth_has_atr_beats_and_q1c_waves(data_dir: Path) -> None:
     assert sum(w.wave == "QRS" for w in truth.waves) == 30 and sum(w.wave == "P" for w in truth.waves) == 30
     t_open = [w for w in truth.waves if w.wave == "T" and w.on_s is None]
     assert t_open and all(w.off_s is not None for w in t_open)  # QTDB marks T peaks and ends, not T onsets
+
+
+def test_mitdb_truth_carries_reference_episodes_and_the_alarms_they_imply(data_dir: Path) -> None:
+    source = wfdb_records(data_dir / "mitdb", names=["205"])[0]
+    msg = load_truth(source, read_record(source.path)).message("dev", t0_s=100.0)
+    vt = [e for e in msg["episodes"] if e["type"] == "VT"]
+    assert msg["record"] == "205" and len(vt) == 6 and len(msg["episodes"]) == 6  # (N stretches are no episodes
+    assert vt[0]["start"] == pytest.approx(100 + 107561 / 360, abs=1e-5) and vt[0]["end"] > vt[0]["start"]
+    assert msg["alarms"] == [{"type": "vt", "priority": "high", "time": e["start"]} for e in vt]
+    bigeminy = load_truth(*_sample("mitdb119")).message("dev", t0_s=0.0)
+    assert {e["type"] for e in bigeminy["episodes"]} == {"B"} and bigeminy["alarms"] == []
+    assert bigeminy["episodes"][0]["start"] == 0.0
+
+
+def _sample(name: str) -> tuple:
+    source = next(s for s in sample_records() if s.name == name)
+    return source, read_record(source.path)
 
 
 # ---------------------------------------------------------------------------------------------- sources
