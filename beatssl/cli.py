@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -32,10 +33,12 @@ from rich.console import Console
 
 from edge import config as cfg
 from edge import protocol as proto
-from edge.app import EdgeApp, EdgeConfig
+from edge.app import EdgeApp, EdgeConfig, load_plan
 from edge.ecg import LEAD_PREFERENCE, LEADS_12, canonical_lead
 from edge.inference import EngineError, ManifestError
+from edge.interpret.alarms import AlarmLimits
 from edge.metrics import MetricsServer
+from edge.supervisor import Supervisor, command_args
 from edge.transport.broker import EmbeddedBroker
 from edge.transport.mqtt import DEFAULT_PORT, BrokerAddress, MqttSettings
 from edge.transport.options import MqttOptions, mqtt_options
@@ -246,6 +249,54 @@ def engine_options(engine: list[Path] | None, no_engines: bool, segment_leads: s
     return {"engines": folders, "seg_leads": parse_segment_leads(segment_leads)}
 
 
+def read_alarm_limits(path: Path | None) -> tuple[AlarmLimits, dict[str, AlarmLimits]]:
+    """Alarm limits for every device and per-device overrides from a TOML file (None: the defaults); a bad file or
+    value is one CLI error line."""
+    if path is None:
+        return AlarmLimits(), {}
+    try:
+        table = cfg.tomllib.loads(path.read_text())
+        devices = table.pop("devices", {})
+        default = AlarmLimits.from_mapping(table)
+        per_device = {}
+        for device, values in devices.items():
+            if not proto.valid_device_id(device) or not isinstance(values, dict):
+                raise ValueError(f"[devices.{device!r}] must be a table named by a valid device id")
+            per_device[device] = AlarmLimits.from_mapping({**table, **values})
+    except OSError as exc:
+        raise fail(f"--alarm-limits {path}: {exc.strerror or exc}") from None
+    except (cfg.tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
+        raise fail(f"--alarm-limits {path}: {exc}") from None
+    return default, per_device
+
+
+def supervise(settings: MqttSettings, node: str, processes: int, failover: bool, connect_timeout_s: float,
+              duration_s: float | None, embedded: EmbeddedBroker | None) -> int:
+    """``run --processes N``: N worker processes with this command's options under an
+    :class:`edge.supervisor.Supervisor` until SIGTERM / SIGINT or ``duration_s``; returns the exit code."""
+    args = command_args(click.get_current_context(), skip=("processes", "node", "partition", "config", "client_id",
+                                                           "duration_s"))
+    if embedded is not None:  # the workers use the broker this process started
+        args += ["--broker", str(embedded.address), "--mqtt-version", settings.protocol]
+    supervisor = Supervisor(settings, node, processes, args, partitioned=not failover)
+    stop = threading.Event()
+    on_signal(stop)
+    supervisor.start()
+    deadline = time.monotonic() + connect_timeout_s
+    while not supervisor.connected.wait(0.1) and not stop.is_set():
+        if time.monotonic() >= deadline:
+            supervisor.stop()
+            raise fail(f"could not reach the broker at {settings.broker} within {connect_timeout_s:g} s "
+                       f"(--connect-timeout-s)", code=1)
+    end = None if duration_s is None else time.monotonic() + duration_s
+    while not stop.wait(0.2) and (end is None or time.monotonic() < end) and not supervisor.failed.is_set():
+        pass
+    code = supervisor.stop()
+    if supervisor.failed.is_set():
+        raise fail(f"node failed: {supervisor.failure}", code=2)
+    return code
+
+
 def build_edge(config: EdgeConfig) -> EdgeApp:
     """EdgeApp from a config, turning engine-loading problems into a clear CLI error."""
     try:
@@ -304,8 +355,31 @@ def run(
         callback=_check_name,
         help="Subscribe via the MQTT 5 shared subscription $share/GROUP/ecg/+/samples (EMQX with a sticky or "
              "hash_topic strategy; NOT mosquitto, which round-robins a device's chunks over workers).")] = None,
+    processes: Annotated[int, typer.Option(
+        min=1, max=256, help="Edge worker processes under one supervisor, each with its own engines and batch "
+                             "scheduler (worker k handles --partition k/N, or its rendezvous share with "
+                             "--failover); the node's health is their sum (docs/deploy.md).")] = 1,
+    failover: Annotated[bool, typer.Option(
+        "--failover", help="Fail over between nodes: take all samples and every node's health, handle a device iff "
+                           "this node is its rendezvous winner among the live nodes of --cluster (MQTT 5).")] = False,
+    cluster: Annotated[str, typer.Option(callback=_check_name,
+                                         help="Cluster of --failover: nodes of other clusters are no peers.")] = "edge",
     stale_after_s: Annotated[float, number_option("--stale-after-s", gt=0, le=3600, help="Seconds without data "
-                                                  "before a device is flushed and reported stale.")] = 5.0,
+                                                  "before a device is flushed and reported stale (paused while "
+                                                  "the node is cut off from the broker).")] = 5.0,
+    forget_after_s: Annotated[float, number_option("--forget-after-s", gt=0, le=86_400, help="Seconds without data "
+                                                   "before a device's state is dropped.")] = 300.0,
+    max_devices: Annotated[int, typer.Option(min=1, max=1_000_000, help="Most devices held at once; chunks of "
+                                                                       "further devices are dropped (device_cap).")]
+    = 5000,
+    session_expiry_s: Annotated[int, typer.Option(min=0, max=604_800, help="How long the broker keeps this node's "
+                                                                         "session (and queues its chunks) after a "
+                                                                         "disconnect or crash, s (MQTT 5).")] = 3600,
+    alarm_limits: Annotated[Path | None, typer.Option(
+        "--alarm-limits", exists=False, help="TOML file of alarm limits: top-level keys for every device "
+                                             "(brady_bpm, tachy_bpm, pause_s, vt_run_beats, vt_rate_bpm, latching, "
+                                             "enabled), [devices.\"<id>\"] tables for per-device overrides "
+                                             "(docs/alarms.md).")] = None,
     max_payload_kb: Annotated[int, typer.Option(min=1, max=65536, help="Largest accepted samples payload, "
                                                                        "KiB.")] = 256,
     max_leads: Annotated[int, typer.Option(min=1, max=64, help="Most leads accepted per stream.")] = 16,
@@ -348,6 +422,15 @@ def run(
         raise fail(f"need --min-fs-hz <= --max-fs-hz, not {min_fs_hz:g} and {max_fs_hz:g}")
     if shared_group is not None and mqtt.mqtt_version != "5":
         raise fail("--shared-group needs MQTT 5")
+    if failover and (partition is not None or shared_group is not None):
+        raise fail("--failover decides the share by rendezvous: not with --partition or --shared-group")
+    if cluster != "edge" and not failover:
+        raise fail("--cluster names the peers of --failover: give --failover")
+    if processes > 1 and partition is not None:
+        raise fail("--processes gives worker k the partition k/N: not with --partition")
+    if processes > 1 and (http_port is not None or metrics_port is not None):
+        raise fail("--http-port / --metrics-port serve one process: not with --processes (the node's health on "
+                   "the broker sums its workers)")
     engines = engine_options(engine, no_engines, segment_leads)
     limits = proto.Limits(max_payload_bytes=max_payload_kb * 1024, max_leads=max_leads, min_fs_hz=min_fs_hz,
                           max_fs_hz=max_fs_hz)
@@ -362,8 +445,17 @@ def run(
                 raise fail("--shared-group needs MQTT 5, which the in-process broker does not speak")
         settings = mqtt_settings(embedded.address if embedded else None, mqtt,
                                  None if embedded is None or embedded.mqtt5 else "3.1.1")
+        if failover and not settings.mqtt5:
+            raise fail("--failover needs MQTT 5 (a node's session must end with its connection)")
+        if processes > 1:
+            raise typer.Exit(supervise(settings, node or socket.gethostname(), processes, failover,
+                                       connect_timeout_s, duration_s, embedded))
+        settings = dataclasses.replace(settings, session_expiry_s=session_expiry_s)
+        default_limits, device_limits = read_alarm_limits(alarm_limits)
         config = EdgeConfig(mqtt=settings, workers=workers, partition=parse_partition(partition),
-                            shared_group=shared_group, stale_after_s=stale_after_s, limits=limits, backend=backend,
+                            shared_group=shared_group, cluster=cluster if failover else None, stale_after_s=stale_after_s, forget_after_s=forget_after_s,
+                            max_devices=max_devices, alarm_limits=default_limits, device_alarm_limits=device_limits,
+                            limits=limits, backend=backend,
                             threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, rhythm_hop_s=rhythm_hop_s,
                             **engines, **({"node": node} if node else {}))
         edge = build_edge(config)
@@ -391,7 +483,10 @@ def run(
             if time.monotonic() >= deadline:
                 raise fail(f"could not reach the broker at {settings.broker} within {connect_timeout_s:g} s "
                            f"(--connect-timeout-s)", code=1)
-        stop.wait(duration_s)
+        end = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.wait(0.2) and (end is None or time.monotonic() < end):
+            if edge.failed.is_set():  # the watchdog saw a thread die: never run on as a silent half-node
+                raise fail(f"node failed: {edge.failure}", code=1)
 
 
 # ---------------------------------------------------------------------------------------------- detect
@@ -399,60 +494,78 @@ def run(
 def detect(
     record: Annotated[Path, typer.Argument(help="WFDB record path without extension, e.g. data/mitdb/100.")],
     leads: Annotated[str | None, typer.Option(help="Comma-separated leads to use (default: all).")] = None,
-    chunk_ms: Annotated[float, number_option("--chunk-ms", ge=0, le=600_000, help="Feed the streaming detector in "
-                                             "chunks of this many ms (0 = one chunk); beats are the same either "
-                                             "way.")] = 40.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print {record, fs, beats:[{sample, time, ...}]} "
-                                                          "to stdout.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Also write the beats as CSV (sample, time_s, rr_s, "
+    chunk_ms: Annotated[float, number_option("--chunk-ms", gt=0, le=600_000, help="Feed the pipeline in chunks of "
+                                             "this many ms, as a device would; beats are the same whatever the "
+                                             "chunking (only latency_s differs).")] = 40.0,
+    engine: EngineOpt = None,
+    no_engines: NoEnginesOpt = False,
+    backend: BackendOpt = "auto",
+    segment_leads: SegLeadsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as one JSON document: {record, "
+                                                          "fs, leads, beats:[{sample, time, class, ...}], episodes:"
+                                                          "[{type, start, end}], rhythm, alarms} (docs/protocol.md)."
+                                          )] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the beats as CSV (sample, time, class, rr_s, "
                                                      "hr_bpm, latency_s).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw the record with its beats (and the reference beats "
                                                    "of its .atr file, if any) into this PNG.")] = None,
 ) -> None:
-    """Run the edge's streaming beat detector offline on a WFDB record (the same code path as `run`). Needs the
-    'sim' extra (WFDB reading), and the 'plots' extra for --plot."""
-    from edge.detection.beats import detect_record
-    from offline.records import RecordError, read_record
+    """Run the whole edge pipeline offline on a WFDB record: the same device stream as `run` (beat detection,
+    segmentation, beat classes, rhythm, episodes, alarms) with the same engines, every window answered at once.
+    Needs the 'sim' extra (WFDB reading), and the 'plots' extra for --plot."""
+    from offline.detect import detect_record_file
+    from offline.records import RecordError
 
     if plot is not None:
         import matplotlib  # noqa: F401 - before the work: a missing 'plots' extra is reported at once
-
+    config = EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", DEFAULT_PORT)), backend=backend,
+                        **engine_options(engine, no_engines, segment_leads))
     try:
-        rec = read_record(record, leads=leads.split(",") if leads else None)
+        plan, engines = load_plan(config)
+    except (ManifestError, EngineError, ValueError) as exc:
+        raise fail(f"cannot load the engines: {exc}") from None
+    try:
+        result = detect_record_file(record, engines, plan, leads=leads.split(",") if leads else None,
+                                    chunk_s=chunk_ms / 1000.0)
     except RecordError as exc:
         raise fail(str(exc)) from None
-    chunk = int(round(chunk_ms * rec.fs_hz / 1000.0)) or None
-    beats = detect_record(rec.signal_mv, rec.fs_hz, chunk_samples=chunk)
-    rows = [
-        {"sample": b.sample, "time": round(b.time_s, 4), "rr_s": None if b.rr_s is None else round(b.rr_s, 4),
-         "hr_bpm": None if b.hr_bpm is None else round(b.hr_bpm, 2), "latency_s": round(b.latency_s, 4)}
-        for b in beats
-    ]
+    finally:
+        for e in engines.values():
+            e.close()
+    beats = result["beats"]
     if out is not None:
+        fields = ["sample", "time", "class", "rr_s", "hr_bpm", "latency_s"]
         with open(out, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["sample", "time", "rr_s", "hr_bpm", "latency_s"])
+            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
-            w.writerows(rows)
+            w.writerows(beats)
     if plot is not None:
         from offline.plots import plot_record_beats
-        from offline.records import read_annotations
+        from offline.records import read_annotations, read_record
         from offline.scoring import beat_samples
 
+        rec = read_record(record, leads=leads.split(",") if leads else None)
         try:
             truth = beat_samples(*read_annotations(record))
         except RecordError:
             truth = None
-        plot_record_beats(rec.signal_mv, rec.fs_hz, rec.leads, [b.sample for b in beats], plot, truth=truth,
+        plot_record_beats(rec.signal_mv, rec.fs_hz, rec.leads, [b["sample"] for b in beats], plot, truth=truth,
                           title=rec.name)
     if as_json:
-        sys.stdout.write(json.dumps({"record": rec.name, "fs": rec.fs_hz, "leads": list(rec.leads),
-                                     "beats": rows}) + "\n")
+        sys.stdout.write(json.dumps(result) + "\n")
         return
-    duration = len(rec.signal_mv) / rec.fs_hz
+    duration = result["duration_s"]
     hr = 60.0 * len(beats) / duration if duration else 0.0
-    Console().print(f"{rec.name}: {len(beats)} beats in {duration:.1f} s ({hr:.0f} bpm mean), "
-                    f"fs {rec.fs_hz:g} Hz, leads {', '.join(rec.leads)}" + (f"; written to {out}" if out else "")
-                    + (f"; plot in {plot}" if plot else ""))
+    classes = {}
+    for b in beats:
+        if b.get("class"):
+            classes[b["class"]] = classes.get(b["class"], 0) + 1
+    episodes = [e for e in result["episodes"] if e["type"] != "N"]
+    Console().print(f"{result['record']}: {len(beats)} beats in {duration:.1f} s ({hr:.0f} bpm mean), "
+                    f"fs {result['fs']:g} Hz, leads {', '.join(result['leads'])}"
+                    + (f"; classes {classes}" if classes else "") + f"; {len(episodes)} episodes"
+                    + (f"; written to {out}" if out else "") + (f"; plot in {plot}" if plot else ""),
+                    highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- demo / view
