@@ -19,6 +19,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -48,9 +49,11 @@ pattern write sim/%u/truth
 user edge
 topic read ecg/+/samples
 topic write beatssl/#
+topic read beatssl/+/alarms/ack
 
 user viewer
 topic read beatssl/#
+topic write beatssl/+/alarms/ack
 """
 
 
@@ -118,7 +121,10 @@ class SecureBroker:
         acl.write_text(ACL)
         self.port = 0
         self.files = (f"per_listener_settings false\nallow_anonymous false\npassword_file {passwd}\n"
-                      f"acl_file {acl}\ncafile {self.ca}\ncertfile {server_cert}\nkeyfile {server_key}\n")
+                      f"acl_file {acl}\ncafile {self.ca}\ncertfile {server_cert}\nkeyfile {server_key}\n"
+                      # as deploy/mosquitto-secure.conf: an account cannot take another's client id, and no
+                      # packet beyond the edge's payload limit (256 KiB) plus headers reaches anyone
+                      "use_username_as_clientid true\nmax_packet_size 300000\n")
         if os.geteuid() == 0:
             self.files += "user root\n"  # else mosquitto drops to 'mosquitto', who cannot read these files
 
@@ -297,3 +303,35 @@ def test_tls_insecure_connects_without_verification_and_warns_loudly(secure: Sec
     settings = mqtt_settings(BrokerAddress("127.0.0.1", secure.port), tls_ca=secure.rogue_ca, tls_insecure=True)
     assert settings.tls_insecure
     assert "WARNING: --tls-insecure" in capsys.readouterr().err
+
+
+def test_a_device_cannot_take_over_the_edge_session(secure: SecureBroker, data_dir: Path) -> None:
+    """Before (no use_username_as_clientid): a device connecting with the edge's client id knocked the edge off the
+    broker and took its persistent session."""
+    sig, fs, leads = mitdb(data_dir, "100", 8.0)
+    with secure_edge(secure) as edge:
+        drops: list[object] = []
+        edge.client.on_disconnect = lambda *a: drops.append(a)
+        intruder = make_client(secure.settings("dev-a", client_id="beatssl-edge-secure"), "intruder")
+        intruder.connect("127.0.0.1", secure.port)
+        intruder.loop_start()
+        time.sleep(1.5)
+        col, dev = Collector(secure.settings("viewer")), Feeder(secure.settings("dev-b"))
+        dev.send("dev-b", dev.chunks(sig, fs, leads))
+        assert col.wait_for(lambda: any(m["state"] == "stale" for m in col.get(proto.status_topic("dev-b"))), 15)
+        assert drops == [] and edge.client.is_connected(), "the intruder took the edge's client id"
+        assert [m["sample"] for m in col.get(proto.beats_topic("dev-b"))] == offline_beats(sig, fs)
+        intruder.loop_stop()
+        intruder.disconnect()
+        for c in (col, dev):
+            c.close()
+
+
+def test_the_broker_drops_oversized_packets_before_the_edge(secure: SecureBroker) -> None:
+    """Before (no max_packet_size): a 1 MiB publish reached the edge, which had to parse and reject it."""
+    with secure_edge(secure) as edge:
+        dev = Feeder(secure.settings("dev-a"))
+        dev.client.publish(proto.samples_topic("dev-a"), b"{" + b" " * (1 << 20) + b"}", qos=1)
+        time.sleep(1.5)
+        assert "dev-a" not in edge.devices() and edge.rejected == {}
+        dev.client.loop_stop()
