@@ -29,8 +29,8 @@ from beatssl import cli
 from edge import protocol as proto
 from edge.transport.mqtt import MqttSettings
 from simulator.replay import Replayer
-from simulator.sources import wfdb_records
-from viewers.web import Decimator, InsecureBindError, WebServer, host_name, merge_blocks, read_credentials
+from simulator.sources import sample_records, wfdb_records
+from viewers.web import Decimator, InsecureBindError, WebServer, demo_engines, host_name, merge_blocks, read_credentials
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(
@@ -136,7 +136,15 @@ PAGE_STATE_JS = """JSON.stringify([...document.querySelectorAll('#grid .strip')]
   hrSource: el.querySelector('.hr').dataset.source, hrT: el.querySelector('.hr').dataset.t,
   labels: el.querySelector('.labels').dataset.labels, labelsT: el.querySelector('.labels').dataset.tEnd,
   usable: el.querySelector('.rhythm').dataset.usable, lead: el.dataset.lead,
-  state: el.querySelector('.state').textContent })))"""
+  state: el.querySelector('.state').textContent, call: el.querySelector('.call').dataset.rhythm,
+  intervals: el.querySelector('.intervals').textContent, intervalsT: el.querySelector('.intervals').dataset.t,
+  pvc: el.querySelector('.pvc').dataset.value, patient: el.querySelector('.patient').textContent,
+  markedV: +el.dataset.markedV, refMarked: +el.dataset.refMarked, trend: +el.dataset.trend,
+  alarm: el.dataset.alarm, demo: !el.querySelector('.demo').hidden })))"""
+BANNER_JS = """JSON.stringify([...document.querySelectorAll('#alarm-banner .alarm')].map((el) => ({
+  device: el.dataset.device, type: el.dataset.type, priority: el.dataset.priority, acked: el.dataset.acked,
+  colour: getComputedStyle(el).backgroundColor })))"""
+MONITOR_PNG = Path(__file__).resolve().parent.parent / "bench" / "results" / "monitor_page.png"
 
 
 def wait_page(browser: Chromium, pred: Any, timeout_s: float) -> list[dict[str, Any]]:
@@ -150,27 +158,43 @@ def wait_page(browser: Chromium, pred: Any, timeout_s: float) -> list[dict[str, 
 
 @needs_chromium
 def test_page_shows_what_the_edge_publishes(broker, data_dir: Path, chromium: Chromium, tmp_path: Path) -> None:
-    sources = wfdb_records(data_dir / "ludb", count=2) + wfdb_records(data_dir / "mitdb", names=["100"])
+    sources = (wfdb_records(data_dir / "ludb", count=2) + wfdb_records(data_dir / "mitdb", names=["100"])
+               + [s for s in sample_records() if s.name == "mitdb119"])
     with running_edge(broker, engines=tuple(cli.default_engines())) as (_, settings):
-        collector = Collector(settings, topics=(proto.output_subscription("beats"),
-                                                proto.output_subscription("rhythm")))
+        collector = Collector(settings, topics=(proto.output_subscription("beats"), proto.output_subscription("rhythm"),
+                                                proto.output_subscription("alarms"), proto.ALARM_ACK_SUBSCRIPTION))
         stop = threading.Event()
-        replayer = Replayer(sources, settings, devices=3, speed=3.0, loop=True)
+        replayer = Replayer(sources, settings, devices=4, speed=3.0, loop=True)
         sim = threading.Thread(target=replayer.run, kwargs={"stop_event": stop}, daemon=True)
         with WebServer(settings) as web:
             sim.start()
             chromium.navigate(web.url)
 
             def ready(shown: list[dict[str, Any]]) -> bool:  # past the first window (10 s): rhythm usable
-                return len(shown) == 3 and all(d["beats"] >= 5 and d["marked"] >= 1 and d["usable"] == "true"
-                                               for d in shown)
+                return len(shown) == 4 and all(d["beats"] >= 5 and d["marked"] >= 1 and d["usable"] == "true"
+                                               and d["call"] and d["intervalsT"] for d in shown)
 
-            shown = wait_page(chromium, ready, timeout_s=25)
+            shown = wait_page(chromium, ready, timeout_s=40)
+            chromium.evaluate("const r = document.getElementById('reference'); r.checked = true;"
+                              "r.dispatchEvent(new Event('change'))")
+            with_ref = wait_page(chromium, lambda shown: all(d["refMarked"] >= 1 for d in shown if d["patient"]
+                                                             and "mitdb" in d["patient"] or "100" in d["patient"]),
+                                 timeout_s=5)
+            banner = json.loads(chromium.evaluate(BANNER_JS) or "[]")
             chromium.screenshot(tmp_path / "page.png")
+            MONITOR_PNG.write_bytes((tmp_path / "page.png").read_bytes())
+            acked = None
+            if banner:  # acknowledge the first alarm with its button: the page's server publishes the ack
+                chromium.evaluate("document.querySelector('#alarm-banner .alarm button').click()")
+                deadline = time.monotonic() + 5
+                while acked is None and time.monotonic() < deadline:
+                    acks = collector.get(proto.alarm_ack_topic(banner[0]["device"]))
+                    acked = acks[0] if acks else None
+                    time.sleep(0.1)
             chromium.evaluate("const s = document.getElementById('lead'); s.value = 'V1';"
                               "s.dispatchEvent(new Event('change'))")
             leads = {d["device"]: d["lead"] for d in wait_page(
-                chromium, lambda shown: [d["lead"] for d in shown] == ["V1", "V1", "MLII"], timeout_s=5)}
+                chromium, lambda shown: [d["lead"] for d in shown] == ["V1", "V1", "MLII", "V1"], timeout_s=5)}
             stop.set()
             sim.join(5)
             chromium.evaluate("document.querySelector('[data-device=\"sim-000\"]').click()")
@@ -182,8 +206,16 @@ def test_page_shows_what_the_edge_publishes(broker, data_dir: Path, chromium: Ch
             chromium.screenshot(tmp_path / "focus.png")
         collector.close()
 
-    assert ready(shown), f"the page did not show beats and rhythm for all 3 devices: {shown}"
-    assert leads == {"sim-000": "V1", "sim-001": "V1", "sim-002": "MLII"}  # MIT-BIH 100 has no V1: its default
+    assert ready(shown), f"the page did not show beats and rhythm for all 4 devices: {shown}"
+    assert leads == {"sim-000": "V1", "sim-001": "V1", "sim-002": "MLII", "sim-003": "V1"}  # 100 has no V1
+    assert [d["patient"] for d in shown] == ["record 1 (wfdb)", "record 2 (wfdb)", "record 100 (wfdb)",
+                                             "record mitdb119 (wfdb)"]
+    assert with_ref[2]["refMarked"] >= 3 and with_ref[3]["refMarked"] >= 3, with_ref  # .atr beats drawn
+    print("monitor page:", shown, banner, acked)
+    if banner:
+        assert acked == {"v": 1, "type": banner[0]["type"]}
+        assert banner[0]["colour"] in {"rgb(255, 45, 45)", "rgb(90, 0, 0)", "rgb(255, 213, 0)", "rgb(90, 75, 0)",
+                                       "rgb(0, 213, 255)"}
     assert focus_marked >= 1, "the focus view drew no beat"
     for dev in shown:
         name = dev["device"]
@@ -193,9 +225,15 @@ def test_page_shows_what_the_edge_publishes(broker, data_dir: Path, chromium: Ch
         assert 5 <= dev["beats"] <= len(beats)
         shown_rhythm = rhythm[float(dev["labelsT"])]  # the rhythm message the labels come from was published
         assert dev["labels"] == ",".join(shown_rhythm["diagnosis"])
-        source = rhythm[float(dev["hrT"])] if dev["hrSource"] == "rhythm" else \
-            next(b for b in beats if b["time"] == float(dev["hrT"]))
+        assert dev["hrSource"] == "rhythm"  # the HR is the rhythm message's hr_bpm, never a beat's
+        source = rhythm[float(dev["hrT"])]
         assert source["hr_bpm"] is not None and abs(int(dev["hr"]) - source["hr_bpm"]) <= 0.5, (name, dev, source)
+        shown_iv = rhythm[float(dev["intervalsT"])]  # median intervals and PVC/min come from a published message
+        assert dev["intervals"] == "PR {} · QRS {} · QT {} · QTc {}".format(*(
+            "–" if shown_iv["median_intervals_ms"].get(k) is None else f"{shown_iv['median_intervals_ms'][k]:.0f}"
+            for k in ("PR", "QRS", "QT", "QTc_bazett")))
+        assert dev["call"] == shown_iv["rhythm"] or dev["call"] in {m["rhythm"] for m in rhythm.values()}
+        assert dev["demo"] == (shown_rhythm.get("diagnosis_engine") in demo_engines())
         assert dev["state"] == "online"
     import matplotlib.image as mpimg
 
@@ -284,3 +322,38 @@ def test_decimator_keeps_peaks_and_drops_late_chunks() -> None:
     assert dec.push(chunks[10]) is None  # a late duplicate is not drawn twice
     after_gap = dec.push(proto.SamplesMessage(60, fs, ("II", "V1"), 2.4, signal[:20]))
     assert after_gap is not None and after_gap.t0_s == pytest.approx(2.4 + 0.004)  # a new run after lost chunks
+
+
+# ---------------------------------------------------------------------------------------------- alarm acknowledgement
+def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_ack_endpoint_publishes_the_acknowledgement_same_origin_only(broker) -> None:
+    settings = MqttSettings(broker.address)
+    collector = Collector(settings, topics=(proto.ALARM_ACK_SUBSCRIPTION,))
+    with WebServer(settings, host="0.0.0.0", credentials=("nurse", "s3cret")) as web:
+        assert web.hub.subscribed.wait(5)
+        url = f"http://127.0.0.1:{web.port}/ack"
+        auth = "Basic " + base64.b64encode(b"nurse:s3cret").decode()
+        body = json.dumps({"device": "bed-7", "type": "vt"}).encode()
+        js = {"Content-Type": "application/json", "Authorization": auth}
+        assert post(url, body, {"Content-Type": "application/json"}) == 401  # the page's credentials
+        assert post(url, body, {**js, "Origin": "http://evil.example"}) == 403
+        assert post(url, body, {**js, "Sec-Fetch-Site": "cross-site"}) == 403
+        assert post(url, body, {**js, "Content-Type": "text/plain"}) == 415  # a form post without preflight
+        assert post(url, json.dumps({"device": "bed-7", "type": "nope"}).encode(), js) == 400
+        assert post(url, json.dumps({"device": "a/b", "type": "vt"}).encode(), js) == 400
+        assert post(url, body, {**js, "Origin": f"http://127.0.0.1:{web.port}", "Sec-Fetch-Site": "same-origin"}) == 202
+        deadline = time.monotonic() + 5
+        while not collector.get(proto.alarm_ack_topic("bed-7")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    acks = collector.get(proto.alarm_ack_topic("bed-7"))
+    collector.close()
+    assert acks == [{"v": 1, "type": "vt"}]  # exactly one: none of the refused requests published
+    assert proto.decode_alarm_ack(proto.dumps(acks[0])) == "vt"  # what the edge's ack handler reads

@@ -2,7 +2,8 @@
 
 Data path: the page takes its data from the broker, through this process, exactly as any other subscriber sees it::
 
-    broker ──beatssl/+/{beats,rhythm,status,errors}, beatssl/edge/+/health, ecg/+/samples──▶ paho network thread
+    broker ──beatssl/+/{beats,rhythm,status,errors,episodes,alarms}, beatssl/edge/+/health, ecg/+/samples,
+             sim/+/truth──▶ paho network thread
         (LiveHub._on_message: outputs are checked (a JSON object ≤ 64 KiB, finite numbers, a numeric time) and kept
          as published; samples are decoded with edge.protocol and decimated to ≤ 100 Hz per lead by a per-device
          Decimator; a message that fails any of it is counted and dropped) ──▶ pending updates (under the hub lock)
@@ -27,6 +28,16 @@ Per client, the grid gets one lead per device (``?lead=II``; default the first o
 device has, else its first lead) and the focused device (``?focus=<device>``) all its leads; the page reconnects
 with new parameters when either changes.
 
+Alarm acknowledgement: ``POST /ack`` with the JSON body ``{"device": "<id>", "type": "vt"}`` publishes
+``{"v": 1, "type": "vt"}`` on ``beatssl/<device>/alarms/ack`` (QoS 1) through the hub's MQTT client. It is protected
+like the page (the same credentials, the same Host check) and accepted only from the page itself: the body must be
+``application/json`` (a cross-site form cannot send that without a CORS preflight, which is never answered), and an
+``Origin`` or ``Sec-Fetch-Site`` header, when the browser sends one, must name this server.
+
+Demo models: the page writes "diagnosis: demo model" beside the PTB-XL labels when the rhythm message's
+``diagnosis_engine`` names a shipped engine (``engines/*/manifest.json``) whose ``metrics.demo`` is true
+(:func:`demo_engines`).
+
 Security: by default the server binds 127.0.0.1 only and checks the ``Host`` header (against DNS rebinding).
 Any other bind address needs credentials (HTTP Basic, ``user:password`` from a file or ``BEATSSL_HTTP_CREDENTIALS``);
 without them :class:`WebServer` refuses to start. Nothing is fetched from the internet: the page is three local files.
@@ -46,8 +57,10 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -57,6 +70,7 @@ import paho.mqtt.client as paho
 
 from edge import protocol as proto
 from edge.ecg import LEAD_PREFERENCE, canonical_lead, preferred_lead
+from edge.interpret.alarms import ALARM_PRIORITY
 from edge.transport.mqtt import MqttSettings, make_client
 
 log = logging.getLogger(__name__)
@@ -126,8 +140,45 @@ def pick_lead(leads: tuple[str, ...] | list[str], wanted: str | None) -> str | N
 MAX_OUTPUT_BYTES = 64 * 1024
 #: Error codes kept per device (the most recent ones).
 MAX_ERROR_CODES = 32
+#: Largest ``sim/<device>/truth`` message the view takes (a 30 min MIT-BIH record's is ~0.2 MB).
+MAX_TRUTH_BYTES = 4 * 1024 * 1024
 #: The field each kind of output message must carry as a finite number (the page places the message by it).
 _TIME_FIELD = {"beats": "time", "rhythm": "t_end"}
+#: Output kinds the view subscribes to (``beatssl/<device>/<kind>``).
+OUTPUT_KINDS = ("beats", "rhythm", "status", "errors", "episodes", "alarms")
+#: HR trend kept per device: one point per rhythm message (every 2 s) for an hour.
+TREND_POINTS = 1800
+#: Fields of a truth message the page uses (the rest, e.g. wave boundaries, stays on the broker).
+_TRUTH_FIELDS = ("record", "dataset", "labels", "t0", "loop", "span", "beats", "episodes", "alarms")
+
+
+def demo_engines() -> frozenset[str]:
+    """Names of the shipped engines (``engines/*/manifest.json`` of the installed ``engines`` package) whose
+    manifest ``metrics`` has ``"demo": true``; empty when the package is absent."""
+    try:
+        root = Path(str(resources.files("engines")))
+    except ModuleNotFoundError:
+        return frozenset()
+    names = set()
+    for path in root.glob("*/manifest.json"):
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and isinstance(manifest.get("metrics"), dict) \
+                and manifest["metrics"].get("demo") is True:
+            names.add(str(manifest.get("name", path.parent.name)))
+    return frozenset(names)
+
+
+def reduce_truth(msg: dict[str, Any]) -> dict[str, Any]:
+    """The part of a truth message the page draws: record label, span, reference beats (time, symbol), episodes
+    and alarms (device times, s)."""
+    out = {k: msg[k] for k in _TRUTH_FIELDS if k in msg}
+    beats = msg.get("beats")
+    if isinstance(beats, dict):
+        out["beats"] = {"time": beats.get("time", []), "symbol": beats.get("symbol", [])}
+    return out
 
 
 def _finite_float(text: str) -> float:
@@ -147,14 +198,14 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_output(raw: bytes) -> dict[str, Any]:
-    """An output or health payload as a JSON object the page can be sent (finite numbers only, ≤ 64 KiB).
+def parse_output(raw: bytes, max_bytes: int = MAX_OUTPUT_BYTES) -> dict[str, Any]:
+    """An output or health payload as a JSON object the page can be sent (finite numbers only, ≤ ``max_bytes``).
 
     Raises:
         ValueError: not UTF-8, not JSON, nested too deeply, NaN / Infinity / out-of-range numbers, not an object.
     """
-    if len(raw) > MAX_OUTPUT_BYTES:
-        raise ValueError(f"payload of {len(raw)} B exceeds {MAX_OUTPUT_BYTES} B")
+    if len(raw) > max_bytes:
+        raise ValueError(f"payload of {len(raw)} B exceeds {max_bytes} B")
     try:
         obj = json.loads(raw, parse_float=_finite_float, parse_int=_safe_int, parse_constant=_no_constant)
     except RecursionError:
@@ -254,7 +305,11 @@ class DeviceState:
 
     status: dict[str, Any] | None = None
     rhythm: deque = field(default_factory=lambda: deque(maxlen=10))
+    trend: deque = field(default_factory=lambda: deque(maxlen=TREND_POINTS))  # [t_end s, hr_bpm] of rhythm msgs
     beats: deque = field(default_factory=lambda: deque(maxlen=80))
+    episodes: deque = field(default_factory=lambda: deque(maxlen=20))
+    alarms: dict[str, Any] | None = None  # the last alarms message (its ``active`` list is the current set)
+    truth: dict[str, Any] | None = None   # the last truth message, reduced (:func:`reduce_truth`)
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     blocks: deque = field(default_factory=deque)
     decimator: Decimator = field(default_factory=Decimator)
@@ -357,8 +412,8 @@ class LiveHub:
         if reason_code.is_failure:
             log.error("web view: broker %s refused the connection: %s", self.settings.broker, reason_code)
             return
-        subs = [(proto.output_subscription(kind), 1) for kind in ("beats", "rhythm", "status", "errors")]
-        subs += [(proto.health_topic("+"), 1), (proto.SAMPLES_SUBSCRIPTION, 0)]
+        subs = [(proto.output_subscription(kind), 1) for kind in OUTPUT_KINDS]
+        subs += [(proto.health_topic("+"), 1), (proto.SAMPLES_SUBSCRIPTION, 0), (proto.TRUTH_SUBSCRIPTION, 1)]
         client.subscribe(subs)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -383,6 +438,8 @@ class LiveHub:
         if parts[0] == "ecg":
             props = getattr(message, "properties", None)
             self._on_samples(device, message.payload, getattr(props, "ContentType", None) if props else None)
+        elif parts[0] == "sim":
+            self._on_output(device, "truth", reduce_truth(parse_output(message.payload, MAX_TRUTH_BYTES)))
         else:
             self._on_output(device, parts[2], parse_output(message.payload))
 
@@ -408,7 +465,7 @@ class LiveHub:
             self._pending_for(device)["samples"].append(block)
 
     def _on_output(self, device: str, kind: str, payload: dict[str, Any]) -> None:
-        if kind not in ("beats", "rhythm", "status", "errors"):
+        if kind not in (*OUTPUT_KINDS, "truth"):
             raise ValueError(f"unknown output kind {kind!r}")
         time_field = _TIME_FIELD.get(kind)
         if time_field is not None and not isinstance(payload.get(time_field), int | float):
@@ -419,6 +476,14 @@ class LiveHub:
                 dev.beats.append(payload)
             elif kind == "rhythm":
                 dev.rhythm.append(payload)
+                if isinstance(payload.get("hr_bpm"), int | float):
+                    dev.trend.append([payload["t_end"], payload["hr_bpm"]])
+            elif kind == "episodes":
+                dev.episodes.append(payload)
+            elif kind == "alarms":
+                dev.alarms = payload
+            elif kind == "truth":
+                dev.truth = payload
             elif kind == "status":
                 dev.status = payload
             else:
@@ -457,7 +522,7 @@ class LiveHub:
     def _pending_for(self, device: str) -> dict[str, list]:
         pending = self._pending.get(device)
         if pending is None:
-            pending = self._pending[device] = {"samples": [], "beats": [], "rhythm": [], "status": [], "errors": []}
+            pending = self._pending[device] = {"samples": [], "truth": [], **{k: [] for k in OUTPUT_KINDS}}
         return pending
 
     # ------------------------------------------------------------------ frames (ticker thread)
@@ -480,6 +545,24 @@ class LiveHub:
                 self._gone, self._gone_nodes = set(), set()
                 self.changed.notify_all()
 
+    def acknowledge(self, device: str, alarm_type: str, timeout_s: float = 5.0) -> bool:
+        """Publish ``{"v": 1, "type": alarm_type}`` on ``beatssl/<device>/alarms/ack`` (QoS 1); True once the broker
+        acknowledged it within ``timeout_s``.
+
+        Raises:
+            ValueError: not a valid device id, or not an alarm type (edge.interpret.alarms.ALARM_PRIORITY).
+        """
+        if not proto.valid_device_id(device):
+            raise ValueError("not a valid device id")
+        if alarm_type not in ALARM_PRIORITY:
+            raise ValueError(f"unknown alarm type (one of {', '.join(ALARM_PRIORITY)})")
+        info = self.client.publish(proto.alarm_ack_topic(device), proto.dumps({"v": 1, "type": alarm_type}), qos=1)
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
     def frames_after(self, cursor: int, timeout_s: float) -> tuple[int, list[Frame] | None]:
         """Frames newer than ``cursor`` (waits up to ``timeout_s`` for one): ``(new cursor, frames)``.
 
@@ -499,7 +582,9 @@ class LiveHub:
         with self.changed:
             devices = {
                 name: {"samples": merge_blocks(list(d.blocks)), "beats": list(d.beats), "rhythm": list(d.rhythm),
-                       "status": [d.status] if d.status else [], "errors": list(d.errors.values())}
+                       "status": [d.status] if d.status else [], "errors": list(d.errors.values()),
+                       "episodes": list(d.episodes), "alarms": [d.alarms] if d.alarms else [],
+                       "truth": [d.truth] if d.truth else [], "trend": list(d.trend)}
                 for name, d in sorted(self.devices.items())
             }
             cursor = self.frames[-1].seq if self.frames else 0
@@ -544,10 +629,13 @@ def render_frame(frame: Frame, lead: str | None, focus: str | None) -> bytes:
     return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
 
 
-def render_snapshot(snapshot: Frame, lead: str | None, focus: str | None) -> bytes:
-    """The SSE ``data`` of a snapshot: the frame and the lead preference order (the page's default lead)."""
+def render_snapshot(snapshot: Frame, lead: str | None, focus: str | None,
+                    demo: Collection[str] = ()) -> bytes:
+    """The SSE ``data`` of a snapshot: the frame, the lead preference order (the page's default lead) and the
+    names of the demo engines (:func:`demo_engines`)."""
     return (b'{"frames":[' + render_frame(snapshot, lead, focus) + b'],"lead_preference":'
-            + json.dumps(list(LEAD_PREFERENCE)).encode() + b"}")
+            + json.dumps(list(LEAD_PREFERENCE)).encode() + b',"demo_engines":'
+            + json.dumps(sorted(demo)).encode() + b"}")
 
 
 # ---------------------------------------------------------------------------------------------- HTTP
@@ -681,6 +769,7 @@ class WebServer:
             read or write after it (s).
         max_connections: concurrent connections (each an open page's event stream, or a request); beyond: ``503``.
         forget_after_s, max_devices: the hub's bounds (:class:`LiveHub`).
+        demo: engine names the page marks "diagnosis: demo model"; None: :func:`demo_engines`.
 
     Raises:
         InsecureBindError: ``host`` is not loopback and no credentials were given.
@@ -688,13 +777,15 @@ class WebServer:
 
     def __init__(self, settings: MqttSettings, host: str = "127.0.0.1", port: int = 0,
                  credentials: tuple[str, str] | None = None, request_timeout_s: float = 10.0,
-                 max_connections: int = 256, forget_after_s: float = 300.0, max_devices: int = 2000):
+                 max_connections: int = 256, forget_after_s: float = 300.0, max_devices: int = 2000,
+                 demo: Collection[str] | None = None):
         if not is_loopback(host) and credentials is None:
             raise InsecureBindError(
                 f"refusing to serve live ECG data on {host} without credentials: give --http-credentials FILE "
                 f"(user:password) or set {CREDENTIALS_ENV}, or bind 127.0.0.1")
         self.host = host
         self.hub = LiveHub(settings, forget_after_s=forget_after_s, max_devices=max_devices)
+        self.demo = frozenset(demo_engines() if demo is None else demo)
         self.server = BoundedHTTPServer((host, port), self._handler(credentials, is_loopback(host), request_timeout_s),
                                         max_connections, request_timeout_s)
         self.port = int(self.server.server_address[1])
@@ -732,6 +823,7 @@ class WebServer:
     def _handler(self, credentials: tuple[str, str] | None, local_only: bool,
                  timeout_s: float) -> type[BaseHTTPRequestHandler]:
         hub = self.hub
+        demo = self.demo
         expected = None
         if credentials is not None:
             expected = "Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
@@ -755,6 +847,34 @@ class WebServer:
                     self._send(200, ctype, (STATIC_DIR / name).read_bytes())
                 else:
                     self._send(404, "text/plain; charset=utf-8", b"not found\n")
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                if not self._allowed():
+                    return
+                if urlsplit(self.path).path != "/ack":
+                    self._send(404, "text/plain; charset=utf-8", b"not found\n")
+                    return
+                if not self._same_origin():
+                    self._send(403, "text/plain; charset=utf-8", b"cross-origin request refused\n")
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                if self.headers.get_content_type() != "application/json" or not 0 < length <= 1024:
+                    self._send(415, "text/plain; charset=utf-8", b"expected a JSON body of at most 1 KiB\n")
+                    return
+                try:
+                    body = parse_output(self.rfile.read(length), 1024)
+                    ok = hub.acknowledge(str(body.get("device")), str(body.get("type")))
+                except ValueError as exc:
+                    self._send(400, "text/plain; charset=utf-8", f"{exc}\n".encode())
+                    return
+                self._send(202 if ok else 503, "application/json", json.dumps({"published": ok}).encode())
+
+            def _same_origin(self) -> bool:
+                site = self.headers.get("Sec-Fetch-Site")
+                if site is not None and site not in ("same-origin", "none"):
+                    return False
+                origin = self.headers.get("Origin")
+                return origin is None or urlsplit(origin).netloc == self.headers.get("Host", "")
 
             def _allowed(self) -> bool:
                 if expected is not None:
@@ -793,13 +913,13 @@ class WebServer:
                 self.end_headers()
                 try:
                     cursor, snap = hub.snapshot()
-                    self._event("snapshot", render_snapshot(snap, lead, focus))
+                    self._event("snapshot", render_snapshot(snap, lead, focus, demo))
                     quiet_since = time.monotonic()
                     while not hub.stopped.is_set():
                         cursor, frames = hub.frames_after(cursor, timeout_s=1.0)
                         if frames is None:  # this client fell behind the ring: start it over
                             cursor, snap = hub.snapshot()
-                            self._event("snapshot", render_snapshot(snap, lead, focus))
+                            self._event("snapshot", render_snapshot(snap, lead, focus, demo))
                         elif frames:
                             self._event("frames", hub.render(frames, lead, focus))
                         elif time.monotonic() - quiet_since > 15.0:

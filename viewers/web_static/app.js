@@ -2,13 +2,20 @@
 // Times are seconds on each device's own clock; every number shown comes from a published message unchanged.
 "use strict";
 
-const GRID_WINDOW_S = 6;      // seconds of signal in a grid strip
-const FOCUS_WINDOW_S = 10;    // seconds of signal in the focus view
 const KEEP_S = 16;            // signal, beats kept per device (s of device time)
 const LAG_S = 0.35;           // the drawn right edge trails the newest sample by this much (hides the 100 ms ticks)
-const BEAT_MARGIN_S = 3;      // a strip is at least this much wider than the beats' delay, so marks are seen
 const RHYTHM_HISTORY = 10;
 const GAP_FLAG_S = 10;        // a missing_seq / time_jump error flags "gap" this long (s of wall time)
+const PX_PER_MM = 96 / 25.4;  // CSS px per mm: a CSS pixel is 1/96 inch (true mm on a 96 dpi screen at 100 % zoom)
+const SWEEP_MM_S = 25;        // sweep speed, mm/s
+const CAL_MV = 1, CAL_S = 0.2; // calibration pulse: 1 mV for 200 ms
+const TREND_S = 3600;         // HR trend: last hour of device time
+const TREND_POINTS = 1800;    // one point per rhythm message (every 2 s)
+const BEAT_COLOUR = { N: "#e6edf3", S: "#d2a8ff", V: "#ff9e64", F: "#79c0ff", Q: "#8b949e" };
+const ALARM_RANK = { high: 3, medium: 2, low: 1 };
+const CALL_NAMES = { N: "sinus / normal", SBR: "sinus brady", STACH: "sinus tachy", AFIB: "AF", AFL: "flutter",
+  SVTA: "SVT", VT: "V-tach", VFL: "V-fib", B: "bigeminy", T: "trigeminy", PAUSE: "pause", ASYSTOLE: "asystole",
+  PACED: "paced", NOISE: "noise" };
 const WAVE_FILL = { P: "rgba(88,166,255,0.25)", QRS: "rgba(248,81,73,0.25)", T: "rgba(63,185,80,0.25)" };
 
 /** Decimated points of one lead: a ring of (time s, value mV); NaN values break the line at gaps. */
@@ -88,11 +95,40 @@ class Device {
     this.gapWall = -Infinity;  // wall time of the last missing_seq / time_jump error
     this.clock = new Clock();
     this.visible = true;
-    this.scale = null;         // smoothed [lo, hi] of the grid strip, mV
-    this.beatDelay = 0;        // how far beat messages trail the newest sample (s; segmented beats wait for T)
+    this.alarms = null;        // last alarms message (its "active" list)
+    this.truths = [];          // last two truth messages (reduced by the server): the passes in view
+    this.episodes = [];        // detected episodes: {type, start, end|null} (device s)
+    this.trend = [];           // [t_end s, hr_bpm] of rhythm messages, last hour
   }
-  /** Seconds of signal to draw: ``base``, widened so beats arriving ``beatDelay`` late still show up. */
-  windowS(base) { return Math.min(KEEP_S - 1, Math.max(base, this.beatDelay + BEAT_MARGIN_S)); }
+  addTrend(t, hr) {
+    if (this.trend.length && t <= this.trend[this.trend.length - 1][0]) {
+      if (t < this.trend[this.trend.length - 1][0] - TREND_S) this.trend = [];  // clock went back: new stream
+      else return;
+    }
+    this.trend.push([t, hr]);
+    while (this.trend.length > TREND_POINTS || (this.trend.length && this.trend[0][0] < t - TREND_S)) this.trend.shift();
+  }
+  addTruth(m) {
+    if (this.truths.some((x) => x.t0 === m.t0 && x.loop === m.loop)) return;
+    this.truths.push(m);
+    if (this.truths.length > 2) this.truths.shift();
+  }
+  addEpisode(e) {
+    const open = this.episodes.find((x) => x.type === e.type && x.start === e.start);
+    if (open) open.end = e.state === "end" ? e.end : open.end;
+    else this.episodes.push({ type: e.type, start: e.start, end: e.state === "end" ? e.end : null });
+    while (this.episodes.length > 20) this.episodes.shift();
+  }
+  activeAlarms() { return (this.alarms && this.alarms.active) || []; }
+  alarmLevel() {
+    let best = "none";
+    for (const a of this.activeAlarms()) if ((ALARM_RANK[a.priority] || 0) > (ALARM_RANK[best] || 0)) best = a.priority;
+    return best;
+  }
+  label() {
+    const t = this.truths.length ? this.truths[this.truths.length - 1] : null;
+    return t ? `record ${t.record}` + (t.dataset ? ` (${t.dataset})` : "") : "";
+  }
   addSamples(block, wall) {
     const n = block.data.length ? block.data[0].length : 0;
     if (!n) return;
@@ -118,10 +154,6 @@ class Device {
     if (b.time <= last && b.time > last - 5) return;  // already known (snapshot overlap)
     this.beats.push(b);
     this.beatCount++;
-    if (this.clock.latest !== null) {
-      const delay = Math.max(0, this.clock.latest - b.time);
-      this.beatDelay = delay > this.beatDelay ? delay : this.beatDelay * 0.95 + delay * 0.05;
-    }
     const horizon = b.time - KEEP_S;
     while (this.beats.length && this.beats[0].time < horizon) this.beats.shift();
   }
@@ -145,16 +177,11 @@ class Device {
     for (let i = this.beats.length - 1; i >= 0; i--) if (this.beats[i].intervals_ms) return this.beats[i];
     return null;
   }
-  /** Heart rate shown: the last rhythm message's (60 / median RR over its window), else the last beat's. */
+  /** Heart rate shown: hr_bpm of the last rhythm message (60 / median RR over its window); the terminal view shows
+   *  the same number. None before the first rhythm message or when it has none (never a single beat's RR). */
   heartRate() {
-    for (let i = this.rhythm.length - 1; i >= 0; i--) {
-      const r = this.rhythm[i];
-      if (r.hr_bpm !== null && r.hr_bpm !== undefined) return { bpm: r.hr_bpm, source: "rhythm", t: r.t_end };
-    }
-    for (let i = this.beats.length - 1; i >= 0; i--) {
-      const b = this.beats[i];
-      if (b.hr_bpm !== null && b.hr_bpm !== undefined) return { bpm: b.hr_bpm, source: "beat", t: b.time };
-    }
+    const r = this.lastRhythm();
+    if (r && r.hr_bpm !== null && r.hr_bpm !== undefined) return { bpm: r.hr_bpm, source: "rhythm", t: r.t_end };
     return null;
   }
   errorCount() {
@@ -186,7 +213,10 @@ const page = {
   devices: new Map(),
   nodes: {},
   lead: "auto",
-  leadPreference: ["II", "MLII"],  // replaced by the server's order (edge.ecg.LEAD_PREFERENCE) with each snapshot
+  leadPreference: ["II", "MLII"],
+  demoEngines: [],                 // engines whose manifest says metrics.demo (viewers/web.py demo_engines)
+  gainMmPerMv: 10,
+  reference: false,  // replaced by the server's order (edge.ecg.LEAD_PREFERENCE) with each snapshot
   focus: null,
   source: null,
   grid: document.getElementById("grid"),
@@ -245,6 +275,7 @@ function apply(msg, snapshot) {
   const wall = performance.now() / 1000;
   if (snapshot) {
     if (msg.lead_preference) page.leadPreference = msg.lead_preference;
+    if (msg.demo_engines) page.demoEngines = msg.demo_engines;
     const known = new Set(msg.frames.flatMap((f) => Object.keys(f.devices)));
     for (const id of [...page.devices.keys()]) if (!known.has(id)) forget(id);
     page.nodes = {};
@@ -261,6 +292,11 @@ function apply(msg, snapshot) {
       else for (const b of upd.beats || []) d.addBeat(b);
       for (const r of upd.rhythm || []) d.addRhythm(r);
       for (const e of upd.errors || []) d.addError(e, wall);
+      if (snapshot && upd.trend) d.trend = upd.trend.slice();
+      else for (const r of upd.rhythm || []) if (r.hr_bpm !== null && r.hr_bpm !== undefined) d.addTrend(r.t_end, r.hr_bpm);
+      for (const a of upd.alarms || []) d.alarms = a;
+      for (const t of upd.truth || []) d.addTruth(t);
+      for (const e of upd.episodes || []) d.addEpisode(e);
     }
     Object.assign(page.nodes, frame.nodes);
   }
@@ -294,17 +330,29 @@ function updateText(wall) {
     setAttr(hrEl, "data-source", hr ? hr.source : "none");
     setAttr(hrEl, "data-t", hr ? hr.t : "");
     setAttr(hrEl, "data-bpm", hr ? hr.bpm : "");
-    const sb = d.lastSegmentedBeat();
+    const r = d.lastRhythm();
     const iv = el.querySelector(".intervals");
-    const ims = sb ? sb.intervals_ms : {};
-    setText(iv, `PR ${fmt(ims.PR)} · QRS ${fmt(ims.QRS)} · QTc ${fmt(ims.QTc_bazett)}`);
-    setAttr(iv, "data-beat-time", sb ? sb.time : "");
-    renderRhythm(d.lastRhythm(), el.querySelector(".labels"), el.querySelector(".rhythm"));
+    const ims = (r && r.median_intervals_ms) || {};
+    setText(iv, `PR ${fmt(ims.PR)} · QRS ${fmt(ims.QRS)} · QT ${fmt(ims.QT)} · QTc ${fmt(ims.QTc_bazett)}`);
+    setAttr(iv, "data-t", r ? r.t_end : "");
+    const call = el.querySelector(".call");
+    setText(call, r && r.rhythm ? `${CALL_NAMES[r.rhythm] || r.rhythm} · ${fmt(r.t_end - r.rhythm_since)} s` : "–");
+    setAttr(call, "data-rhythm", r && r.rhythm ? r.rhythm : "");
+    setAttr(call, "title", r && r.rhythm ? `rhythm call ${r.rhythm} since device time ${fmt(r.rhythm_since, 1)} s` : "");
+    const pvc = el.querySelector(".pvc");
+    setText(pvc, `PVC ${fmt(r ? r.pvc_per_min : null, 1)}/min`);
+    setAttr(pvc, "data-value", r && r.pvc_per_min !== undefined && r.pvc_per_min !== null ? r.pvc_per_min : "");
+    const demo = el.querySelector(".demo");
+    demo.hidden = !(r && r.diagnosis_engine && page.demoEngines.includes(r.diagnosis_engine));
+    setText(el.querySelector(".patient"), d.label());
+    setAttr(el, "data-alarm", d.alarmLevel());
+    renderRhythm(r, el.querySelector(".labels"), el.querySelector(".rhythm"));
     setAttr(el, "data-beats", d.beatCount);
     const lastBeat = d.beats.length ? d.beats[d.beats.length - 1] : null;
     setAttr(el, "data-last-beat", lastBeat ? lastBeat.time : "");
   }
   updateLeadChoices(allLeads);
+  updateBanner();
   const summary = document.getElementById("summary");
   setAttr(summary, "data-devices", page.devices.size);
   setText(summary, `${page.devices.size} devices`);
@@ -333,6 +381,46 @@ function renderRhythm(r, labelsEl, rhythmEl) {
   rhythmEl.textContent = !r ? "" : r.usable || !r.reason
     ? [r.regularity, r.rate].filter(Boolean).join(" · ")
     : `unusable: ${r.reason}` + (r.regularity ? ` · ${r.regularity}` : "");
+}
+
+/** The banner: every active alarm of every device, highest priority first; high ones flash until acknowledged. */
+function updateBanner() {
+  const items = [];
+  for (const d of page.devices.values()) for (const a of d.activeAlarms()) items.push([d.id, a]);
+  items.sort((x, y) => (ALARM_RANK[y[1].priority] || 0) - (ALARM_RANK[x[1].priority] || 0) || x[1].time - y[1].time);
+  const banner = document.getElementById("alarm-banner");
+  const key = JSON.stringify(items.map(([id, a]) => [id, a.type, a.priority, a.acknowledged]));
+  if (banner.dataset.key === key) return;
+  banner.dataset.key = key;
+  banner.hidden = items.length === 0;
+  banner.replaceChildren(...items.map(([id, a]) => {
+    const el = Object.assign(document.createElement("div"), { className: "alarm" });
+    Object.assign(el.dataset, { device: id, type: a.type, priority: a.priority, acked: String(!!a.acknowledged) });
+    const text = Object.assign(document.createElement("span"), {
+      textContent: `${id} ${a.type.toUpperCase()} (${a.priority}) since ${fmt(a.time, 1)} s`,
+    });
+    el.append(text);
+    if (!a.acknowledged) {
+      const btn = Object.assign(document.createElement("button"), { type: "button", textContent: "Acknowledge" });
+      btn.addEventListener("click", () => acknowledge(id, a.type, btn));
+      el.append(btn);
+    }
+    return el;
+  }));
+}
+
+/** POST /ack: the server publishes {"v":1,"type":...} on beatssl/<device>/alarms/ack. */
+async function acknowledge(device, type, btn) {
+  btn.disabled = true;
+  try {
+    const resp = await fetch("ack", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ device, type }) });
+    btn.dataset.status = String(resp.status);
+    if (!resp.ok) btn.disabled = false;
+  } catch (e) {
+    btn.dataset.status = "error";
+    btn.disabled = false;
+  }
 }
 
 function updateLeadChoices(leads) {
@@ -370,6 +458,11 @@ function updateFocusText(d) {
   setText(document.getElementById("focus-hr"), hr ? fmt(hr.bpm) : "");
   const r = d.lastRhythm();
   renderRhythm(r, document.createElement("div"), document.getElementById("focus-rhythm"));
+  const im = (r && r.median_intervals_ms) || {};
+  document.getElementById("focus-intervals").replaceChildren(
+    ...["PR", "QRS", "QT", "QTc_bazett", "QTc_fridericia"].map((k) => row([k, `${fmt(im[k])} ms`])),
+    row(["beats", fmt(im.beats)]), row(["PVC/min", fmt(r ? r.pvc_per_min : null, 1)]),
+    row(["PAC/min", fmt(r ? r.pac_per_min : null, 1)]), row(["AF burden", `${fmt(r ? r.af_burden_pct : null, 1)} %`]));
   const b = d.lastSegmentedBeat() || (d.beats.length ? d.beats[d.beats.length - 1] : null);
   const rows = [];
   if (b) {
@@ -380,7 +473,8 @@ function updateFocusText(d) {
       const s = b.waves ? b.waves[w] : null;
       rows.push(row([w, s ? `${fmt(s.on, 3)}–${fmt(s.off, 3)} s` : "–"]));
     }
-    rows.push(row(["quality", b.quality || "–"]), row(["latency", `${fmt(b.proc_ms, 1)} ms`]));
+    rows.push(row(["class", b.class || "–"]), row(["quality", b.quality || "–"]),
+      row(["latency", `${fmt(b.proc_ms, 1)} ms`]));
   }
   document.getElementById("focus-beat").replaceChildren(...rows);
   const probs = document.getElementById("focus-probs");
@@ -418,21 +512,57 @@ function fitCanvas(canvas) {
   return dpr;
 }
 
-/** Draws beats, wave spans and one or more leads of a device into a canvas; returns the beats drawn. */
-function drawDevice(d, canvas, leads, windowS, smoothScale) {
+/** Draws the mm grid (1 mm minor, 5 mm major at PX_PER_MM), a 1 mV calibration pulse, detected beats coloured by
+ *  class, wave spans, episodes, optionally the reference, and one or more leads at the fixed gain and 25 mm/s.
+ *  Returns counts of what was drawn (beats, V and S beats, reference beats). */
+function drawDevice(d, canvas, leads) {
   const dpr = fitCanvas(canvas);
   const ctx = canvas.getContext("2d");
   const W = canvas.width, H = canvas.height;
+  const mm = PX_PER_MM * dpr;
+  const drawn = { beats: 0, V: 0, S: 0, ref: 0 };
   ctx.clearRect(0, 0, W, H);
-  if (d.clock.display === null) return 0;
-  const t1 = d.clock.display, t0 = t1 - windowS;
-  const x = (t) => ((t - t0) / windowS) * W;
-  ctx.strokeStyle = "#222a35";
   ctx.lineWidth = 1;
+  for (const [step, colour] of [[1, "#1b2430"], [5, "#2c3a4d"]]) {
+    ctx.strokeStyle = colour;
+    ctx.beginPath();
+    for (let k = 0; k * step * mm <= W; k++) { const x = Math.round(k * step * mm) + 0.5; ctx.moveTo(x, 0); ctx.lineTo(x, H); }
+    for (let k = 0; k * step * mm <= H; k++) { const y = Math.round(k * step * mm) + 0.5; ctx.moveTo(0, y); ctx.lineTo(W, y); }
+    ctx.stroke();
+  }
+  const calW = 10 * mm;  // the calibration pulse's box: 2 mm + 5 mm (200 ms) + 3 mm
+  const pxPerS = SWEEP_MM_S * mm;
+  const gain = page.gainMmPerMv * mm;  // px per mV
+  const band = H / leads.length;
+  ctx.strokeStyle = "#e6edf3";
+  ctx.lineWidth = 1.2 * dpr;
   ctx.beginPath();
-  for (let s = Math.ceil(t0); s <= t1; s++) { ctx.moveTo(x(s) + 0.5, 0); ctx.lineTo(x(s) + 0.5, H); }
+  leads.forEach((_, i) => {
+    const base = i * band + band / 2 + (CAL_MV * gain) / 2;
+    ctx.moveTo(1 * mm, base); ctx.lineTo(2 * mm, base); ctx.lineTo(2 * mm, base - CAL_MV * gain);
+    ctx.lineTo(2 * mm + CAL_S * pxPerS, base - CAL_MV * gain); ctx.lineTo(2 * mm + CAL_S * pxPerS, base);
+    ctx.lineTo(calW - mm, base);
+  });
   ctx.stroke();
-  let marked = 0;
+  if (d.clock.display === null) return drawn;
+  const windowS = (W - calW) / pxPerS;
+  const t1 = d.clock.display, t0 = t1 - windowS;
+  const x = (t) => calW + (t - t0) * pxPerS;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(calW, 0, W - calW, H);
+  ctx.clip();
+  const spans = (list, y, colour) => {
+    for (const e of list) {
+      const end = e.end === null || e.end === undefined ? t1 : e.end;
+      if (end < t0 || e.start > t1) continue;
+      ctx.fillStyle = colour;
+      ctx.fillRect(x(e.start), y, Math.max(2, x(end) - x(e.start)), 4 * dpr);
+      ctx.font = `${10 * dpr}px system-ui, sans-serif`;
+      ctx.fillText(e.type, Math.max(calW, x(e.start)) + 2 * dpr, y + 13 * dpr);
+    }
+  };
+  spans(d.episodes, 10 * dpr, "#ffa657");
   for (const b of d.beats) {
     if (b.time < t0 - 1 || b.time > t1 + 1) continue;
     if (b.waves) {
@@ -443,26 +573,42 @@ function drawDevice(d, canvas, leads, windowS, smoothScale) {
       }
     }
     if (b.time < t0 || b.time > t1) continue;
-    marked++;
-    ctx.fillStyle = "#f0c674";
+    drawn.beats++;
+    if (b.class === "V" || b.class === "S") drawn[b.class]++;
+    ctx.fillStyle = BEAT_COLOUR[b.class] || BEAT_COLOUR.N;
     const bx = x(b.time);
     ctx.beginPath();
     ctx.moveTo(bx - 4 * dpr, 0); ctx.lineTo(bx + 4 * dpr, 0); ctx.lineTo(bx, 7 * dpr); ctx.closePath(); ctx.fill();
+    if (b.class && b.class !== "N") {
+      ctx.font = `bold ${10 * dpr}px system-ui, sans-serif`;
+      ctx.fillText(b.class, bx + 5 * dpr, 9 * dpr);
+    }
   }
-  const band = H / leads.length;
+  if (page.reference) {
+    for (const t of d.truths) {
+      const times = (t.beats && t.beats.time) || [], symbols = (t.beats && t.beats.symbol) || [];
+      for (let k = 0; k < times.length; k++) {
+        if (times[k] < t0 || times[k] > t1) continue;
+        drawn.ref++;
+        const bx = x(times[k]);
+        ctx.fillStyle = symbols[k] === "N" ? "#8b949e" : "#ff9e64";
+        ctx.fillRect(bx - 0.5 * dpr, H - 8 * dpr, 1.5 * dpr, 8 * dpr);
+        ctx.font = `${9 * dpr}px system-ui, sans-serif`;
+        if (symbols[k] !== "N") ctx.fillText(symbols[k], bx + 2 * dpr, H - 10 * dpr);
+      }
+      spans(t.episodes || [], H - 26 * dpr, "#79c0ff");
+    }
+  }
   leads.forEach((lead, i) => {
     const tr = d.traces.get(lead);
     if (!tr) return;
-    let lo = Infinity, hi = -Infinity;
-    tr.each(t0, t1, (t, v) => { if (v < lo) lo = v; if (v > hi) hi = v; });
-    if (!isFinite(lo)) return;
-    if (hi - lo < 1) { const m = (hi + lo) / 2; lo = m - 0.5; hi = m + 0.5; }
-    if (smoothScale) {
-      d.scale = d.scale ? [d.scale[0] + (lo - d.scale[0]) * 0.05, d.scale[1] + (hi - d.scale[1]) * 0.05] : [lo, hi];
-      [lo, hi] = d.scale;
-    }
-    const top = i * band + 8 * dpr, h = band - 12 * dpr;
-    const y = (v) => top + (1 - (v - lo) / (hi - lo)) * h;
+    const vals = [];
+    tr.each(t0, t1, (t, v) => { if (!Number.isNaN(v)) vals.push(v); });
+    if (!vals.length) return;
+    vals.sort((p, q) => p - q);
+    const baseline = vals[Math.floor(vals.length / 2)];  // median of the window: the trace sits on its band's centre
+    const mid = i * band + band / 2;
+    const y = (v) => mid - (v - baseline) * gain;
     ctx.strokeStyle = "#7ee787";
     ctx.lineWidth = 1.2 * dpr;
     ctx.beginPath();
@@ -474,9 +620,34 @@ function drawDevice(d, canvas, leads, windowS, smoothScale) {
     ctx.stroke();
     ctx.fillStyle = "#8b949e";
     ctx.font = `${11 * dpr}px system-ui, sans-serif`;
-    ctx.fillText(lead, 4 * dpr, top + 10 * dpr);
+    ctx.fillText(lead, calW + 4 * dpr, i * band + 22 * dpr);
   });
-  return marked;
+  ctx.restore();
+  return drawn;
+}
+
+/** The HR trend sparkline: rhythm messages' hr_bpm over the last hour of device time. */
+function drawTrend(d, canvas) {
+  const dpr = fitCanvas(canvas);
+  const ctx = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height;
+  ctx.clearRect(0, 0, W, H);
+  if (d.trend.length < 2) return;
+  const tEnd = d.trend[d.trend.length - 1][0];
+  let lo = Infinity, hi = -Infinity;
+  for (const [, hr] of d.trend) { lo = Math.min(lo, hr); hi = Math.max(hi, hr); }
+  lo = Math.floor(lo / 10) * 10 - 5; hi = Math.ceil(hi / 10) * 10 + 5;
+  const x = (t) => W - ((tEnd - t) / TREND_S) * W;
+  const y = (hr) => H - 2 * dpr - ((hr - lo) / (hi - lo)) * (H - 4 * dpr);
+  ctx.strokeStyle = "#3fe07a";
+  ctx.lineWidth = 1.2 * dpr;
+  ctx.beginPath();
+  d.trend.forEach(([t, hr], k) => { if (k) ctx.lineTo(x(t), y(hr)); else ctx.moveTo(x(t), y(hr)); });
+  ctx.stroke();
+  ctx.fillStyle = "#8b949e";
+  ctx.font = `${9 * dpr}px system-ui, sans-serif`;
+  ctx.fillText(`${hi}`, 1, 9 * dpr);
+  ctx.fillText(`${lo} · 1 h`, 1, H - 1);
 }
 
 function gridLead(d) {
@@ -494,15 +665,19 @@ function frame(nowMs) {
     d.clock.advance(dt);
     if (focused || !d.visible) continue;  // the focus view covers the grid; off-screen strips are not drawn
     const lead = gridLead(d);
-    const marked = lead ? drawDevice(d, d.el.querySelector("canvas"), [lead], d.windowS(GRID_WINDOW_S), true) : 0;
-    setAttr(d.el, "data-marked", marked);
+    const drawn = lead ? drawDevice(d, d.el.querySelector("canvas.wave"), [lead]) : { beats: 0, V: 0, S: 0, ref: 0 };
+    drawTrend(d, d.el.querySelector("canvas.trend"));
+    setAttr(d.el, "data-marked", drawn.beats);
+    setAttr(d.el, "data-marked-v", drawn.V);
+    setAttr(d.el, "data-marked-s", drawn.S);
+    setAttr(d.el, "data-ref-marked", drawn.ref);
+    setAttr(d.el, "data-trend", d.trend.length);
     setAttr(d.el, "data-lead", lead || "");
   }
   if (focused) {
     const leads = focused.leads().filter((l) => focused.traces.has(l));
-    const marked = drawDevice(focused, document.getElementById("focus-canvas"), leads.length ? leads : [...focused.traces.keys()],
-      focused.windowS(FOCUS_WINDOW_S), false);
-    setAttr(document.getElementById("focus"), "data-marked", marked);
+    const drawn = drawDevice(focused, document.getElementById("focus-canvas"), leads.length ? leads : [...focused.traces.keys()]);
+    setAttr(document.getElementById("focus"), "data-marked", drawn.beats);
   }
   requestAnimationFrame(frame);
 }
@@ -515,6 +690,11 @@ page.observer = new IntersectionObserver((entries) => {
   }
 });
 document.getElementById("lead").addEventListener("change", (ev) => { page.lead = ev.target.value; connect(); });
+document.getElementById("gain").addEventListener("change", (ev) => {
+  page.gainMmPerMv = Number(ev.target.value);
+  setText(document.getElementById("scale"), `${SWEEP_MM_S} mm/s · ${page.gainMmPerMv} mm/mV · grid 1 mm / 5 mm`);
+});
+document.getElementById("reference").addEventListener("change", (ev) => { page.reference = ev.target.checked; });
 document.getElementById("focus-close").addEventListener("click", closeFocus);
 document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && page.focus) closeFocus(); });
 setInterval(() => updateText(performance.now() / 1000), 1000);  // flags that expire with time
