@@ -357,3 +357,32 @@ def test_ack_endpoint_publishes_the_acknowledgement_same_origin_only(broker) -> 
     collector.close()
     assert acks == [{"v": 1, "type": "vt"}]  # exactly one: none of the refused requests published
     assert proto.decode_alarm_ack(proto.dumps(acks[0])) == "vt"  # what the edge's ack handler reads
+
+
+def test_terminal_view_shows_the_rhythm_message_hr_call_intervals_and_alarms(broker) -> None:
+    from viewers.terminal import LiveView
+
+    with running_edge(broker) as (_, settings):
+        collector = Collector(settings, topics=(proto.output_subscription("rhythm"),))
+        view = LiveView(settings).start()
+        source = [s for s in sample_records() if s.name == "2"]
+        Replayer(source, settings, speed=4.0).run()
+        deadline = time.monotonic() + 10
+        while not collector.get(proto.rhythm_topic("sim-000")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        rhythm = collector.get(proto.rhythm_topic("sim-000"))[-1]
+        dev = view.devices["sim-000"]
+        alarms = {"type": "vt", "priority": "high", "state": "raised", "time": 1.0,
+                  "active": [{"type": "vt", "priority": "high", "time": 1.0, "acknowledged": False}]}
+        view._take(["beatssl", "sim-000", "alarms"], alarms)  # the retained alarms message as the edge shapes it
+        table = view.table()
+        view.stop()
+        collector.close()
+    assert rhythm["hr_bpm"] is not None and dev.hr_bpm == rhythm["hr_bpm"]  # the page's number, not a beat's
+    assert dev.rhythm == rhythm["rhythm"]
+    assert dev.rhythm_for_s == pytest.approx(rhythm["t_end"] - rhythm["rhythm_since"])
+    assert dev.intervals_ms == {k: rhythm["median_intervals_ms"][k] for k in ("PR", "QRS", "QT", "QTc_bazett")}
+    cells = {col.header: list(col.cells) for col in table.columns}
+    assert cells["HR bpm"] == [f"{rhythm['hr_bpm']:.0f}"]
+    assert str(cells["alarms"][0]).strip() == "VT" and cells["alarms"][0].spans[0].style == "bold white on red"

@@ -1,8 +1,11 @@
 """Live terminal view: subscribes to the edge's published topics (like any other consumer) and renders a table.
 
-It shows exactly what other subscribers see: per device heart rate, beats/s, detection latency, state and error
-counts, plus each edge node's health. While the broker cannot be reached (or refuses the view), the table's title
-says so instead of showing an empty table; a message it cannot use is counted and skipped.
+It shows exactly what other subscribers see: per device the heart rate (``hr_bpm`` of the last rhythm message: 60 /
+median RR of its window, the same number the live page shows), the rhythm call and for how long, the median PR /
+QRS / QT / QTc (Bazett) intervals of the rhythm message, the active alarms (``beatssl/<device>/alarms``, retained;
+``*`` marks an acknowledged one), beats/s, detection latency, state and error counts, plus each edge node's health.
+While the broker cannot be reached (or refuses the view), the table's title says so instead of showing an empty
+table; a message it cannot use is counted and skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 from rich.table import Table
+from rich.text import Text
 
 from edge import protocol as proto
 from edge.transport.mqtt import MqttSettings, make_client
@@ -37,6 +41,10 @@ class DeviceView:
     errors: int = 0
     last_error: str = ""
     labels: list[str] = field(default_factory=list)
+    rhythm: str | None = None           # rhythm call of the last rhythm message
+    rhythm_for_s: float | None = None   # t_end - rhythm_since of that message (device s)
+    intervals_ms: dict[str, float | None] = field(default_factory=dict)  # its median_intervals_ms
+    alarms: list[dict[str, Any]] = field(default_factory=list)  # the active set of the last alarms message
 
 
 class LiveView:
@@ -86,7 +94,7 @@ class LiveView:
             self._set_broker("refused", str(reason_code))
             return
         self._set_broker("connected")
-        for kind in ("beats", "status", "errors", "rhythm"):
+        for kind in ("beats", "status", "errors", "rhythm", "alarms"):
             client.subscribe(proto.output_subscription(kind), qos=0)
         client.subscribe(proto.health_topic("+"), qos=0)
 
@@ -119,7 +127,6 @@ class LiveView:
             if kind == "beats":
                 dev.beats += 1
                 dev.beat_walls.append(time.monotonic())
-                dev.hr_bpm = _number(payload.get("hr_bpm")) or dev.hr_bpm
                 dev.latency_s = _number(payload.get("latency_s"))
             elif kind == "status":
                 dev.state = str(payload.get("state", "?"))
@@ -129,12 +136,24 @@ class LiveView:
             elif kind == "rhythm":
                 labels = payload.get("diagnosis", [])
                 dev.labels = [str(x) for x in labels] if isinstance(labels, list) else []
+                dev.hr_bpm = _number(payload.get("hr_bpm"))
+                call = payload.get("rhythm")
+                dev.rhythm = str(call) if call is not None else None
+                since, end = _number(payload.get("rhythm_since")), _number(payload.get("t_end"))
+                dev.rhythm_for_s = end - since if since is not None and end is not None else None
+                iv = payload.get("median_intervals_ms")
+                dev.intervals_ms = {k: _number(iv.get(k)) for k in ("PR", "QRS", "QT", "QTc_bazett")} \
+                    if isinstance(iv, dict) else {}
+            elif kind == "alarms":
+                active = payload.get("active", [])
+                dev.alarms = [a for a in active if isinstance(a, dict)] if isinstance(active, list) else []
 
     def table(self, max_rows: int = 40) -> Table:
         """A rich table of devices and nodes as of now."""
         now = time.monotonic()
         t = Table(title="beatssl-edge — live", expand=False)
-        for col, just in (("device", "left"), ("state", "left"), ("HR bpm", "right"), ("beats", "right"),
+        for col, just in (("device", "left"), ("state", "left"), ("HR bpm", "right"), ("rhythm", "left"),
+                          ("PR/QRS/QT/QTc ms", "right"), ("alarms", "left"), ("beats", "right"),
                           ("beats/s", "right"), ("latency ms", "right"), ("labels", "left"), ("errors", "left")):
             t.add_column(col, justify=just)
         with self._lock:
@@ -144,7 +163,12 @@ class LiveView:
                 rate = len(recent) / 10.0
                 t.add_row(
                     name, d.state,
-                    f"{d.hr_bpm:.0f}" if d.hr_bpm else "–",
+                    f"{d.hr_bpm:.0f}" if d.hr_bpm is not None else "–",
+                    f"{d.rhythm} {d.rhythm_for_s:.0f} s" if d.rhythm and d.rhythm_for_s is not None
+                    else d.rhythm or "–",
+                    "/".join("–" if d.intervals_ms.get(k) is None else f"{d.intervals_ms[k]:.0f}"
+                             for k in ("PR", "QRS", "QT", "QTc_bazett")),
+                    _alarm_text(d.alarms),
                     str(d.beats), f"{rate:.2f}",
                     f"{d.latency_s * 1e3:.0f}" if d.latency_s is not None else "–",
                     ",".join(d.labels) or "–",
@@ -170,6 +194,21 @@ class LiveView:
         with self._lock:
             return {name: {"beats": d.beats, "hr_bpm": d.hr_bpm, "state": d.state, "errors": d.errors}
                     for name, d in sorted(self.devices.items())}
+
+
+#: rich styles of the alarm priorities (IEC 60601-1-8 colours: high red, medium yellow, low cyan).
+ALARM_STYLE = {"high": "bold white on red", "medium": "bold black on yellow", "low": "black on cyan"}
+
+
+def _alarm_text(active: list[dict[str, Any]]) -> Text | str:
+    """The active alarms as coloured ``TYPE`` words (``*`` after an acknowledged one), or ``–``."""
+    if not active:
+        return "–"
+    out = Text()
+    for a in active:
+        out.append(f" {str(a.get('type', '?')).upper()}{'*' if a.get('acknowledged') else ''} ",
+                   style=ALARM_STYLE.get(str(a.get("priority")), ""))
+    return out
 
 
 def _number(value: Any) -> float | None:
