@@ -270,14 +270,13 @@ def read_alarm_limits(path: Path | None) -> tuple[AlarmLimits, dict[str, AlarmLi
     return default, per_device
 
 
-def supervise(settings: MqttSettings, node: str, processes: int, failover: bool, connect_timeout_s: float,
-              duration_s: float | None, embedded: EmbeddedBroker | None) -> int:
+def supervise(ctx: typer.Context, settings: MqttSettings, node: str, processes: int, failover: bool,
+              connect_timeout_s: float, duration_s: float | None, embedded: EmbeddedBroker | None) -> int:
     """``run --processes N``: N worker processes with this command's options under an
     :class:`edge.supervisor.Supervisor` until SIGTERM / SIGINT or ``duration_s``; returns the exit code."""
-    args = command_args(click.get_current_context(), skip=("processes", "node", "partition", "config", "client_id",
-                                                           "duration_s"))
+    args = command_args(ctx, skip=("processes", "node", "partition", "config", "client_id", "duration_s"))
     if embedded is not None:  # the workers use the broker this process started
-        args += ["--broker", str(embedded.address), "--mqtt-version", settings.protocol]
+        args += ["--broker", f"{embedded.address.host}:{embedded.address.port}", "--mqtt-version", settings.protocol]
     supervisor = Supervisor(settings, node, processes, args, partitioned=not failover)
     stop = threading.Event()
     on_signal(stop)
@@ -343,6 +342,7 @@ def on_signal(stop: threading.Event) -> None:
 @app.command(context_settings=cfg.ENV_CONTEXT)
 @mqtt_options(embedded_broker=True)
 def run(
+    ctx: typer.Context,
     mqtt: MqttOptions,
     config: ConfigOpt = None,
     node: Annotated[str | None, typer.Option(
@@ -448,12 +448,13 @@ def run(
         if failover and not settings.mqtt5:
             raise fail("--failover needs MQTT 5 (a node's session must end with its connection)")
         if processes > 1:
-            raise typer.Exit(supervise(settings, node or socket.gethostname(), processes, failover,
+            raise typer.Exit(supervise(ctx, settings, node or socket.gethostname(), processes, failover,
                                        connect_timeout_s, duration_s, embedded))
         settings = dataclasses.replace(settings, session_expiry_s=session_expiry_s)
         default_limits, device_limits = read_alarm_limits(alarm_limits)
         config = EdgeConfig(mqtt=settings, workers=workers, partition=parse_partition(partition),
-                            shared_group=shared_group, cluster=cluster if failover else None, stale_after_s=stale_after_s, forget_after_s=forget_after_s,
+                            shared_group=shared_group, cluster=cluster if failover else None,
+                            stale_after_s=stale_after_s, forget_after_s=forget_after_s,
                             max_devices=max_devices, alarm_limits=default_limits, device_alarm_limits=device_limits,
                             limits=limits, backend=backend,
                             threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, rhythm_hop_s=rhythm_hop_s,

@@ -36,6 +36,8 @@ publisher (offline health, wait for the broker's PUBACKs, disconnect).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import socket
 import threading
@@ -50,6 +52,7 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from edge import protocol as proto
+from edge.cluster import HEALTH_SUBSCRIPTION, Membership, node_from_health_topic
 from edge.ecg import INTERNAL_FS_HZ
 from edge.inference import Engine, load_engine
 from edge.inference.batching import BatchScheduler, InferenceRequest
@@ -85,6 +88,11 @@ class EdgeConfig:
         shared_group: subscribe through the MQTT 5 shared subscription ``$share/<group>/ecg/+/samples``; only for
             brokers that keep one device on one member (EMQX ``sticky`` / ``hash_topic`` strategy): a round-robin
             broker (mosquitto) would split a device's chunks over workers. See docs/deploy.md.
+        cluster: failover (rendezvous) mode among the nodes of this cluster name: subscribe to all samples and to
+            every node's health, handle a device iff this node is its rendezvous owner among the live nodes
+            (:mod:`edge.cluster`); a membership change hands devices over (flushed and forgotten by the old owner,
+            status ``moved``). The MQTT session then expires at disconnect (a node that comes back must not replay
+            what the others handled meanwhile). None: no failover.
         engines: engine folders to load (at most one per task: ``segment``, ``classify``, ``beat-classify``).
         backend: ``auto``, ``onnxruntime`` or ``tensorrt``; threads: ONNX Runtime intra-op threads per engine (None: its
             default pool of one spinning thread per core — measured 2–4.5x costlier on 2 cores).
@@ -107,6 +115,7 @@ class EdgeConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     partition: tuple[int, int] | None = None
     shared_group: str | None = None
+    cluster: str | None = None
     engines: tuple[Path, ...] = ()
     backend: str = "auto"
     threads: int | None = 1
@@ -152,6 +161,10 @@ class _Result:
 
 class _Stop:
     """Inbox item: flush every stream, then leave."""
+
+
+class _Handover:
+    """Inbox item: the cluster's live nodes changed; flush and forget the devices this node no longer owns."""
 
 
 class Inbox:
@@ -287,8 +300,12 @@ class EdgeApp:
         self._housekeeper = threading.Thread(target=self._housekeeping, name="edge-housekeeping", daemon=True)
         self._stop = threading.Event()
         self._health_topic = proto.health_topic(config.node)
+        #: live nodes and device owners in failover mode (a node silent for 3 health periods is gone)
+        self.membership = (Membership(config.node, config.cluster, 3 * config.health_interval_s)
+                           if config.cluster else None)
+        mqtt = dataclasses.replace(config.mqtt, session_expiry_s=0) if config.cluster else config.mqtt
         will = (self._health_topic, self._offline())
-        self.client = make_client(config.mqtt, "beatssl-edge", will=will, session_id=f"beatssl-edge-{config.node}")
+        self.client = make_client(mqtt, "beatssl-edge", will=will, session_id=f"beatssl-edge-{config.node}")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -369,7 +386,10 @@ class EdgeApp:
         if reason_code.is_failure:
             log.error("broker %s refused the connection: %s", self.config.mqtt.broker, reason_code)
             return
-        client.subscribe([(self._subscription(), 1), (proto.ALARM_ACK_SUBSCRIPTION, 1)])
+        # failover: health first, so the peers' retained health (sent right after the SUBACK) is known before any
+        # chunk is judged by its owner
+        health = [(HEALTH_SUBSCRIPTION, 1)] if self.membership is not None else []
+        client.subscribe([*health, (self._subscription(), 1), (proto.ALARM_ACK_SUBSCRIPTION, 1)])
         if self._disconnected_since is not None:
             outage = time.monotonic() - self._disconnected_since
             log.warning("broker %s is back after %.1f s", self.config.mqtt.broker, outage)
@@ -391,6 +411,11 @@ class EdgeApp:
             log.warning("lost the broker %s (%s); reconnecting", self.config.mqtt.broker, reason_code)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if self.membership is not None:
+            node = node_from_health_topic(message.topic)
+            if node is not None:
+                self._on_health(node, message)
+                return
         device = proto.device_from_topic(message.topic)
         if device is None or not proto.valid_device_id(device):
             self._reject("bad_device_id", f"topic {message.topic[:80]!r} has no valid device id")
@@ -399,6 +424,8 @@ class EdgeApp:
             k, n = self.config.partition
             if proto.device_hash(device) % n != k:
                 return
+        if self.membership is not None and self.membership.owner(device) != self.config.node:
+            return
         if proto.is_alarm_ack(message.topic):
             self._on_ack(device, message.payload)
             return
@@ -407,6 +434,20 @@ class EdgeApp:
         item = (device, message.payload, content_type, time.monotonic())
         if not self._inbox(device).put_chunk(item, self.config.enqueue_timeout_s):
             self._reject("overload", f"worker queue full; chunk of {device} dropped")
+
+    def _on_health(self, node: str, message: paho.MQTTMessage) -> None:
+        """A peer's health (failover): a change of the live nodes is handed to every worker."""
+        try:
+            health = json.loads(message.payload)
+        except ValueError:
+            health = {}  # an emptied or broken retained message: that node is not live
+        if self.membership.observe(node, health if isinstance(health, dict) else {}, retained=bool(message.retain)):
+            self._handover()
+
+    def _handover(self) -> None:
+        log.info("cluster %s: live nodes %s", self.config.cluster, ", ".join(self.membership.live()))
+        for inbox in self._inboxes:
+            inbox.put(_Handover())
 
     def _on_ack(self, device: str, payload: bytes) -> None:
         try:
@@ -423,6 +464,7 @@ class EdgeApp:
     def _work(self, k: int) -> None:
         streams = self._streams[k]
         inbox = self._inboxes[k]
+        leaving: set[str] = set()  # handed over to another node: flushed, forgotten once no engine result is due
         flushed = False
         try:
             while True:
@@ -433,11 +475,15 @@ class EdgeApp:
                     flushed = True
                     for device in list(streams):
                         self._guarded(streams, device, lambda s: s.flush())
+                elif isinstance(item, _Handover):
+                    self._hand_over(streams, leaving)
                 elif isinstance(item, _Expire):
+                    self._forget_left(streams, leaving)
                     self._expire(streams, inbox)
                     if item.status:
                         for device, stream in streams.items():
-                            self._emit(device, [Output("status", stream.status(), retain=True)])
+                            if device not in leaving:  # the new owner's status is the device's now
+                                self._emit(device, [Output("status", stream.status(), retain=True)])
                 elif isinstance(item, _Resume):
                     for stream in streams.values():
                         stream.last_arrival = max(stream.last_arrival, item.wall)
@@ -448,6 +494,8 @@ class EdgeApp:
                     if item.request.device in streams:
                         self._guarded(streams, item.request.device,
                                       lambda s, r=item: s.on_result(r.request, r.output))
+                        if item.request.device in leaving:
+                            self._forget_left(streams, leaving)
                 elif flushed:  # came after the UNSUBACK wait ran out: the streams are flushed, say so
                     self._reject("shutting_down", f"chunk of {item[0]} came after the shutdown flush; dropped")
                 else:
@@ -455,6 +503,29 @@ class EdgeApp:
         except BaseException as exc:
             self._die(f"worker {k} died: {type(exc).__name__}: {exc}")
             raise
+
+    def _hand_over(self, streams: dict[str, DeviceStream], leaving: set[str]) -> None:
+        """The handover step of a membership change: every device now owned by another node is flushed (its beats
+        in the look-ahead go out, engine results still due are taken), gets a ``moved`` status naming the new owner
+        (not retained: the retained status is the new owner's) and is forgotten once idle."""
+        for device in list(streams):
+            owner = self.membership.owner(device)
+            if owner == self.config.node:
+                leaving.discard(device)  # came back before it was forgotten: its next chunk starts a new run
+            elif device not in leaving:
+                leaving.add(device)
+                self._guarded(streams, device, lambda s, o=owner: self._move(s, o))
+        self._forget_left(streams, leaving)
+
+    @staticmethod
+    def _move(stream: DeviceStream, owner: str) -> list[Output]:
+        outputs = [out for out in stream.flush() if out.kind != "status"]
+        return [*outputs, Output("status", {**stream.status(), "state": "moved", "to": owner})]
+
+    def _forget_left(self, streams: dict[str, DeviceStream], leaving: set[str]) -> None:
+        for device in [d for d in leaving if d in streams and streams[d].idle]:
+            self.counters.add("beats_retired", streams.pop(device).counters.beats)
+            leaving.discard(device)
 
     def _ingest(self, streams: dict[str, DeviceStream], device: str, payload: bytes, content_type: str | None,
                 arrival: float) -> None:
@@ -541,6 +612,8 @@ class EdgeApp:
         try:
             while not self._stop.wait(1.0):
                 self._watch()
+                if self.membership is not None and self.membership.expire():
+                    self._handover()
                 if not self.connected.is_set():
                     continue  # a node cut off from its broker hears nothing: that silence is not the devices'
                 due = time.monotonic() >= next_health
@@ -613,6 +686,9 @@ class EdgeApp:
             "processing_ms": pct(proc),
             "rhythm_processing_ms": pct(rhythm),
             "partition": list(self.config.partition) if self.config.partition else None,
+            "cluster": self.config.cluster,
+            "live_nodes": list(self.membership.live()) if self.membership is not None else None,
+            "wall_time": round(time.time(), 3),
             "engines": {
                 task: {"name": e.manifest.name, "backend": e.backend.name, **self.schedulers[task].stats.summary()}
                 for task, e in self.engines.items()
