@@ -199,12 +199,21 @@ class EpisodeTracker:
         self.last_beat_s: float | None = None
         self.last_rr_s: float | None = None
         self._stream_start_s: float | None = None
+        self._run_start_s: float | None = None  # start of the current run of contiguous signal (s)
         self._unusable_since_beat = False
         self._ectopic: deque[tuple[float, str]] = deque()
         self._af_spans: deque[tuple[float, float]] = deque()  # closed AF spans (s) within the burden window
         self.call = RhythmCall("N", 0.0, 0.0)
 
     # ------------------------------------------------------------------ inputs
+    def restart_silence(self, t0_s: float) -> None:
+        """A new run of contiguous signal begins at ``t0_s`` (s) after a gap: the silence behind pause and asystole
+        is counted from it, not from the last beat before the gap (the gap itself is no pause)."""
+        self.last_beat_s = None
+        self.last_rr_s = None
+        self._stream_start_s = t0_s if self._stream_start_s is None else self._stream_start_s
+        self._run_start_s = t0_s
+
     def note_beat(self, time_s: float) -> list[EpisodeEvent | RhythmCall]:
         """The beat detector found a beat with R at ``time_s`` (s): ends asystole and pause and restarts the silence
         clock, before the beat's class and waves are known (they come with :meth:`push_beat`, which calls this
@@ -267,7 +276,8 @@ class EpisodeTracker:
 
     # ------------------------------------------------------------------ internals
     def _silence(self, now_s: float) -> list[EpisodeEvent]:
-        ref = self.last_beat_s if self.last_beat_s is not None else self._stream_start_s
+        ref = self.last_beat_s if self.last_beat_s is not None else (
+            self._run_start_s if self._run_start_s is not None else self._stream_start_s)
         if ref is None:
             return []
         quiet = now_s - self.config.beat_latency_s - ref

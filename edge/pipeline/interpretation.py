@@ -61,6 +61,7 @@ class DeviceInterpretation:
         """A new stretch of contiguous signal begins at device time ``t0_s`` (s)."""
         self._filter.reset()
         self._t_next = t0_s
+        self.episodes.restart_silence(t0_s)
 
     def signal(self, internal_mv: np.ndarray) -> list[Output]:
         """The run's next samples of the preferred lead at the internal rate, ``(n,)`` mV."""
