@@ -1,6 +1,6 @@
 """Alarm delays over MQTT: records with known events replayed through mosquitto into a live edge, and offline.
 
-Cases (:mod:`offline.alarm_replay`): MIT-BIH excerpts around every annotated ``(VT`` / ``(VFL`` episode and every
+Cases (:mod:`simulator.alarm_cases`): MIT-BIH excerpts around every annotated ``(VT`` / ``(VFL`` episode and every
 stretch where the reference heart rate (median of the last 8 reference N–N intervals) is beyond the alarm limits
 (brady < 40 bpm, tachy > 150 bpm) for ≥ 5 s — 30 s before the onset to 10 s after the end; DS1 records and the DS2
 development test (200, 210, 232) reported apart; synthetic asystole (every lead a flat baseline with 20 µV white
@@ -40,7 +40,7 @@ from edge.app import EdgeConfig, load_plan
 from edge.inference.manifest import Manifest
 from edge.interpret.alarms import AlarmLimits
 from edge.transport.mqtt import BrokerAddress, MqttSettings
-from offline.alarm_replay import AlarmCase, clean_case, excerpt_cases, gap_case, replay, run_offline, score, summary
+from simulator.alarm_cases import AlarmCase, clean_case, excerpt_cases, gap_case, replay, run_offline, score, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 LIFE_THREATENING = ("asystole", "vf", "vt")

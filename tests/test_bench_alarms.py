@@ -1,4 +1,4 @@
-"""bench/alarms.py's core (offline.alarm_replay) on real mosquitto and a real edge: a synthetic asystole and a
+"""bench/alarms.py's core (simulator.alarm_cases) on real mosquitto and a real edge: a synthetic asystole and a
 lead-off cut into MIT-BIH 100, replayed at 4x real time; delays in device seconds from the cut to the arrival."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.interpret.alarms import AlarmLimits
-from offline.alarm_replay import gap_case, replay, score
+from simulator.alarm_cases import gap_case, replay, score
 
 ENGINES = tuple(sorted(p.parent for p in (Path(__file__).resolve().parent.parent / "engines").glob("*/manifest.json")))
 
