@@ -276,6 +276,10 @@ class EdgeApp:
         DeviceStreams) → one BatchScheduler per engine (bounded) → results back to the inboxes → publisher (the same
         paho client: publish is thread-safe) ; plus the housekeeping / watchdog thread.
         """
+        if self.config.cluster:  # failover: no session outlives the connection (a returning node must not be handed
+            # the chunks its peers processed meanwhile, before it knows who owns them)
+            self.config = dataclasses.replace(self.config, mqtt=dataclasses.replace(self.config.mqtt,
+                                                                                    session_expiry_s=0))
         config = self.config
         self.started_wall = time.time()
         self.connected = threading.Event()
@@ -303,9 +307,8 @@ class EdgeApp:
         #: live nodes and device owners in failover mode (a node silent for 3 health periods is gone)
         self.membership = (Membership(config.node, config.cluster, 3 * config.health_interval_s)
                            if config.cluster else None)
-        mqtt = dataclasses.replace(config.mqtt, session_expiry_s=0) if config.cluster else config.mqtt
         will = (self._health_topic, self._offline())
-        self.client = make_client(mqtt, "beatssl-edge", will=will, session_id=f"beatssl-edge-{config.node}")
+        self.client = make_client(config.mqtt, "beatssl-edge", will=will, session_id=f"beatssl-edge-{config.node}")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
