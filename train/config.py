@@ -28,7 +28,8 @@ class DataConfig:
         window_s: window length (s); at the internal rate it must be a multiple of the encoder's downsampling.
         split_seed: seed of the LUDB record split and of the CinC 2021 record-name hash split.
         test_fraction, val_fraction: LUDB and CinC 2021 records held out for testing / validation.
-        label_fraction: fraction of the labelled training records used for fine-tuning (seeded subset).
+        label_fraction: fraction of the labelled training records used for fine-tuning (seeded subset; beat-classify:
+            of the training beats).
         classify_sources: labelled 12-lead data of the ``classify`` task, any of ``ptbxl`` (strat_fold split),
             ``cinc2021`` (``cinc2021_sample``, SNOMED-CT codes mapped to the superclasses) and ``ludb`` (diagnosis
             text mapped to the superclasses, the LUDB record split).

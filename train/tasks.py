@@ -471,6 +471,10 @@ class ClassifyTask(Task):
 
 
 # --------------------------------------------------------------------------------------------- beat classification
+#: Largest class weight of the beat-classify loss (Q has a handful of DS1 training beats).
+MAX_CLASS_WEIGHT = 20.0
+
+
 class BeatSet(Dataset):
     """Reference beats of MIT-BIH records: a single-lead window around R (shifted by up to ``± jitter`` samples,
     a fresh shift per call) and the beat's RR features."""
@@ -618,10 +622,6 @@ class BeatClassifyTask(Task):
             "train_beats_per_class": dict(zip(AAMI_CLASSES, self.class_counts.tolist(), strict=True)),
             "split": self.parts,
         }
-
-
-#: Largest class weight of the beat-classify loss (Q has a handful of DS1 training beats).
-MAX_CLASS_WEIGHT = 20.0
 
 
 def make_task(cfg: Config) -> Task:
