@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -116,28 +116,24 @@ def choice_option(*names: str, help: str, choices: Sequence[str], **kwargs: Any)
     return typer.Option(*names, help=f"{help} One of: {', '.join(choices)}.", callback=check, **kwargs)
 
 
-def _check_partition(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_partition(value)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return value
+def _parse_check(parse: Callable[[str], object]) -> Callable[[str | None], str | None]:
+    """A typer callback that checks an option's text with ``parse`` at parse time (ValueError → usage error)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+        return value
+
+    return check
 
 
 def _check_name(value: str | None) -> str | None:
     """A node or group name goes into topics: the device-id alphabet."""
     if value is not None and not proto.valid_device_id(value):
         raise typer.BadParameter(f"{value!r}: 1-64 characters of letters, digits and _.:@-")
-    return value
-
-
-def _check_segment_leads(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_segment_leads(value)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
     return value
 
 
@@ -181,7 +177,7 @@ MaxBatchOpt = Annotated[int, typer.Option(min=1, max=4096, help="Most windows pe
 MaxWaitOpt = Annotated[float, number_option("--max-wait-ms", ge=0, le=10_000,
                                             help="Longest a window waits for others to fill a batch, ms.")]
 SegLeadsOpt = Annotated[str | None, typer.Option(
-    "--segment-leads", callback=_check_segment_leads,
+    "--segment-leads", callback=_parse_check(lambda v: parse_segment_leads(v)),
     help="Leads to segment per beat, comma-separated, or 'all' (default: II, else MLII, else the stream's first "
          "lead).")]
 HopOpt = Annotated[float, number_option("--rhythm-hop-s", gt=0, le=600, help="Period of rhythm messages per "
@@ -349,7 +345,7 @@ def run(
         callback=_check_name, help="Node name in beatssl/edge/<node>/health (default: hostname).")] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker threads; devices are spread over them.")] = 2,
     partition: Annotated[str | None, typer.Option(
-        callback=_check_partition,
+        callback=_parse_check(lambda v: parse_partition(v)),
         help="Handle only share k of N (stable hash of the device id), e.g. 0/2, for several workers.")] = None,
     shared_group: Annotated[str | None, typer.Option(
         callback=_check_name,

@@ -228,6 +228,7 @@ class NodeCounters:
         self.published = 0
         self.publish_dropped = 0
         self.beats_retired = 0  # beats of devices forgotten since start (so totals never go down)
+        self.devices = 0  # device states held, all workers together
         self.rejected: dict[str, int] = {}
 
     def add(self, name: str, n: int = 1) -> None:
@@ -238,6 +239,20 @@ class NodeCounters:
         with self._lock:
             self.rejected[code] = self.rejected.get(code, 0) + 1
             return self.rejected[code]
+
+    def claim_device(self, cap: int) -> bool:
+        """Take one of ``cap`` device slots (shared by all workers); False when all are taken."""
+        with self._lock:
+            if self.devices >= cap:
+                return False
+            self.devices += 1
+            return True
+
+    def release_device(self, beats: int) -> None:
+        """A device's state was dropped: free its slot and keep its beats in the node's total."""
+        with self._lock:
+            self.devices -= 1
+            self.beats_retired += beats
 
 
 def load_plan(config: EdgeConfig) -> tuple[InferencePlan | None, dict[str, Engine]]:
@@ -527,13 +542,13 @@ class EdgeApp:
 
     def _forget_left(self, streams: dict[str, DeviceStream], leaving: set[str]) -> None:
         for device in [d for d in leaving if d in streams and streams[d].idle]:
-            self.counters.add("beats_retired", streams.pop(device).counters.beats)
+            self.counters.release_device(streams.pop(device).counters.beats)
             leaving.discard(device)
 
     def _ingest(self, streams: dict[str, DeviceStream], device: str, payload: bytes, content_type: str | None,
                 arrival: float) -> None:
         if device not in streams:
-            if sum(len(s) for s in self._streams) >= self.config.max_devices:
+            if not self.counters.claim_device(self.config.max_devices):
                 self._reject("device_cap", f"{self.config.max_devices} devices held; chunk of new device {device} "
                                            f"dropped")
                 return
@@ -582,7 +597,7 @@ class EdgeApp:
                 continue  # its chunks are still queued behind this check: the device is not silent
             idle = now - stream.last_arrival
             if idle > self.config.forget_after_s and stream.idle:
-                self.counters.add("beats_retired", stream.counters.beats)
+                self.counters.release_device(stream.counters.beats)
                 del streams[device]
             elif idle > self.config.stale_after_s and stream.state != "stale":
                 self._guarded(streams, device, lambda s: s.flush())
