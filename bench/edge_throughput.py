@@ -27,21 +27,30 @@ message, every 5 s: depth × chunk / N), the simulator kept its schedule (max la
 (2 s) after their window closed (p99; beyond that the classifier builds a backlog). N grows along ``--devices``
 until the first step that fails; the largest N that passed is the result of that mode.
 
+``--processes N`` runs every mode a second time as ``run --processes N`` (N worker processes under one supervisor;
+the health it publishes on the same topic sums its workers', the edge's CPU is the supervisor and its workers), so
+the largest N for 1 process and for N processes come from the same run. ``--baseline REV`` runs every mode once more
+with the edge of commit REV (``git worktree`` in a temporary folder, its own ``beatssl-edge`` console script entry
+run from there, with its own engines) beside the current code, so every ratio is same-run.
+
 Usage::
 
     .venv/bin/python bench/edge_throughput.py --json bench/results/edge_throughput.json
     .venv/bin/python bench/edge_throughput.py --devices 50,100 --modes batched --profile 100   # py-spy profile
+    .venv/bin/python bench/edge_throughput.py --devices 50,75 --modes batched --processes 2 --baseline 35613ca
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import math
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +63,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import psutil
+import tomllib
 from rich.console import Console
 from rich.table import Table
 
@@ -148,15 +158,41 @@ class Listener:
         self.client.loop_stop()
 
 
-def cpu_seconds(proc: psutil.Process | None) -> float:
-    """User + system CPU time of a process, not counting its children (0 when it is gone)."""
+def cpu_seconds(proc: psutil.Process | None, tree: bool = False) -> float:
+    """User + system CPU time of a process (0 when it is gone); with ``tree``, plus its live descendants (the
+    workers of ``run --processes N``)."""
     if proc is None:
         return 0.0
-    try:
-        t = proc.cpu_times()
-        return t.user + t.system
-    except psutil.Error:
-        return 0.0
+    procs = [proc]
+    if tree:
+        with contextlib.suppress(psutil.Error):
+            procs += proc.children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def baseline_command(rev: str) -> tuple[list[str], Path]:
+    """The ``beatssl-edge`` command of commit ``rev`` and the folder to run it in: a ``git worktree`` (detached) in a
+    temporary folder; its console-script entry (``module:attr`` from its pyproject.toml) run with this interpreter
+    from there, so its own packages and engines are imported."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / rev
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), rev], check=True,
+                   capture_output=True)
+    scripts = tomllib.loads((folder / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attr = scripts["beatssl-edge"].partition(":")
+    code = f"import sys; sys.argv[0] = 'beatssl-edge'; from {module} import {attr} as main; main()"
+    return [sys.executable, "-c", code], folder
+
+
+def remove_worktree(folder: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], capture_output=True)
+    shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def wait_health_online(listener: Listener, timeout_s: float) -> bool:
@@ -172,7 +208,10 @@ def wait_health_online(listener: Listener, timeout_s: float) -> bool:
 
 def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
              profile_out: Path | None = None) -> Step:
-    base, _, extra = mode.partition(":")
+    """One step. ``mode``: ``[baseline@]<batched|unbatched>[:extra edge args]``."""
+    code, at, rest = mode.rpartition("@") if "@" in mode.partition(":")[0] else ("", "", mode)
+    base, _, extra = rest.partition(":")
+    edge_exe, edge_cwd = (args.baseline_cmd, args.baseline_dir) if at else ([str(BIN / "beatssl-edge")], ROOT)
     step = Step(mode=mode, devices=n, max_batch=MODES[base])
     duration = args.warm_s + args.measure_s
     t_wall = time.monotonic()
@@ -180,10 +219,10 @@ def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
     with EmbeddedBroker(prefer="mosquitto-only") as broker:
         settings = MqttSettings(broker.address)
         listener = Listener(settings)
-        edge_cmd = [str(BIN / "beatssl-edge"), "run", "--broker", f"127.0.0.1:{broker.port}", "--node", NODE,
+        edge_cmd = [*edge_exe, "run", "--broker", f"127.0.0.1:{broker.port}", "--node", NODE,
                     "--max-batch", str(MODES[base]), "--log-level", "warning", *args.edge_arg, *extra.split()]
         edge_log = open(logs / "edge.log", "wb")  # noqa: SIM115 - closed below
-        edge = subprocess.Popen(edge_cmd, cwd=ROOT, stdout=edge_log, stderr=subprocess.STDOUT,
+        edge = subprocess.Popen(edge_cmd, cwd=edge_cwd, stdout=edge_log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         sim = None
         try:
@@ -201,7 +240,7 @@ def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
                      "mosquitto": psutil.Process(broker._proc.pid), "bench": psutil.Process()}
             # CPU over the measured part only
             time.sleep(args.warm_s)
-            cpu0 = {k: cpu_seconds(p) for k, p in procs.items()}
+            cpu0 = {k: cpu_seconds(p, tree=k == "edge") for k, p in procs.items()}
             t0 = time.monotonic()
             profiler = None
             threads0 = thread_cpu(edge.pid) if profile_out is not None else {}
@@ -217,7 +256,7 @@ def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
                 sim.kill()
                 out, err = sim.communicate()
                 step.reasons.append("simulator did not finish")
-            cpu1 = {k: cpu_seconds(p) for k, p in procs.items() if k != "sim"}
+            cpu1 = {k: cpu_seconds(p, tree=k == "edge") for k, p in procs.items() if k != "sim"}
             if profile_out is not None:
                 threads1 = thread_cpu(edge.pid)
                 step.thread_cpu_s = {t: threads1[t] - threads0.get(t, 0.0) for t in threads1}
@@ -511,11 +550,23 @@ def main() -> None:
     parser.add_argument("--profile", default=None, metavar="N|auto",
                         help="after the ladder, run N devices (batched) once more under py-spy and summarise where "
                              "the edge's CPU goes; auto = the largest N batched kept in real time")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="also run every mode as `run --processes N` (N worker processes) in the same run")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also run every mode with the edge of commit REV (git worktree in a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
     args = parser.parse_args()
+    args.baseline_cmd = args.baseline_dir = None
     console = Console(width=200)
     ladder = [int(x) for x in args.devices.split(",")]
     modes = [m.strip() for m in args.modes.split(",")]
+    if args.processes > 1:
+        modes += [f"{m}{':' if ':' not in m else ' '}--processes={args.processes}" for m in modes]
+    worktree = None
+    if args.baseline:
+        args.baseline_cmd, args.baseline_dir = baseline_command(args.baseline)
+        worktree = args.baseline_dir
+        modes += [f"{args.baseline}@{m}" for m in modes if "--processes" not in m]
     steps: list[Step] = []
     best: dict[str, int] = {}
     load_start = [round(x, 2) for x in os.getloadavg()]
@@ -531,9 +582,12 @@ def main() -> None:
             if not step.passed:
                 break
             best[mode] = n
+    if worktree is not None:
+        remove_worktree(worktree)
     print_table(console, steps)
     summary: dict[str, object] = {
         "largest_n_real_time": best,
+        "ratios_same_run": {m: round(best[m] / best[modes[0]], 2) for m in modes[1:] if best.get(modes[0])},
         "ratio_batched_over_unbatched": (round(best["batched"] / best["unbatched"], 2)
                                          if best.get("batched") and best.get("unbatched") else None),
         "target_n": 100,
@@ -555,7 +609,8 @@ def main() -> None:
         else:
             console.print("[yellow]py-spy wrote nothing (ptrace not permitted?)[/yellow]")
     result = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                     if k not in ("json", "baseline_cmd", "baseline_dir")},
         "machine": {"cpus": os.cpu_count(), "loadavg_start": load_start,
                     "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         **summary,
