@@ -100,3 +100,19 @@ def test_broker_address_parsing() -> None:
     for bad in ("", ":1883", "host:abc", "host:70000"):
         with pytest.raises(ValueError):
             BrokerAddress.parse(bad)
+
+
+def test_binary_decode_is_adu_over_gain_rounded_once_and_bad_names_fail_every_time() -> None:
+    msg = _msg(leads=("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"))
+    payload = proto.encode_samples_binary(msg, gain_adu_per_mv=1000.0)
+    adu = np.clip(np.round(msg.data_mv.astype(np.float64) * 1000.0), -32768, 32767).astype(np.int16)
+    back = proto.decode_samples(payload)
+    assert back.data_mv.dtype == np.float32 and back.data_mv.shape == (20, 12)
+    np.testing.assert_array_equal(back.data_mv, (adu / 1000.0).astype(np.float32))  # bit-exact, not approximate
+    assert proto.decode_samples(payload).leads == back.leads == msg.leads  # the cached name field gives the same
+    bad = bytearray(payload)
+    bad[proto.BINARY_HEADER.size] = 0xFF  # a non-ASCII byte in the name field
+    for _ in range(2):  # a rejected name field is not cached as accepted
+        with pytest.raises(proto.ProtocolError) as err:
+            proto.decode_samples(bytes(bad))
+        assert err.value.code == "bad_leads"

@@ -139,9 +139,9 @@ class OnlineQRSDetector:
         self._energy_scale = _ENERGY_QUANTUM / self.window  # integrated energy per integer unit ((mV/s)²)
         look = 2 * self.half + self.window + 8  # samples read behind the newest one when deciding
         self._x = History(self.n_leads, keep=look + self._band.size + slope_fir.size, window=slope_fir.size)
-        # rows: quantised slope energy, its running sum, integrated energy, then the quantised slope energy of
-        # every lead (all in integer units)
-        self._energy = History(3 + self.n_leads, keep=look, dtype=np.int64)
+        # rows: running sum of the lead-summed quantised slope energy, integrated energy, then the quantised slope
+        # energy of every lead (all in integer units)
+        self._energy = History(2 + self.n_leads, keep=look, dtype=np.int64)
         self.reset()
 
     def reset(self) -> None:
@@ -172,29 +172,29 @@ class OnlineQRSDetector:
     # ------------------------------------------------------------------------------------------ streaming
     def push(self, x: np.ndarray) -> list[Peak]:
         """Feed ``x`` ``(n, n_leads)`` mV and return the beats decided with it, in time order."""
-        shape = np.shape(x)
-        if len(shape) != 2 or shape[1] != self.n_leads:
-            raise ValueError(f"expected a chunk of shape (n, {self.n_leads}), got {shape}")
-        n = shape[0]
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.n_leads:
+            raise ValueError(f"expected a chunk of shape (n, {self.n_leads}), got {x.shape}")
+        n = x.shape[0]
         if n == 0:
             return []
         history = self._x
         if self.samples_in == 0:
             history.reset(fill=x[0])  # the stream is taken as constant before its start: no start-up step
-        history.append(np.transpose(x))
+        history.append(x.T)
         first = history.end - n - self._slope_taps.size + 1  # window column of the first new sample
         c = self._energy.reserve(n)
         data = self._energy.data
-        leads = data[3:, c : c + n]
+        leads = data[2:, c : c + n]
         # one FIR per lead (einsum sums each output's taps in the same order whatever the chunk size)
-        for b in range(0, n, _BLOCK):
+        for b in range(0, n, _BLOCK):  # one step for a live chunk
             slope = np.einsum("lnk,k->ln", history.windows[:, first + b : first + min(n, b + _BLOCK)], self._slope_taps)
             np.rint(np.square(slope, out=slope), out=leads[:, b : b + _BLOCK], casting="unsafe")
-        quantised, csum, mwi = data[:3, c : c + n]
-        np.add.reduce(leads, axis=0, out=quantised)
-        np.cumsum(quantised, out=csum)
-        csum += data[1, c - 1]
-        np.subtract(csum, data[1, c - self.window : c + n - self.window], out=mwi)
+        # running sum of the lead-summed energy, continued in place from the sample before the chunk
+        csum = data[0, c - 1 : c + n]
+        np.add.reduce(leads, axis=0, out=csum[1:])
+        np.add.accumulate(csum, out=csum)
+        mwi = np.subtract(csum[1:], data[0, c - self.window : c + n - self.window], out=data[1, c : c + n])
         if not self._learned:
             learn = mwi[: max(0, self.learning - self.samples_in)]
             if learn.size:
@@ -213,7 +213,7 @@ class OnlineQRSDetector:
         beats: list[Peak] = []
         lo = self._next_eval
         if end > lo:
-            data = self._energy.data[2]
+            data = self._energy.data[1]
             c = lo - self._energy.start
             m = end - lo
             # a candidate rises from the sample before it and does not fall to the one after
@@ -234,16 +234,17 @@ class OnlineQRSDetector:
 
     def _candidate(self, j: int) -> _Candidate | None:
         """The candidate at index ``j`` if it is the maximum within ``± half`` samples (look-ahead as available)."""
-        data = self._energy.data[2]
+        data = self._energy.data[1]
         k = self._energy.column(j)
         value = int(data[k])
         if value * self._energy_scale < self.min_energy or data[k - self.half : k].max() >= value:
             return None
         if data[k + 1 : min(k + 1 + self.half, self._energy.end)].max(initial=0) > value:
             return None
-        slope = float(np.sqrt(self._energy.data[0, k - self.window + 1 : k + 1].max() * _ENERGY_QUANTUM))
+        # steepest lead-summed slope in the window: the largest step of the running sum there
+        slope = float(np.sqrt(np.diff(self._energy.data[0, k - self.window : k + 1]).max() * _ENERGY_QUANTUM))
         # per-lead integrated energy, largest within ± half (the leads' QRS need not peak together)
-        per_lead = self._energy.data[3:, k - self.half - self.window + 1 : min(k + 1 + self.half, self._energy.end)]
+        per_lead = self._energy.data[2:, k - self.half - self.window + 1 : min(k + 1 + self.half, self._energy.end)]
         cs = np.cumsum(per_lead, axis=1)
         lead_mwi = cs[:, self.window - 1 :].copy()
         lead_mwi[:, 1:] -= cs[:, : -self.window]

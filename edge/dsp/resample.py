@@ -26,7 +26,7 @@ _BLOCK = 2048  # outputs computed per gather (bounds the memory used by long chu
 
 
 @functools.lru_cache(maxsize=64)
-def _tables(up: int, down: int, half_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tables(up: int, down: int, half_len: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     """The filter and the per-output gather tables of one ratio, built once and shared (read-only) by every stream
     with that ratio (at 500 -> 250 Hz the weight table alone is 340 KB, which per device would dominate memory)."""
     h = np.ones(1)
@@ -38,14 +38,17 @@ def _tables(up: int, down: int, half_len: int) -> tuple[np.ndarray, np.ndarray, 
     padded[: h.size] = h
     # bank[p, j] = h[p + (n_taps - 1 - j) * up]: taps of phase p, applied to x[n_hi - n_taps + 1 + j]
     bank = padded.reshape(n_taps, up).T[:, ::-1]
-    # Per output k = q * up + r (r < _BLOCK + up): its oldest input sample is q * down + first[r], its taps
-    # weights[r]; one block of outputs then needs slices of these tables, not index arithmetic.
+    # Per output k = q * up + r (r < _BLOCK + up): its oldest input sample is q * down + shift + first[r]
+    # (first[r] >= 0), its taps weights[r]; one block of outputs then needs slices of these tables, not index
+    # arithmetic.
     t = np.arange(_BLOCK + up) * down + half_len
-    first = t // up - n_taps + 1
+    oldest = t // up - n_taps + 1
+    shift = int(oldest[0])
+    first = oldest - shift
     weights = bank[t % up].copy()
     for table in (h, first, weights):
         table.flags.writeable = False
-    return h, first, weights
+    return h, shift, first, weights
 
 
 class StreamingResampler:
@@ -78,9 +81,10 @@ class StreamingResampler:
         self.down = ratio.denominator
         self.half_len = 0 if self.up == self.down else half_len_factor * max(self.up, self.down)
         #: the low-pass filter at the upsampled rate (DC gain ``up``), as ``resample_poly(window=...)`` would use it
-        self.filter, self._first, self._weights = _tables(self.up, self.down, self.half_len)
+        self.filter, self._shift, self._first, self._weights = _tables(self.up, self.down, self.half_len)
         n_taps = self._weights.shape[1]
-        self._history = History(self.n_channels, keep=n_taps, window=n_taps)
+        # the oldest input of the next output's phase period stays readable (``oldest`` in push is >= 0)
+        self._history = History(self.n_channels, keep=n_taps + int(self._first[self.up - 1]), window=n_taps)
         self.reset()
 
     @property
@@ -92,7 +96,6 @@ class StreamingResampler:
         """Forget all input; the next push starts a new stream at sample 0."""
         self.samples_in = 0
         self.samples_out = 0
-        self._last = np.zeros(self.n_channels)  # the last input sample (the flush pads with it)
 
     def flush(self) -> np.ndarray:
         """End of stream: the outputs held back for look-ahead, ``(m, C)`` float32, computed as if the last input
@@ -104,7 +107,8 @@ class StreamingResampler:
             return np.empty((0, self.n_channels), dtype=np.float32)
         k_final = (self.samples_in - 1) * self.up // self.down + 1
         samples_in, emitted = self.samples_in, self.samples_out
-        tail = self.push(np.repeat(self._last[None, :], self.half_len // self.up + 2, axis=0))
+        last = self._history.data[:, self._history.end - 1]  # the last input sample: the flush pads with it
+        tail = self.push(np.repeat(last[None, :], self.half_len // self.up + 2, axis=0))
         self.samples_in = samples_in
         self.samples_out = max(emitted, k_final)
         return tail[: max(0, k_final - emitted)]
@@ -119,30 +123,32 @@ class StreamingResampler:
         Samples before the stream are taken equal to its first sample (no start-up step); from ``delay_s`` on,
         the output equals ``resample_poly`` of the whole stream.
         """
-        x = np.asarray(x, dtype=np.float64)
+        x = np.asarray(x)  # any float dtype: the history stores float64
         if x.ndim != 2 or x.shape[1] != self.n_channels:
             raise ValueError(f"expected a chunk of shape (n, {self.n_channels}), got {x.shape}")
-        if x.shape[0] == 0:
+        n = x.shape[0]
+        if n == 0:
             return np.empty((0, self.n_channels), dtype=np.float32)
-        if self.samples_in == 0:
-            self._history.reset(fill=x[0])
-        self._last = x[-1].copy()
-        self.samples_in += x.shape[0]
+        self.samples_in += n
         if self.up == self.down:
             self.samples_out = self.samples_in
             return x.astype(np.float32)
         history = self._history
+        if self.samples_in == n:
+            history.reset(fill=x[0])
         history.append(x.T)
         # last k with floor((k * down + half_len) / up) <= samples_in - 1
         k_end = max(0, (self.samples_in * self.up - 1 - self.half_len) // self.down + 1)
-        blocks = []
-        for k in range(self.samples_out, k_end, _BLOCK):
-            size = min(_BLOCK, k_end - k)
-            q, r = divmod(k, self.up)
-            columns = self._first[r : r + size] + (q * self.down - history.start)
-            gathered = history.windows[:, columns]  # (C, size, n_taps)
-            blocks.append(np.einsum("csk,sk->cs", gathered, self._weights[r : r + size]))
-        self.samples_out = k_end
-        if not blocks:
+        k = self.samples_out
+        if k_end <= k:
             return np.empty((0, self.n_channels), dtype=np.float32)
-        return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)).T.astype(np.float32)
+        self.samples_out = k_end
+        out = np.empty((self.n_channels, k_end - k), dtype=np.float32)
+        for b in range(k, k_end, _BLOCK):  # one step for a live chunk
+            size = min(_BLOCK, k_end - b)
+            q, r = divmod(b, self.up)
+            # out[c, s] = sum_k windows[c, oldest + first[r + s], k] * weights[r + s, k]: a fixed-order sum per output
+            oldest = q * self.down + self._shift - history.start
+            gathered = history.windows[:, oldest:][:, self._first[r : r + size]]  # (C, size, n_taps)
+            out[:, b - k : b - k + size] = np.einsum("csk,sk->cs", gathered, self._weights[r : r + size])
+        return out.T

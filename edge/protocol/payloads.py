@@ -181,10 +181,7 @@ def _decode_binary(payload: bytes) -> SamplesMessage:
     if version != PROTOCOL_VERSION:
         raise ProtocolError("unknown_version", f"protocol version {version} is not {PROTOCOL_VERSION}")
     off = BINARY_HEADER.size
-    try:
-        names = payload[off:off + name_len].decode("ascii").split(",") if name_len else []
-    except UnicodeDecodeError:
-        raise ProtocolError("bad_leads", "lead names are not ASCII") from None
+    names = _binary_leads(payload[off : off + name_len])
     if len(names) != n_leads:
         raise ProtocolError("lead_count", f"{len(names)} lead names for n_leads={n_leads}")
     off += name_len
@@ -194,7 +191,20 @@ def _decode_binary(payload: bytes) -> SamplesMessage:
     if not (gain > 0 and math.isfinite(gain)):
         raise ProtocolError("malformed", "binary gain must be positive and finite")
     adu = np.frombuffer(payload, dtype="<i2", offset=off).reshape(n, n_leads)
-    return SamplesMessage(seq, float(fs), _canonical(tuple(names)), float(t0), (adu / gain).astype(np.float32))
+    # adu / gain in float64, rounded once to float32 on the way out (no float64 temporary)
+    data = np.divide(adu, gain, out=np.empty((n, n_leads), dtype=np.float32), dtype=np.float64, casting="same_kind")
+    return SamplesMessage(seq, float(fs), names, float(t0), data)
+
+
+@functools.lru_cache(maxsize=256)  # a name field is at most 64 KiB: at most 16 MiB held
+def _binary_leads(raw: bytes) -> tuple[str, ...]:
+    """Canonical lead names of a binary payload's comma-separated ASCII name field; cached on the raw bytes, since a
+    device sends the same names with every chunk."""
+    try:
+        names = raw.decode("ascii").split(",") if raw else []
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_leads", "lead names are not ASCII") from None
+    return _canonical(tuple(names))
 
 
 def _seq(value: object) -> int:
