@@ -52,7 +52,7 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from edge import protocol as proto
-from edge.cluster import HEALTH_SUBSCRIPTION, Membership, node_from_health_topic
+from edge.cluster import Membership
 from edge.ecg import INTERNAL_FS_HZ
 from edge.inference import Engine, load_engine
 from edge.inference.batching import BatchScheduler, InferenceRequest
@@ -307,6 +307,8 @@ class EdgeApp:
         self._proc_ms: deque[float] = deque(maxlen=5000)
         self._rhythm_ms: deque[float] = deque(maxlen=5000)
         self._disconnected_since: float | None = None
+        #: durations (s) of the broker outages this node lived through since it started (reported in health)
+        self.outages: deque[float] = deque(maxlen=100)
         self.plan, self.engines = load_plan(config)
         self.schedulers = {
             task: BatchScheduler(engine, self._deliver, config.max_batch, config.max_wait_ms)
@@ -406,12 +408,13 @@ class EdgeApp:
             return
         # failover: health first, so the peers' retained health (sent right after the SUBACK) is known before any
         # chunk is judged by its owner
-        health = [(HEALTH_SUBSCRIPTION, 1)] if self.membership is not None else []
+        health = [(proto.HEALTH_SUBSCRIPTION, 1)] if self.membership is not None else []
         client.subscribe([*health, (self._subscription(), 1), (proto.ALARM_ACK_SUBSCRIPTION, 1)])
         if self._disconnected_since is not None:
             outage = time.monotonic() - self._disconnected_since
             log.warning("broker %s is back after %.1f s", self.config.mqtt.broker, outage)
             self._disconnected_since = None
+            self.outages.append(round(outage, 1))
             for inbox in self._inboxes:
                 inbox.put(_Resume(time.monotonic()))
         self._publish(self._health_topic, proto.dumps(self.health("online")), retain=True)
@@ -430,7 +433,7 @@ class EdgeApp:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if self.membership is not None:
-            node = node_from_health_topic(message.topic)
+            node = proto.node_from_health_topic(message.topic)
             if node is not None:
                 self._on_health(node, message)
                 return
@@ -700,6 +703,8 @@ class EdgeApp:
             "publish_dropped": c.publish_dropped,
             "rejected": dict(c.rejected),
             "queue_depth": sum(len(inbox) for inbox in self._inboxes),
+            "broker_outages": len(self.outages),
+            "last_outage_s": self.outages[-1] if self.outages else None,
             "detection_latency_s": pct(lat),
             "processing_ms": pct(proc),
             "rhythm_processing_ms": pct(rhythm),

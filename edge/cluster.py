@@ -22,20 +22,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from edge import protocol as proto
-
-#: what a cluster node subscribes to, besides the samples: every node's health
-HEALTH_SUBSCRIPTION = proto.health_topic("+")
-_HEALTH_PREFIX, _, _HEALTH_SUFFIX = proto.health_topic("\0").partition("\0")
-
-
-def node_from_health_topic(topic: str) -> str | None:
-    """The node name of a ``beatssl/edge/<node>/health`` topic, else None."""
-    if not (topic.startswith(_HEALTH_PREFIX) and topic.endswith(_HEALTH_SUFFIX)):
-        return None
-    node = topic[len(_HEALTH_PREFIX):len(topic) - len(_HEALTH_SUFFIX)]
-    return node if proto.valid_device_id(node) else None
-
 
 def weight(node: str, device: str) -> int:
     """Rendezvous weight of ``device`` on ``node``: 64 bits of BLAKE2b of both names (stable across machines)."""

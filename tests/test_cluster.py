@@ -25,7 +25,7 @@ import numpy as np
 from edge_harness import Collector
 
 from edge import protocol as proto
-from edge.cluster import Membership, node_from_health_topic, rendezvous_owner
+from edge.cluster import Membership, rendezvous_owner
 from edge.detection.beats import detect_record
 from edge.transport.mqtt import MqttSettings
 from offline.records import read_record
@@ -45,7 +45,8 @@ def test_rendezvous_moves_only_the_lost_nodes_devices() -> None:
     assert all(two[d] == three[d] for d in devices if three[d] != "n0")
     assert {two[d] for d in devices if three[d] == "n0"} == {"n1", "n2"}  # spread over the survivors
     assert rendezvous_owner("bed-000", []) is None
-    assert node_from_health_topic(proto.health_topic("n1")) == "n1" and node_from_health_topic("ecg/x/samples") is None
+    assert proto.node_from_health_topic(proto.health_topic("n1")) == "n1"
+    assert proto.node_from_health_topic("ecg/x/samples") is None
 
 
 def test_membership_live_gone_and_expiry() -> None:

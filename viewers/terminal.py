@@ -96,7 +96,7 @@ class LiveView:
         self._set_broker("connected")
         for kind in ("beats", "status", "errors", "rhythm", "alarms"):
             client.subscribe(proto.output_subscription(kind), qos=0)
-        client.subscribe(proto.health_topic("+"), qos=0)
+        client.subscribe(proto.HEALTH_SUBSCRIPTION, qos=0)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self._set_broker("unreachable")

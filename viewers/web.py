@@ -413,7 +413,7 @@ class LiveHub:
             log.error("web view: broker %s refused the connection: %s", self.settings.broker, reason_code)
             return
         subs = [(proto.output_subscription(kind), 1) for kind in OUTPUT_KINDS]
-        subs += [(proto.health_topic("+"), 1), (proto.SAMPLES_SUBSCRIPTION, 0), (proto.TRUTH_SUBSCRIPTION, 1)]
+        subs += [(proto.HEALTH_SUBSCRIPTION, 1), (proto.SAMPLES_SUBSCRIPTION, 0), (proto.TRUTH_SUBSCRIPTION, 1)]
         client.subscribe(subs)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:

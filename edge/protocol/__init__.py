@@ -18,6 +18,7 @@ from edge.protocol.payloads import (
 )
 from edge.protocol.topics import (
     ALARM_ACK_SUBSCRIPTION,
+    HEALTH_SUBSCRIPTION,
     SAMPLES_SUBSCRIPTION,
     TRUTH_SUBSCRIPTION,
     alarm_ack_topic,
@@ -30,6 +31,7 @@ from edge.protocol.topics import (
     health_topic,
     is_alarm_ack,
     node_errors_topic,
+    node_from_health_topic,
     output_subscription,
     rhythm_topic,
     samples_topic,
@@ -42,9 +44,9 @@ from edge.protocol.topics import (
 __all__ = [
     "BINARY_HEADER", "BINARY_MAGIC", "CONTENT_TYPE_BINARY", "CONTENT_TYPE_JSON", "PROTOCOL_VERSION", "Limits",
     "ProtocolError", "SamplesMessage", "decode_alarm_ack", "decode_samples", "dumps", "encode_samples_binary",
-    "encode_samples_json",
-    "ALARM_ACK_SUBSCRIPTION", "SAMPLES_SUBSCRIPTION", "TRUTH_SUBSCRIPTION", "alarm_ack_topic", "alarms_topic",
-    "beats_topic", "device_from_topic", "device_hash", "episodes_topic", "errors_topic", "health_topic",
-    "is_alarm_ack", "node_errors_topic", "output_subscription", "rhythm_topic", "samples_topic",
-    "shared_samples_subscription", "status_topic", "truth_topic", "valid_device_id",
+    "encode_samples_json", "ALARM_ACK_SUBSCRIPTION", "HEALTH_SUBSCRIPTION", "node_from_health_topic",
+    "SAMPLES_SUBSCRIPTION", "TRUTH_SUBSCRIPTION", "alarm_ack_topic", "alarms_topic", "beats_topic",
+    "device_from_topic", "device_hash", "episodes_topic", "errors_topic", "health_topic", "is_alarm_ack",
+    "node_errors_topic", "output_subscription", "rhythm_topic", "samples_topic", "shared_samples_subscription",
+    "status_topic", "truth_topic", "valid_device_id",
 ]

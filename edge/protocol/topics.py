@@ -65,6 +65,18 @@ def health_topic(node: str) -> str:
     return f"beatssl/edge/{node}/health"
 
 
+#: Every node's health (a cluster node and a supervisor subscribe to it).
+HEALTH_SUBSCRIPTION = "beatssl/edge/+/health"
+
+
+def node_from_health_topic(topic: str) -> str | None:
+    """The node name of a ``beatssl/edge/<node>/health`` topic, else None."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[:2] != ["beatssl", "edge"] or parts[3] != "health":
+        return None
+    return parts[2] if valid_device_id(parts[2]) else None
+
+
 def node_errors_topic(node: str) -> str:
     """Topic of errors that belong to no valid device (bad topics, overload) on one edge node."""
     return f"beatssl/edge/{node}/errors"
