@@ -188,6 +188,11 @@ class EpisodeTracker:
         self.asystole = EpisodeState("ASYSTOLE")
         self.noise = EpisodeState("NOISE")
         self._beat_detectors = (self.af, self.vt, self.svta, self.bigeminy, self.trigeminy, self.rate, self.paced)
+        #: each rhythm code's on/off state (the objects live as long as the tracker; reset() keeps them)
+        self._states: dict[str, EpisodeState] = {
+            "NOISE": self.noise, "ASYSTOLE": self.asystole, "VFL": self.vf.state, "VT": self.vt.state,
+            "PAUSE": self.pause, "AFIB": self.af.state, "SVTA": self.svta.state, "PACED": self.paced.state,
+            "B": self.bigeminy.state, "T": self.trigeminy.state, "STACH": self.rate.tachy, "SBR": self.rate.brady}
         self.reset()
 
     def reset(self) -> None:
@@ -305,13 +310,8 @@ class EpisodeTracker:
             out.append(self.call)
         return out
 
-    def _states(self) -> dict[str, EpisodeState]:
-        return {"NOISE": self.noise, "ASYSTOLE": self.asystole, "VFL": self.vf.state, "VT": self.vt.state,
-                "PAUSE": self.pause, "AFIB": self.af.state, "SVTA": self.svta.state, "PACED": self.paced.state,
-                "B": self.bigeminy.state, "T": self.trigeminy.state, "STACH": self.rate.tachy, "SBR": self.rate.brady}
-
     def _active_start(self, name: str) -> float | None:
-        return self._states()[name].start_s
+        return self._states[name].start_s
 
     # ------------------------------------------------------------------ outputs
     def ectopic_per_min(self) -> dict[str, float]:

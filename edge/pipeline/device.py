@@ -227,7 +227,7 @@ class DeviceStream:
             self.clock.reset()
             self.clock.push(msg.t0_s, msg.n_samples)
         if self._beats is None:
-            self._start_run(int(round(msg.t0_s * self.fs_hz)))
+            out += self._start_run(int(round(msg.t0_s * self.fs_hz)))
             if self._inf is not None and self._inf.cls_problem and self._generation == 1:
                 out += self.error("no_engine_for_leads", f"no rhythm labels for this stream: {self._inf.cls_problem}")
         self.counters.chunks += 1
@@ -248,11 +248,12 @@ class DeviceStream:
             out += [Output("rhythm", payload) for payload in rhythm]
         return out
 
-    def _start_run(self, base: int) -> None:
-        """Start a detector run (and its inference state) at device sample ``base``."""
+    def _start_run(self, base: int) -> list[Output]:
+        """Start a detector run (and its inference state) at device sample ``base``; returns what the previous run's
+        interpretation still had to say."""
         self._beats = BeatStream(self.fs_hz, len(self.leads))
         self._run_base = base
-        self.interpretation.start_run(base / self.fs_hz)
+        out = self.interpretation.start_run(base / self.fs_hz)
         self._recent.clear()
         self._recent_len = 0
         self._since_quality = math.inf  # evaluate as soon as the first window is full
@@ -262,6 +263,7 @@ class DeviceStream:
                 self._smoother.reset()
             self._inf = DeviceInference(self.plan, self.device_id, self.leads, base / self.fs_hz, self._smoother,
                                         restarted=self._generation > 1)
+        return out
 
     def _tag(self, request: InferenceRequest) -> InferenceRequest:
         request.key = (self._generation, request.key)

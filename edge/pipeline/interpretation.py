@@ -34,6 +34,9 @@ from edge.protocol import PROTOCOL_VERSION
 INTERVAL_BEATS = 16
 MIN_INTERVAL_BEATS = 8
 INTERVAL_NAMES = ("PR", "QRS", "QT", "QTc_bazett", "QTc_fridericia")
+#: The signal goes to the episode layer in blocks of this many internal samples (0.2 s at 250 Hz), and the alarms are
+#: re-evaluated at least that often (at once after an episode event): per-chunk calls cost more than the logic.
+SIGNAL_BLOCK = 50
 
 
 class DeviceInterpretation:
@@ -51,28 +54,47 @@ class DeviceInterpretation:
         self.call = RhythmCall("N", 0.0, 0.0)
         self._filter = StreamingSOS(display_bandpass(INTERNAL_FS_HZ), 1)
         self._t_next: float | None = None  # device time of the next internal sample of the current run (s)
+        self._block: list[np.ndarray] = []  # samples waiting for a full SIGNAL_BLOCK
+        self._block_len = 0
+        self._dirty = False  # an input since the last alarm evaluation could change an alarm
         self._good: deque[dict[str, float | None]] = deque(maxlen=INTERVAL_BEATS)
 
     def __repr__(self) -> str:
         return f"DeviceInterpretation({self.device!r}, {self.episodes!r}, {self.alarms!r})"
 
     # ------------------------------------------------------------------ inputs
-    def start_run(self, t0_s: float) -> None:
-        """A new stretch of contiguous signal begins at device time ``t0_s`` (s)."""
+    def start_run(self, t0_s: float) -> list[Output]:
+        """A new stretch of contiguous signal begins at device time ``t0_s`` (s); what the last run left in its block
+        is passed on first."""
+        out = self._push_block()
         self._filter.reset()
         self._t_next = t0_s
         self.episodes.restart_silence(t0_s)
+        return out
 
     def signal(self, internal_mv: np.ndarray) -> list[Output]:
-        """The run's next samples of the preferred lead at the internal rate, ``(n,)`` mV."""
+        """The run's next samples of the preferred lead at the internal rate, ``(n,)`` mV (passed on in blocks of
+        :data:`SIGNAL_BLOCK`)."""
         if self._t_next is None or not len(internal_mv):
             return []
-        band = self._filter.push(np.asarray(internal_mv, dtype=np.float64)[:, None])[:, 0]
-        t0, self._t_next = self._t_next, self._t_next + len(internal_mv) / INTERNAL_FS_HZ
+        self._block.append(np.asarray(internal_mv, dtype=np.float64))
+        self._block_len += len(internal_mv)
+        return self._push_block() if self._block_len >= SIGNAL_BLOCK else []
+
+    def _push_block(self) -> list[Output]:
+        if not self._block_len or self._t_next is None:
+            self._block, self._block_len = [], 0
+            return []
+        chunk = np.concatenate(self._block) if len(self._block) > 1 else self._block[0]
+        self._block, self._block_len = [], 0
+        band = self._filter.push(chunk[:, None])[:, 0]
+        t0, self._t_next = self._t_next, self._t_next + len(chunk) / INTERNAL_FS_HZ
+        self._dirty = True
         return self._events(self.episodes.push_signal(band, t0))
 
     def beat_detected(self, time_s: float) -> list[Output]:
         """The detector found a beat with R at device time ``time_s`` (s)."""
+        self._dirty = True
         return self._events(self.episodes.note_beat(time_s))
 
     def beat_done(self, payload: dict[str, Any]) -> list[Output]:
@@ -89,6 +111,7 @@ class DeviceInterpretation:
         )
         if quality == "good":
             self._good.append(payload.get("intervals_ms") or {})
+        self._dirty = True
         return self._events(self.episodes.push_beat(event))
 
     def acknowledge(self, alarm_type: str) -> list[Output]:
@@ -98,11 +121,17 @@ class DeviceInterpretation:
 
     def flush(self) -> list[Output]:
         """The stream ended: close every active episode (alarms whose condition ended clear, unless latched)."""
+        out = self._push_block()
         self._t_next = None
-        return self._events(self.episodes.flush())
+        self._dirty = True
+        return out + self._events(self.episodes.flush())
 
     def update_alarms(self) -> list[Output]:
-        """Raise / clear alarms from the episode state now (call once per input step)."""
+        """Raise / clear alarms from the episode state now, when an input since the last call could change one
+        (call once per input step)."""
+        if not self._dirty:
+            return []
+        self._dirty = False
         return [self._alarm_output(e) for e in self.alarms.update(self.episodes.snapshot())]
 
     # ------------------------------------------------------------------ outputs
