@@ -38,7 +38,7 @@ def test_download_offline_gives_a_one_line_error(monkeypatch: pytest.MonkeyPatch
 def test_every_shipped_config_loads_and_unknown_keys_fail() -> None:
     for path in sorted(config.CONFIG_DIR.glob("*.yaml")):
         cfg = config.load(path.stem)
-        assert cfg.task in ("pretrain", "classify", "segment"), path
+        assert cfg.task in ("pretrain", "classify", "segment", "beat-classify"), path
     with pytest.raises(ValueError, match="unknown config key 'loss.beta'"):
         config.load("cpu-small-pretrain", {"loss": {"beta": 1}})
 
