@@ -207,6 +207,7 @@ class EpisodeTracker:
         self._run_start_s: float | None = None  # start of the current run of contiguous signal (s)
         self._unusable_since_beat = False
         self._ectopic: deque[tuple[float, str]] = deque()
+        self._noise_spans: deque[list] = deque(maxlen=64)  # [start_s, end_s | None] of recent NOISE episodes
         self._af_spans: deque[tuple[float, float]] = deque()  # closed AF spans (s) within the burden window
         self.call = RhythmCall("N", 0.0, 0.0)
 
@@ -246,7 +247,7 @@ class EpisodeTracker:
         events: list[EpisodeEvent] = []
         if beat.cls in ("V", "S"):
             self._ectopic.append((beat.time_s, beat.cls))
-        if not self.noise.active:
+        if not self._noisy_at(beat.time_s):
             for det in self._beat_detectors:
                 events += det.push(beat)
         return out + self._finish(events)
@@ -259,10 +260,14 @@ class EpisodeTracker:
         events: list[EpisodeEvent] = []
         for status, since in self.quality.push(chunk, t0_s):
             if status == "ok":
+                if self._noise_spans and self._noise_spans[-1][1] is None:
+                    self._noise_spans[-1][1] = since
                 events += self.noise.end(since, since)
             else:
                 self._unusable_since_beat = True
                 events += self.asystole.end(since, since)
+                if not self.noise.active:
+                    self._noise_spans.append([since, None])
                 events += self.noise.start(since, since)
         events += self.vf.push(chunk, t0_s, usable=self.quality.usable)
         self.now_s = t0_s + chunk.size / self.fs_hz
@@ -309,6 +314,12 @@ class EpisodeTracker:
             self.call = RhythmCall(rhythm, since if since is not None else at, at)
             out.append(self.call)
         return out
+
+    def _noisy_at(self, time_s: float) -> bool:
+        """Whether the signal was unreadable at device time ``time_s`` (s): beats are judged by the signal at their
+        own time, not by the state when they arrive, so the episodes do not depend on how late a beat's engine
+        results came."""
+        return any(start <= time_s and (end is None or time_s < end) for start, end in self._noise_spans)
 
     def _active_start(self, name: str) -> float | None:
         return self._states[name].start_s
