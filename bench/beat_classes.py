@@ -183,7 +183,7 @@ def print_group(console: Console, title: str, per_record: dict[str, dict], sourc
 def runs_table(console: Console, runs: list[Path]) -> dict:
     """Pretrained vs scratch: DS2 and DS1-val gross scores of fine-tuning runs (their metrics.json)."""
     table = Table(title="fine-tuning runs (reference beats, PyTorch): DS2 dev-test | DS1 val")
-    cols = ("run", "init", "encoder", "labels", "DS2 VEB Se", "+P", "SVEB Se", "+P", "val VEB Se", "+P")
+    cols = ("run", "init", "encoder", "labels", "seed", "DS2 VEB Se", "+P", "SVEB Se", "+P", "val VEB Se", "+P")
     cols += ("SVEB Se", "+P")
     for col in cols:
         table.add_column(col, justify="right")
@@ -191,17 +191,24 @@ def runs_table(console: Console, runs: list[Path]) -> dict:
     for run in runs:
         from train.checkpoint import read_checkpoint  # torch: only for this table
 
+        if not (run / "metrics.json").is_file() or not (run / "model.pt").is_file():
+            console.print(f"skipped {run}: not a finished fine-tuning run (no metrics.json and model.pt)")
+            continue
+
         metrics = json.loads((run / "metrics.json").read_text())
         cfg = read_checkpoint(run / "model.pt")["meta"]["config"]
         test, val = metrics["test"], metrics["val"]
         init = "Beat-SSL" if cfg.get("run", {}).get("init") else "scratch"
         fraction = cfg.get("data", {}).get("label_fraction", 1.0)
         encoder = "frozen" if cfg["optim"]["freeze_encoder"] else "trained"
-        table.add_row(run.name, init, encoder, f"{100 * fraction:.0f} %", *scores_row(test), *scores_row(val))
-        out[run.name] = {
+        key = f"{run.parent.name}/{run.name}"
+        seed = cfg["run"]["seed"]
+        table.add_row(key, init, encoder, f"{100 * fraction:.0f} %", str(seed), *scores_row(test), *scores_row(val))
+        out[key] = {
             "init": init,
             "encoder": encoder,
             "label_fraction": fraction,
+            "seed": seed,
             "ds2": {k: test[k] for k in ("veb", "sveb")},
             "val": {k: val[k] for k in ("veb", "sveb")},
             "train_seconds": metrics["train_seconds"],
