@@ -14,6 +14,8 @@ int16 payloads, 40 ms chunks, looping) as that many devices in real time with th
 (:class:`simulator.replay.Replayer`, in a thread here). After ``--warm-s`` of replay the edge's CPU time (utime +
 stime of ``/proc/<pid>/stat``, plus its live descendants if it has any) is read, again ``--duration-s`` later, and
 the difference is divided by devices x window wall seconds (real time: one device-second per device per second).
+``--repeats R`` runs every variant once per round, R rounds in turn; the table shows the median and min-max over
+rounds, and each ratio is the median of the ratios taken within a round (the shared box's load drifts over minutes).
 
 Kept up (y/n): every device got its beats in the window (received >= expected - 1, expected from the simulator's own
 loop timeline of each record's beats, :func:`simulator.replay.record_beats`), the edge dropped no publication and
@@ -23,7 +25,8 @@ rejected nothing, every health message in the window had at most 0.5 s of input 
 
 Usage::
 
-    .venv/bin/python bench/edge_cpu.py                       # 20 devices, 30 s each, ~5 min, + JSON and PNG
+    .venv/bin/python bench/edge_cpu.py                       # 20 devices, 30 s, 2 rounds, ~8 min, + JSON, PNG
+    .venv/bin/python bench/edge_cpu.py --repeats 1           # one round, ~4 min
     .venv/bin/python bench/edge_cpu.py --devices 10 --duration-s 20 --variants base-none,cur-none
 """
 
@@ -92,6 +95,7 @@ class Result:
     """One variant's run."""
 
     variant: str
+    round: int
     code: str
     command: list[str]
     engines: list[str] = field(default_factory=list)
@@ -214,7 +218,7 @@ class Listener:
 
 
 # ---------------------------------------------------------------------------------------------- one variant
-def run_variant(name: str, args: argparse.Namespace, broker: EmbeddedBroker, baseline_dir: Path,
+def run_variant(name: str, rnd: int, args: argparse.Namespace, broker: EmbeddedBroker, baseline_dir: Path,
                 records: list[ReplaySource], expected: dict[str, np.ndarray], console: Console) -> Result:
     v = VARIANTS[name]
     node = f"cpu-{name}"
@@ -224,7 +228,7 @@ def run_variant(name: str, args: argparse.Namespace, broker: EmbeddedBroker, bas
         env["PYTHONPATH"] = str(baseline_dir)
     cmd = [sys.executable, "-m", module, "run", "--broker", f"127.0.0.1:{broker.port}", "--node", node,
            "--workers", "2", "--log-level", "warning", *v.args]
-    res = Result(variant=name, code=v.code, command=cmd[1:])
+    res = Result(variant=name, round=rnd, code=v.code, command=cmd[1:])
     settings = MqttSettings(broker.address)
     listener = Listener(settings, node)
     log_path = Path(tempfile.mkdtemp(prefix="bench-cpu-")) / "edge.log"
@@ -326,41 +330,71 @@ def analyse(res: Result, listener: Listener, expected: dict[str, np.ndarray], de
 
 
 # ---------------------------------------------------------------------------------------------- report
-def ratio(res: Result, by_name: dict[str, Result]) -> float | None:
-    against = VARIANTS[res.variant].against
-    base = by_name.get(against) if against else None
-    if base is None or not base.ms_per_device_s or not res.ms_per_device_s:
-        return None
-    return round(res.ms_per_device_s / base.ms_per_device_s, 3)
+@dataclass
+class Summary:
+    """One variant over all rounds: medians (min-max), the same-round ratio to its baseline variant."""
+
+    variant: str
+    code: str
+    engines: list[str]
+    ms_per_device_s: float
+    ms_min: float
+    ms_max: float
+    vs: str | None
+    ratio: float | None            # median over rounds of (this / its baseline variant in the same round)
+    ratios: list[float]
+    proc_ms_p99_health_max: float | None
+    queue_depth_max: int
+    kept_up: bool                  # in every round
 
 
-def print_table(results: list[Result], console: Console) -> None:
-    by_name = {r.variant: r for r in results}
-    table = Table(title="edge CPU per 12-lead 500 Hz device-second")
-    numeric = ("ms CPU / device-s", "ratio", "p99 proc ms", "max queue")
-    for col in ("variant", "code", "engines", "ms CPU / device-s", "vs", "ratio", "p99 proc ms", "max queue",
-                "kept up"):
+def summarise(results: list[Result]) -> list[Summary]:
+    """Per variant, in run order; ratios are taken within a round (both variants measured minutes apart)."""
+    by_round: dict[tuple[int, str], Result] = {(r.round, r.variant): r for r in results}
+    out = []
+    for name in dict.fromkeys(r.variant for r in results):
+        runs = [r for r in results if r.variant == name]
+        ms = [r.ms_per_device_s for r in runs]
+        against = VARIANTS[name].against
+        ratios = [round(r.ms_per_device_s / b.ms_per_device_s, 3) for r in runs
+                  if against and (b := by_round.get((r.round, against))) and b.ms_per_device_s and r.ms_per_device_s]
+        p99 = [r.proc_ms_p99_health for r in runs if r.proc_ms_p99_health is not None]
+        out.append(Summary(
+            variant=name, code=runs[0].code, engines=runs[0].engines, ms_per_device_s=round(float(np.median(ms)), 3),
+            ms_min=min(ms), ms_max=max(ms), vs=against, ratio=round(float(np.median(ratios)), 3) if ratios else None,
+            ratios=ratios, proc_ms_p99_health_max=max(p99) if p99 else None,
+            queue_depth_max=max(r.queue_depth_max for r in runs), kept_up=all(r.kept_up for r in runs)))
+    return out
+
+
+def print_table(summary: list[Summary], rounds: int, console: Console) -> None:
+    table = Table(title=f"edge CPU per 12-lead 500 Hz device-second (median of {rounds} round(s), min-max)")
+    numeric = ("ms CPU / device-s", "min-max", "ratio", "p99 proc ms", "max queue")
+    for col in ("variant", "code", "engines", "ms CPU / device-s", "min-max", "vs", "ratio", "p99 proc ms",
+                "max queue", "kept up"):
         table.add_column(col, justify="right" if col in numeric else "left")
-    for r in results:
-        q = ratio(r, by_name)
-        table.add_row(r.variant, r.code, ", ".join(r.engines) or "none", f"{r.ms_per_device_s:.2f}",
-                      VARIANTS[r.variant].against or "", "" if q is None else f"{q:.2f}",
-                      "" if r.proc_ms_p99_health is None else f"{r.proc_ms_p99_health:.1f}",
-                      str(r.queue_depth_max), "y" if r.kept_up else "n")
+    for s in summary:
+        table.add_row(s.variant, s.code, ", ".join(s.engines) or "none", f"{s.ms_per_device_s:.2f}",
+                      f"{s.ms_min:.2f}-{s.ms_max:.2f}", s.vs or "", "" if s.ratio is None else f"{s.ratio:.2f}",
+                      "" if s.proc_ms_p99_health_max is None else f"{s.proc_ms_p99_health_max:.1f}",
+                      str(s.queue_depth_max), "y" if s.kept_up else "n")
     console.print(table)
 
 
-def plot(results: list[Result], path: Path, title: str) -> None:
+def plot(summary: list[Summary], path: Path, title: str) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 5), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    colors = ["#8b949e" if r.code == "baseline" else "#4c8dff" for r in results]
-    bars = ax.bar([r.variant for r in results], [r.ms_per_device_s for r in results], color=colors)
-    for bar, r in zip(bars, results, strict=True):
-        ax.annotate(f"{r.ms_per_device_s:.2f}\n{', '.join(r.engines) or 'no engines'}",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("edge CPU, ms per device-second")
+    colors = ["#8b949e" if s.code == "baseline" else "#4c8dff" for s in summary]
+    med = np.array([s.ms_per_device_s for s in summary])
+    err = np.array([[m - s.ms_min for m, s in zip(med, summary, strict=True)],
+                    [s.ms_max - m for m, s in zip(med, summary, strict=True)]])
+    bars = ax.bar([s.variant for s in summary], med, yerr=err, capsize=4, color=colors)
+    for bar, s in zip(bars, summary, strict=True):
+        ax.annotate(f"{s.ms_per_device_s:.2f}\n{', '.join(s.engines) or 'no engines'}",
+                    (bar.get_x() + bar.get_width() / 2, s.ms_max), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("edge CPU, ms per device-second (median, min-max)")
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.25)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -374,6 +408,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warm-s", type=float, default=5.0, help="replay before the window (s)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated, in run order: {', '.join(VARIANTS)}")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="rounds: every variant once per round, in turn; the table shows medians and min-max")
     p.add_argument("--baseline", default="35613ca", help="baseline commit (old layout: python -m edge.cli run)")
     p.add_argument("--ludb", type=Path, default=ROOT.parent / "shared" / "data" / "ludb", help="LUDB folder")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "edge_cpu.json",
@@ -383,8 +419,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    if args.devices < 1 or args.duration_s <= 0 or args.warm_s < 0:
-        p.error("--devices must be >= 1, --duration-s > 0, --warm-s >= 0")
+    if args.devices < 1 or args.duration_s <= 0 or args.warm_s < 0 or args.repeats < 1:
+        p.error("--devices and --repeats must be >= 1, --duration-s > 0, --warm-s >= 0")
     return args
 
 
@@ -408,18 +444,19 @@ def main(argv: list[str] | None = None) -> int:
             rev = subprocess.run(["git", "-C", str(baseline_dir), "rev-parse", "HEAD"], check=True,
                                  capture_output=True, text=True).stdout.strip()
         with EmbeddedBroker(prefer="mosquitto-only") as broker:
-            for name in args.variants:
-                console.print(f"[bold]{name}[/bold] ({VARIANTS[name].code}) ...")
-                results.append(run_variant(name, args, broker, baseline_dir, records, expected, console))
-                r = results[-1]
-                console.print(f"  {r.ms_per_device_s:.2f} ms CPU per device-s, kept up: {r.kept_up}")
+            for rnd in range(args.repeats):
+                for name in args.variants:
+                    console.print(f"[bold]{name}[/bold] ({VARIANTS[name].code}), round {rnd + 1} ...")
+                    r = run_variant(name, rnd, args, broker, baseline_dir, records, expected, console)
+                    results.append(r)
+                    console.print(f"  {r.ms_per_device_s:.2f} ms CPU per device-s, kept up: {r.kept_up}")
     finally:
         if needs_baseline:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline_dir)],
                            capture_output=True)
             shutil.rmtree(baseline_dir.parent, ignore_errors=True)
-    print_table(results, console)
-    by_name = {r.variant: r for r in results}
+    summary = summarise(results)
+    print_table(summary, args.repeats, console)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                             capture_output=True, text=True).stdout.splitlines()
@@ -432,12 +469,15 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": {"rev": rev or None, "asked": args.baseline if needs_baseline else None},
         "devices": args.devices, "duration_s": args.duration_s, "warm_s": args.warm_s, "chunk_ms": CHUNK_MS,
         "format": "binary", "records": [s.name for s in records],
-        "results": [{**asdict(r), "vs": VARIANTS[r.variant].against, "ratio": ratio(r, by_name)} for r in results],
+        "repeats": args.repeats,
+        "summary": [asdict(s) for s in summary],
+        "runs": [asdict(r) for r in results],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     png = args.json.with_suffix(".png")
-    plot(results, png, f"edge CPU per device-second, {args.devices} LUDB devices x {args.duration_s:g} s each, "
+    plot(summary, png, f"edge CPU per device-second, {args.devices} LUDB devices x {args.duration_s:g} s, "
+                       f"{args.repeats} round(s), "
                        f"baseline {args.baseline} vs current {head[:7]}, {os.cpu_count()} shared vCPUs")
     console.print(f"wrote {args.json} and {png}")
     return 0 if all(r.ms_per_device_s > 0 for r in results) else 1
