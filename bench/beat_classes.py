@@ -41,10 +41,12 @@ from edge.detection.beats import detect_record
 from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ
 from edge.inference import load_engine
 from edge.inference.engine import Engine, to_probabilities
+from edge.interpret.beat_class import decide
 from edge.interpret.rr_features import FEATURE_NAMES, rr_features
 from offline.plots import plot_confusion
 from offline.records import read_record
-from train.beat_metrics import confusion, decide, ec57_scores
+from offline.scoring import match_pairs
+from train.beat_metrics import confusion, ec57_scores
 from train.data import mitdb
 from train.data.rate import rescale_samples
 
@@ -61,25 +63,12 @@ TARGETS = (95.0, 95.0, 80.0, 70.0)
 _K = len(AAMI_CLASSES)
 
 
-def match_pairs(ref: np.ndarray, test: np.ndarray, tol: float) -> np.ndarray:
-    """For each reference beat (sorted), the index of the detection (sorted) matched to it, or -1.
-
-    The matching of :func:`offline.scoring.match_beats`: each reference beat, in time order, takes the nearest
-    detection not yet taken within ``± tol`` (samples).
-    """
+def match_index(ref: np.ndarray, test: np.ndarray, tol: float) -> np.ndarray:
+    """For each reference beat (sorted), the index of the detection matched to it by
+    :func:`offline.scoring.match_pairs` (the EC57 rule, ``± tol`` samples), or -1."""
     out = np.full(len(ref), -1, dtype=np.int64)
-    j = 0
-    for i, r in enumerate(ref.tolist()):
-        while j < len(test) and test[j] < r - tol:
-            j += 1
-        best, k = -1, j
-        while k < len(test) and test[k] <= r + tol:
-            if best < 0 or abs(int(test[k]) - r) < abs(int(test[best]) - r):
-                best = k
-            k += 1
-        if best >= 0:
-            out[i] = best
-            j = best + 1
+    ref_idx, test_idx = match_pairs(ref, test, tol)
+    out[ref_idx] = test_idx
     return out
 
 
@@ -116,7 +105,7 @@ def record_matrices(engine: Engine, path: Path) -> dict[str, dict[str, np.ndarra
     det_t = np.array([b.time_s for b in detected])
     det_pred = classify(engine, signal, rescale_samples(det_samples, rec.fs_hz), det_t)
     ref_samples = np.round(ref_t * rec.fs_hz).astype(np.int64)
-    match = match_pairs(ref_samples, det_samples, MATCH_WINDOW_S * rec.fs_hz)
+    match = match_index(ref_samples, det_samples, MATCH_WINDOW_S * rec.fs_hz)
     taken = np.zeros(len(det_samples), dtype=bool)
     taken[match[match >= 0]] = True
     edge = {}

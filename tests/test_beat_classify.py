@@ -118,7 +118,8 @@ def test_tiny_finetune_writes_a_checkpoint_whose_engine_loads(data_dir: Path, tm
 
 def test_shipped_engine_classifies_record_100_reference_beats(data_dir: Path) -> None:
     from edge.inference import load_engine, to_probabilities
-    from train.beat_metrics import confusion, decide
+    from edge.interpret.beat_class import decide
+    from train.beat_metrics import confusion
 
     engine = load_engine(Path(__file__).resolve().parent.parent / "engines" / "beat-cls", "onnxruntime", threads=1)
     m = engine.manifest

@@ -14,15 +14,11 @@ from typing import Any
 import numpy as np
 
 from edge.ecg import AAMI_CLASSES
+from edge.interpret.beat_class import decide
 
 _N, _S, _V, _F, _Q = range(len(AAMI_CLASSES))
 #: Grid of the S and V thresholds searched by :func:`tune_thresholds` (dimensionless).
 THRESHOLD_GRID = np.geomspace(0.02, 5.0, 49)
-
-
-def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """``(n, C)`` probabilities and ``(C,)`` thresholds -> ``(n,)`` int class indices (``argmax p / t``)."""
-    return np.argmax(np.asarray(probabilities) / np.asarray(thresholds)[None, :], axis=1)
 
 
 def confusion(reference: np.ndarray, predicted: np.ndarray, n_classes: int = len(AAMI_CLASSES)) -> np.ndarray:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ, LEADS_8, LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
+from edge.interpret.beat_class import decide
 from edge.interpret.rr_features import FEATURE_NAMES, rr_features
 from train import beat_metrics, losses
 from train.augment import ThreeKG, amplitude_view
@@ -593,7 +594,7 @@ class BeatClassifyTask(Task):
         if not len(self.sets[part]):
             return {"records": 0}
         labels, probs = self.probabilities(model, part)
-        pred = beat_metrics.decide(probs, self.thresholds)
+        pred = decide(probs, self.thresholds)
         matrix = beat_metrics.confusion(labels, pred)
         scores = beat_metrics.ec57_scores(matrix)
         record_of = np.array([k for k, _ in self.sets[part].items])

@@ -26,6 +26,7 @@ import numpy as np
 from edge.ecg import preferred_lead
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
 from edge.inference.batching import InferenceRequest
+from edge.interpret.beat_class import decide
 from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms
 from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
 from edge.interpret.rr_features import RRContext
@@ -36,10 +37,10 @@ REQUEST_TASK: dict[str, str] = {"seg": "segment", "cls": "classify", "beat": "be
 
 
 def classify_beat(probs: np.ndarray, manifest: Manifest) -> str:
-    """The class of one beat from its probabilities: ``argmax(p / threshold)`` with the manifest's per-class
-    thresholds (all 1 without them: plain argmax), so a class the model under-calls can be favoured."""
+    """The class of one beat from its probabilities by :func:`edge.interpret.beat_class.decide` with the manifest's
+    per-class thresholds (1 where it has none)."""
     thresholds = np.array([manifest.thresholds.get(name, 1.0) for name in manifest.class_names], dtype=float)
-    return manifest.class_names[int(np.argmax(np.asarray(probs, dtype=float) / np.maximum(thresholds, 1e-6)))]
+    return manifest.class_names[int(decide(np.asarray(probs)[None, :], thresholds)[0])]
 
 
 def rhythm_phase(device: str, hop_samples: int) -> int:
