@@ -31,9 +31,12 @@ class Collector:
         self.undecodable = 0
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        #: SUBACKs received so far (one per topic per connection): after a broker restart, wait for it to grow
+        #: before trusting that nothing published from then on is missed
+        self.subacks = 0
         self.client = make_client(settings, "collector")
         self.client.on_connect = lambda c, *a: [c.subscribe(t, qos=1) for t in topics]
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         b = settings.broker
         self.client.connect(b.host, b.port)
@@ -41,6 +44,10 @@ class Collector:
         if not self._subscribed.wait(subscribe_timeout_s):
             self.close()
             raise TimeoutError(f"collector could not subscribe on {b} within {subscribe_timeout_s} s")
+
+    def _on_subscribe(self, *args: object) -> None:
+        self.subacks += 1
+        self._subscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         try:
