@@ -401,6 +401,14 @@ def plot(summary: list[Summary], path: Path, title: str) -> None:
     fig.savefig(path, format="png")
 
 
+def git_state() -> tuple[str, list[str]]:
+    """HEAD of this working tree and its modified tracked files (the shared tree can change while a run lasts)."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True).stdout.splitlines()
+    return head, [ln[3:] for ln in status]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--devices", type=int, default=20, help="simulated devices (LUDB records, one each)")
@@ -434,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     needs_baseline = any(VARIANTS[v].code == "baseline" for v in args.variants)
     baseline_dir = Path(tempfile.mkdtemp(prefix="bench-cpu-baseline-")) / args.baseline
     rev = ""
+    head, modified = git_state()
     load_start = [round(x, 2) for x in os.getloadavg()]
     t_start = time.time()
     results: list[Result] = []
@@ -457,15 +466,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(baseline_dir.parent, ignore_errors=True)
     summary = summarise(results)
     print_table(summary, args.repeats, console)
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    status = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                            capture_output=True, text=True).stdout.splitlines()
+    head_end, modified_end = git_state()
     out = {
         "what": "edge process CPU (utime+stime, /proc) per 12-lead 500 Hz device-second, same run, same mosquitto",
         "date": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_start)),
         "box": {"cpus": os.cpu_count(), "shared": True, "loadavg_start": load_start,
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "current": {"head": head, "modified_tracked_files": [ln[3:] for ln in status]},
+        "current": {"head": head, "modified_tracked_files": modified, "head_end": head_end,
+                    "modified_tracked_files_end": modified_end},
         "baseline": {"rev": rev or None, "asked": args.baseline if needs_baseline else None},
         "devices": args.devices, "duration_s": args.duration_s, "warm_s": args.warm_s, "chunk_ms": CHUNK_MS,
         "format": "binary", "records": [s.name for s in records],
