@@ -218,12 +218,13 @@ class Listener:
 
 
 # ---------------------------------------------------------------------------------------------- one variant
-def run_variant(name: str, rnd: int, args: argparse.Namespace, broker: EmbeddedBroker, baseline_dir: Path,
+def run_variant(name: str, rnd: int, args: argparse.Namespace, broker: EmbeddedBroker, baseline_dir: Path | None,
                 records: list[ReplaySource], expected: dict[str, np.ndarray], console: Console) -> Result:
     v = VARIANTS[name]
     node = f"cpu-{name}"
     module, cwd, env = ("beatssl.cli", ROOT, dict(os.environ))
     if v.code == "baseline":
+        assert baseline_dir is not None, "a baseline variant needs the baseline worktree"
         module, cwd = "edge.cli", baseline_dir
         env["PYTHONPATH"] = str(baseline_dir)
     cmd = [sys.executable, "-m", module, "run", "--broker", f"127.0.0.1:{broker.port}", "--node", node,
@@ -241,7 +242,7 @@ def run_variant(name: str, rnd: int, args: argparse.Namespace, broker: EmbeddedB
     try:
         online = listener.wait_health(lambda m: m.get("state") == "online", 90)
         if online is None:
-            res.reasons.append(f"edge did not come online (log: {log_path})")
+            res.reasons.append("edge did not come online")
             return res
         res.engines = sorted(e.get("name", task) for task, e in (online.get("engines") or {}).items())
         replayer = Replayer(records, settings, devices=args.devices, speed=1.0, chunk_ms=CHUNK_MS, loop=True,
@@ -264,7 +265,7 @@ def run_variant(name: str, rnd: int, args: argparse.Namespace, broker: EmbeddedB
         replay_thread.join(REPLAY_AFTER_S + 30)
         res.replay = replayer.snapshot().as_dict()
         if edge.poll() is not None:
-            res.reasons.append(f"edge exited with {edge.returncode} (log: {log_path})")
+            res.reasons.append(f"edge exited with {edge.returncode}")
         res.cpu_s = round(cpu1 - cpu0, 3)
         res.mosquitto_cpu_s = round(mosq1 - mosq0, 3)
         res.window_s = round(t1 - t0, 3)
@@ -287,7 +288,9 @@ def run_variant(name: str, rnd: int, args: argparse.Namespace, broker: EmbeddedB
             edge.wait()
         listener.close()
     if res.reasons:
-        console.print(f"[dim]{name}: {'; '.join(res.reasons)}[/dim]")
+        console.print(f"[dim]{name}: {'; '.join(res.reasons)} (edge log: {log_path})[/dim]")
+    else:
+        shutil.rmtree(log_path.parent, ignore_errors=True)
     return res
 
 
@@ -440,14 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     per_record = [looped_beat_times(s, until) for s in records]
     expected = {f"{DEVICE_PREFIX}-{i:03d}": per_record[i % len(records)] for i in range(args.devices)}
     needs_baseline = any(VARIANTS[v].code == "baseline" for v in args.variants)
-    baseline_dir = Path(tempfile.mkdtemp(prefix="bench-cpu-baseline-")) / args.baseline
+    baseline_dir = Path(tempfile.mkdtemp(prefix="bench-cpu-baseline-")) / args.baseline if needs_baseline else None
     rev = ""
     head, modified = git_state()
     load_start = [round(x, 2) for x in os.getloadavg()]
     t_start = time.time()
     results: list[Result] = []
     try:
-        if needs_baseline:
+        if baseline_dir is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline_dir), args.baseline],
                            check=True, capture_output=True)
             rev = subprocess.run(["git", "-C", str(baseline_dir), "rev-parse", "HEAD"], check=True,
@@ -460,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(r)
                     console.print(f"  {r.ms_per_device_s:.2f} ms CPU per device-s, kept up: {r.kept_up}")
     finally:
-        if needs_baseline:
+        if baseline_dir is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline_dir)],
                            capture_output=True)
             shutil.rmtree(baseline_dir.parent, ignore_errors=True)
