@@ -9,6 +9,8 @@ import pytest
 
 from edge.detection.beats import detect_record
 from edge.interpret.alarms import ALARM_PRIORITY, AlarmLimits, AlarmMonitor
+from edge.interpret.episodes import EpisodeTracker
+from edge.interpret.events import BeatEvent
 from offline import rhythm
 from offline.records import read_record
 
@@ -90,11 +92,11 @@ def test_latching_holds_vt_until_acknowledged(mitdb_205) -> None:
 def test_acknowledged_alarm_clears_when_its_condition_ends() -> None:
     monitor = AlarmMonitor()
     run = {"now_s": 10.0, "active": {}, "vt_run_beats": 6, "vt_run_rate_bpm": 160.0, "vt_run_start_s": 8.0,
-           "hr_bpm": 160.0, "last_beat_s": 10.0, "signal": "ok"}
+           "hr_all_bpm": 160.0, "last_beat_s": 10.0, "signal": "ok"}
     assert [(a.type, a.state) for a in monitor.update(run)] == [("vt", "raised"), ("tachy", "raised")]
     assert monitor.acknowledge("vt", 10.5) == []  # condition still present: silenced, stays raised
     after = {**run, "now_s": 12.0, "vt_run_beats": 0, "vt_run_rate_bpm": None, "vt_run_start_s": None,
-             "hr_bpm": 80.0}
+             "hr_all_bpm": 80.0}
     assert [(a.type, a.state) for a in monitor.update(after)] == [("vt", "cleared"), ("tachy", "cleared")]
 
 
@@ -111,3 +113,17 @@ def test_limits_override_and_priorities() -> None:
     assert (limits.brady_bpm, limits.tachy_bpm, limits.pause_s) == (35, 170, 3.0)
     assert {k for k, v in ALARM_PRIORITY.items() if v == "high"} >= {"asystole", "vf", "vt"}
     assert ALARM_PRIORITY["af"] == "medium" and ALARM_PRIORITY["lead_off"] == "low"
+
+
+def test_extreme_rates_count_every_beat_not_only_normal_ones() -> None:
+    """AF at ~170 bpm whose beats the classifier calls S (as on MIT-BIH 203) has no N-N rate: the tachy alarm must
+    still fire (before: it watched the N-N median only and missed both of 203's tachycardic stretches)."""
+    tracker, monitor = EpisodeTracker(), AlarmMonitor()
+    raised = []
+    t = 0.0
+    for i in range(30):
+        t += 0.35 + 0.02 * (i % 3)
+        tracker.push_beat(BeatEvent(time_s=t, rr_s=None if i == 0 else 0.35, cls="S"))
+        raised += [a.type for a in monitor.update(tracker.snapshot()) if a.state == "raised"]
+    assert tracker.snapshot()["hr_bpm"] is None and tracker.snapshot()["hr_all_bpm"] > 150
+    assert raised == ["tachy"]

@@ -19,7 +19,8 @@ lead_off    low       technical: the lead is flat or saturated (never reported a
 ==========  ========  =====================================================================================  ========
 
 Without beat classes the vt alarm cannot fire (no V run); VT then shows as extreme tachycardia (tachy, > 150 bpm)
-when fast enough, and as asystole / vf when it degenerates. HR is the tracker's median of the last 8 N–N intervals.
+when fast enough, and as asystole / vf when it degenerates. HR for brady / tachy is the rate of the last 8 beats of
+any class (60 / median RR; the tracker's ``hr_all_bpm``).
 
 Each :class:`AlarmEvent` carries ``time_s``, the device time at which the condition began, and ``at_s``, when the
 monitor decided. A latched type (``AlarmLimits.latching``; asystole, vf, vt by default) stays raised after its
@@ -38,6 +39,9 @@ ALARM_PRIORITY: dict[str, str] = {
     "asystole": "high", "vf": "high", "vt": "high", "brady": "high", "tachy": "high",
     "pause": "medium", "af": "medium", "lead_off": "low",
 }
+#: How far inside its limit (bpm) the rate must come back before a brady / tachy alarm condition ends.
+RATE_HYSTERESIS_BPM = 5.0
+
 #: Technical (equipment) alarms; all others are physiological.
 TECHNICAL_ALARMS: frozenset[str] = frozenset({"lead_off"})
 
@@ -133,11 +137,14 @@ class AlarmMonitor:
     def conditions(self, snap: Mapping[str, Any]) -> dict[str, float | None]:
         """Onset time (s) of every alarm condition present in a tracker snapshot, None when absent."""
         lim, now, active = self.limits, snap.get("now_s") or 0.0, snap.get("active", {})
-        hr, last_beat = snap.get("hr_bpm"), snap.get("last_beat_s")
+        hr, last_beat = snap.get("hr_all_bpm"), snap.get("last_beat_s")
         run, rate = snap.get("vt_run_beats", 0), snap.get("vt_run_rate_bpm")
         pause = None
         if last_beat is not None and now - last_beat > lim.pause_s and "ASYSTOLE" not in active:
             pause = last_beat
+        # rate alarms go off again only RATE_HYSTERESIS_BPM inside their limit (no flicker around it)
+        brady_on = lim.brady_bpm + (RATE_HYSTERESIS_BPM if self._alarms["brady"].condition else 0.0)
+        tachy_on = lim.tachy_bpm - (RATE_HYSTERESIS_BPM if self._alarms["tachy"].condition else 0.0)
         rr = snap.get("last_rr_s")
         if pause is None and rr is not None and rr > lim.pause_s and last_beat != self._last_rr_beat:
             pause = last_beat - rr  # a pause seen only when the beat after it came
@@ -146,8 +153,8 @@ class AlarmMonitor:
             "asystole": active.get("ASYSTOLE"),
             "vf": active.get("VFL"),
             "vt": snap.get("vt_run_start_s") if run >= lim.vt_run_beats and rate and rate > lim.vt_rate_bpm else None,
-            "brady": now if hr is not None and hr < lim.brady_bpm else None,
-            "tachy": now if hr is not None and hr > lim.tachy_bpm else None,
+            "brady": now if hr is not None and hr < brady_on else None,
+            "tachy": now if hr is not None and hr > tachy_on else None,
             "pause": pause,
             "af": active.get("AFIB"),
             "lead_off": snap.get("signal_since_s") if snap.get("signal") == "lead_off" else None,

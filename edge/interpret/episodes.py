@@ -49,6 +49,8 @@ from edge.interpret.ventricular import PatternDetector, RunDetector, VFDetector
 CALL_PRIORITY: tuple[str, ...] = (
     "NOISE", "ASYSTOLE", "VFL", "VT", "PAUSE", "AFIB", "SVTA", "PACED", "B", "T", "STACH", "SBR",
 )
+#: Beats (any class) behind the all-beat rate the extreme brady / tachy alarms use.
+RATE_BEATS_ALL = 8
 #: Window of the per-minute ectopic counts (s) and of the AF burden (s).
 COUNT_WINDOW_S = 60.0
 BURDEN_WINDOW_S = 3600.0
@@ -207,6 +209,7 @@ class EpisodeTracker:
         self._run_start_s: float | None = None  # start of the current run of contiguous signal (s)
         self._unusable_since_beat = False
         self._ectopic: deque[tuple[float, str]] = deque()
+        self._beat_times: deque[float] = deque(maxlen=RATE_BEATS_ALL + 1)  # R times of the latest beats, any class
         self._noise_spans: deque[list] = deque(maxlen=64)  # [start_s, end_s | None] of recent NOISE episodes
         self._af_spans: deque[tuple[float, float]] = deque()  # closed AF spans (s) within the burden window
         self.call = RhythmCall("N", 0.0, 0.0)
@@ -217,6 +220,7 @@ class EpisodeTracker:
         is counted from it, not from the last beat before the gap (the gap itself is no pause)."""
         self.last_beat_s = None
         self.last_rr_s = None
+        self._beat_times.clear()
         self._stream_start_s = t0_s if self._stream_start_s is None else self._stream_start_s
         self._run_start_s = t0_s
 
@@ -234,6 +238,7 @@ class EpisodeTracker:
             events += self.pause.start(self.last_beat_s, time_s) + self.pause.end(time_s, time_s)
         self.last_rr_s = None if self.last_beat_s is None else time_s - self.last_beat_s
         self.last_beat_s = time_s
+        self._beat_times.append(time_s)
         self._unusable_since_beat = not self.quality.usable
         self.now_s = max(self.now_s or time_s, time_s)
         return self._finish(events)
@@ -335,6 +340,15 @@ class EpisodeTracker:
         pac = sum(1 for _, c in self._ectopic if c == "S")
         return {"pvc_per_min": round(pvc * 60.0 / span, 1), "pac_per_min": round(pac * 60.0 / span, 1)}
 
+    def hr_all_bpm(self) -> float | None:
+        """The ventricular rate of the last :data:`RATE_BEATS_ALL` beats of any class (60 / median RR, bpm), None
+        before there are that many: what the extreme brady / tachy alarms watch (a monitor's rate counts every QRS,
+        whereas the SBR / STACH episodes are sinus rhythms and use N–N intervals only)."""
+        if len(self._beat_times) <= RATE_BEATS_ALL:
+            return None
+        rr = np.diff(np.asarray(self._beat_times, dtype=float))
+        return round(60.0 / float(np.median(rr)), 1)
+
     def af_burden_pct(self) -> float:
         """Percentage of the last hour (or of the stream, when shorter) spent in AFIB."""
         now = self.now_s or 0.0
@@ -359,6 +373,7 @@ class EpisodeTracker:
             "since_s": self.call.since_s,
             "active": {name: self._active_start(name) for name in self.active()},
             "hr_bpm": None if self.rate.hr_bpm is None else round(self.rate.hr_bpm, 1),
+            "hr_all_bpm": self.hr_all_bpm(),
             **self.ectopic_per_min(),
             "af_burden_pct": self.af_burden_pct(),
             "signal": self.quality.status,
