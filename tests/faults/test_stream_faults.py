@@ -119,7 +119,9 @@ def test_t0_jitter_of_15_ms_restarts_nothing(broker, mitdb100) -> None:
 
 
 def test_a_gap_keeps_the_beats_before_the_cut(broker, mitdb100) -> None:
-    """Before: a gap restarted the detector without flushing it, so beats in its look-ahead were lost silently."""
+    """Before: a gap restarted the detector without flushing it, so beats in its look-ahead were lost silently (and
+    beats after a restart were numbered ±1 sample off). Now the cut keeps its beats and the resumed run numbers its beats
+    exactly as the offline detector does on the resumed signal."""
     sig, fs, leads = mitdb100
     with running_edge(broker) as (edge, settings):
         col, feed = Collector(settings), Feeder(settings)
@@ -134,6 +136,11 @@ def test_a_gap_keeps_the_beats_before_the_cut(broker, mitdb100) -> None:
         assert col.wait_for(lambda: any(s > cut + 5 * fs for s in _samples(col, "gappy")), 20)
         got = [s for s in _samples(col, "gappy") if s < cut]
         assert _matched(got, want) == len(want) and len(got) == len(want)
+        # and after the restart, exactly the beats of the resumed signal on the device's own numbering (not ±1)
+        resume = (last + 10) * n
+        assert col.wait_for(lambda: any(m["state"] == "stale" for m in col.get(proto.status_topic("gappy"))), 15)
+        after = [s for s in _samples(col, "gappy") if s >= resume]
+        assert after == [b.sample + resume for b in detect_record(sig[resume:], fs, chunk_samples=n)]
         col.close()
         feed.close()
 
