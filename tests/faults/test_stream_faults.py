@@ -120,7 +120,7 @@ def test_t0_jitter_of_15_ms_restarts_nothing(broker, mitdb100) -> None:
 
 def test_a_gap_keeps_the_beats_before_the_cut(broker, mitdb100) -> None:
     """Before: a gap restarted the detector without flushing it, so beats in its look-ahead were lost silently (and
-    beats after a restart were numbered ±1 sample off). Now the cut keeps its beats and the resumed run numbers its beats
+    beats after a restart were numbered ±1 sample off). Now the cut keeps its beats and the resumed run numbers beats
     exactly as the offline detector does on the resumed signal."""
     sig, fs, leads = mitdb100
     with running_edge(broker) as (edge, settings):
