@@ -8,6 +8,7 @@ autocast on CUDA, a progress bar with loss and samples/s, ``last.pt`` after ever
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -159,6 +160,10 @@ def fit(cfg: Config, task: Task) -> dict[str, Any]:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         log.close()
     if ddp:
+        # the DDP wrapper (its reducer holds the process group) goes before the group: destroying the group under a
+        # live wrapper aborted a rank at exit now and then ("terminate called without an active exception")
+        del net
+        gc.collect()
         dist.destroy_process_group()
     return metrics
 
