@@ -57,21 +57,27 @@ class Prepared:
     ref_v_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def rhythm_episodes(samples: np.ndarray, symbols: list[str], aux: list[str], fs_hz: float,
-                    duration_s: float) -> dict[str, list[Span]]:
-    """Reference rhythm episodes (s) by code from ``+`` annotations with an ``aux_note`` starting with ``(``;
-    AFIB and AFL also go under ``AF``, and MIT-BIH's paced code ``P`` is ``PACED``.
+def rhythm_marks(samples: np.ndarray, symbols: list[str], aux: list[str], fs_hz: float,
+                 duration_s: float) -> list[tuple[str, float, float]]:
+    """The reference rhythm of a record as ``(code, start_s, end_s)`` runs, in time order: one per ``+`` annotation
+    whose ``aux_note`` starts with ``(``, lasting until the next such annotation or ``duration_s`` (s). Codes are
+    MIT-BIH's (``N`` included) with its paced code ``P`` as ``PACED``. The one aux-note parser of the project.
 
     Args:
         samples: annotation positions (samples at ``fs_hz``); symbols / aux: their symbols and aux notes;
-        duration_s: record length (s): the last episode ends there.
+        duration_s: record length (s): the last run ends there.
     """
     marks = [(int(s) / fs_hz, a.strip("\x00 ").lstrip("(")) for s, sym, a in zip(samples, symbols, aux, strict=True)
              if sym == "+" and a and a.startswith("(")]
+    return [("PACED" if code == "P" else code, t, marks[i + 1][0] if i + 1 < len(marks) else duration_s)
+            for i, (t, code) in enumerate(marks)]
+
+
+def rhythm_episodes(samples: np.ndarray, symbols: list[str], aux: list[str], fs_hz: float,
+                    duration_s: float) -> dict[str, list[Span]]:
+    """Reference rhythm episodes (s) by code (:func:`rhythm_marks`); AFIB and AFL also go under ``AF``."""
     out: dict[str, list[Span]] = {}
-    for i, (t, code) in enumerate(marks):
-        code = "PACED" if code == "P" else code
-        end = marks[i + 1][0] if i + 1 < len(marks) else duration_s
+    for code, t, end in rhythm_marks(samples, symbols, aux, fs_hz, duration_s):
         out.setdefault(code, []).append((t, end))
         if code in ("AFIB", "AFL"):
             out.setdefault("AF", []).append((t, end))

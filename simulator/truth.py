@@ -29,6 +29,7 @@ from edge.interpret.alarms import ALARM_PRIORITY
 from edge.protocol import PROTOCOL_VERSION
 from offline.annotations import LUDB_EXTENSIONS, WaveMark, wave_marks
 from offline.records import Record, RecordError, read_annotations
+from offline.rhythm import rhythm_marks
 from offline.scoring import BEAT_SYMBOLS
 from simulator.sources import ReplaySource
 
@@ -36,8 +37,6 @@ from simulator.sources import ReplaySource
 TIME_DECIMALS = 6
 #: The alarm each reference rhythm episode implies (MIT-BIH rhythm codes; the others imply none).
 EPISODE_ALARMS: dict[str, str] = {"VT": "vt", "VFL": "vf", "AFIB": "af", "AFL": "af"}
-#: MIT-BIH rhythm codes renamed to the edge's rhythm calls (``P`` = paced).
-RHYTHM_CODES: dict[str, str] = {"P": "PACED"}
 
 
 @dataclass(frozen=True)
@@ -168,21 +167,15 @@ class Truth:
 
 def rhythm_episodes(samples: np.ndarray, symbols: list[str], aux: list[str], fs_hz: float,
                     duration_s: float) -> list[Episode]:
-    """Reference rhythm episodes from ``+`` annotations whose ``aux_note`` starts with ``(``: each lasts until the
-    next such annotation or ``duration_s``; normal sinus rhythm (``(N``) is not an episode.
+    """Reference rhythm episodes of the record's ``+`` annotations (:func:`offline.rhythm.rhythm_marks`); normal sinus
+    rhythm (``N``) is not an episode.
 
     Args:
         samples: annotation positions (samples); symbols, aux: their symbols and aux notes; fs_hz: sampling rate
             (Hz); duration_s: record length (s).
     """
-    marks = [(int(t) / fs_hz, a.strip("\x00 ").lstrip("(")) for t, sym, a in zip(samples, symbols, aux, strict=True)
-             if sym == "+" and a and a.startswith("(")]
-    out = []
-    for i, (start, code) in enumerate(marks):
-        end = marks[i + 1][0] if i + 1 < len(marks) else duration_s
-        if code != "N" and end > start:
-            out.append(Episode(RHYTHM_CODES.get(code, code), start, end))
-    return out
+    return [Episode(code, start, end) for code, start, end in rhythm_marks(samples, symbols, aux, fs_hz, duration_s)
+            if code != "N" and end > start]
 
 
 def waves_from_marks(marks: list[WaveMark], fs_hz: float, lead: str | None) -> list[Wave]:
