@@ -5,9 +5,9 @@ One mosquitto (127.0.0.1, a free port) serves every variant in turn. A variant i
 (``run --broker 127.0.0.1:PORT --node cpu-<variant> --workers 2`` plus its engine options) of either
 
 * the **current** code (this working tree, ``python -m beatssl.cli run``), or
-* the **baseline** commit (``git worktree add --detach`` in a temporary folder, ``python -m edge.cli run`` there with
-  ``PYTHONPATH`` set to it, so its own packages shadow the editable install and its own ``engines/`` are the
-  shipped ones).
+* the **baseline** commit (``git worktree add --detach`` in a temporary folder, its own ``beatssl-edge`` entry run
+  there with ``PYTHONPATH`` set to it, :mod:`baseline`), so its own packages shadow the editable install and its own
+  ``engines/`` are the shipped ones).
 
 Once its retained health says ``online``, this process replays ``--devices`` LUDB records (12 leads, 500 Hz, binary
 int16 payloads, 40 ms chunks, looping) as that many devices in real time with the current simulator
@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
+from baseline import add_worktree, edge_command, remove_worktree
 from rich.console import Console
 from rich.table import Table
 
@@ -222,12 +223,12 @@ def run_variant(name: str, rnd: int, args: argparse.Namespace, broker: EmbeddedB
                 records: list[ReplaySource], expected: dict[str, np.ndarray], console: Console) -> Result:
     v = VARIANTS[name]
     node = f"cpu-{name}"
-    module, cwd, env = ("beatssl.cli", ROOT, dict(os.environ))
+    edge_cmd, cwd, env = [sys.executable, "-m", "beatssl.cli"], ROOT, dict(os.environ)
     if v.code == "baseline":
         assert baseline_dir is not None, "a baseline variant needs the baseline worktree"
-        module, cwd = "edge.cli", baseline_dir
+        edge_cmd, cwd = edge_command(baseline_dir), baseline_dir
         env["PYTHONPATH"] = str(baseline_dir)
-    cmd = [sys.executable, "-m", module, "run", "--broker", f"127.0.0.1:{broker.port}", "--node", node,
+    cmd = [*edge_cmd, "run", "--broker", f"127.0.0.1:{broker.port}", "--node", node,
            "--workers", "2", "--log-level", "warning", *v.args]
     res = Result(variant=name, round=rnd, code=v.code, command=cmd[1:])
     settings = MqttSettings(broker.address)
@@ -443,16 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     per_record = [looped_beat_times(s, until) for s in records]
     expected = {f"{DEVICE_PREFIX}-{i:03d}": per_record[i % len(records)] for i in range(args.devices)}
     needs_baseline = any(VARIANTS[v].code == "baseline" for v in args.variants)
-    baseline_dir = Path(tempfile.mkdtemp(prefix="bench-cpu-baseline-")) / args.baseline if needs_baseline else None
+    baseline_dir: Path | None = None
     rev = ""
     head, modified = git_state()
     load_start = [round(x, 2) for x in os.getloadavg()]
     t_start = time.time()
     results: list[Result] = []
     try:
-        if baseline_dir is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline_dir), args.baseline],
-                           check=True, capture_output=True)
+        if needs_baseline:
+            baseline_dir = add_worktree(args.baseline)
             rev = subprocess.run(["git", "-C", str(baseline_dir), "rev-parse", "HEAD"], check=True,
                                  capture_output=True, text=True).stdout.strip()
         with EmbeddedBroker(prefer="mosquitto-only") as broker:
@@ -464,9 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                     console.print(f"  {r.ms_per_device_s:.2f} ms CPU per device-s, kept up: {r.kept_up}")
     finally:
         if baseline_dir is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline_dir)],
-                           capture_output=True)
-            shutil.rmtree(baseline_dir.parent, ignore_errors=True)
+            remove_worktree(baseline_dir)
     summary = summarise(results)
     print_table(summary, args.repeats, console)
     head_end, modified_end = git_state()

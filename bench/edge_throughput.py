@@ -50,7 +50,6 @@ import math
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import psutil
-import tomllib
+from baseline import add_worktree, edge_command, remove_worktree
 from rich.console import Console
 from rich.table import Table
 
@@ -178,21 +177,9 @@ def cpu_seconds(proc: psutil.Process | None, tree: bool = False) -> float:
 
 
 def baseline_command(rev: str) -> tuple[list[str], Path]:
-    """The ``beatssl-edge`` command of commit ``rev`` and the folder to run it in: a ``git worktree`` (detached) in a
-    temporary folder; its console-script entry (``module:attr`` from its pyproject.toml) run with this interpreter
-    from there, so its own packages and engines are imported."""
-    folder = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / rev
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(folder), rev], check=True,
-                   capture_output=True)
-    scripts = tomllib.loads((folder / "pyproject.toml").read_text())["project"]["scripts"]
-    module, _, attr = scripts["beatssl-edge"].partition(":")
-    code = f"import sys; sys.argv[0] = 'beatssl-edge'; from {module} import {attr} as main; main()"
-    return [sys.executable, "-c", code], folder
-
-
-def remove_worktree(folder: Path) -> None:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], capture_output=True)
-    shutil.rmtree(folder.parent, ignore_errors=True)
+    """The ``beatssl-edge`` command of commit ``rev`` and the worktree to run it in (:mod:`baseline`)."""
+    folder = add_worktree(rev)
+    return edge_command(folder), folder
 
 
 def wait_health_online(listener: Listener, timeout_s: float) -> bool:
