@@ -127,6 +127,13 @@ class EdgeConfig:
     device_alarm_limits: dict[str, AlarmLimits] = field(default_factory=dict)
 
 
+#: The topic of each kind of per-device output (:class:`~edge.pipeline.outputs.Output` ``kind``).
+OUTPUT_TOPICS: dict[str, Callable[[str], str]] = {
+    "beats": proto.beats_topic, "status": proto.status_topic, "errors": proto.errors_topic,
+    "rhythm": proto.rhythm_topic, "episodes": proto.episodes_topic, "alarms": proto.alarms_topic,
+}
+
+
 @dataclass
 class _Expire:
     """Inbox item asking a worker to expire its silent devices (and, with ``status``, to republish every device's
@@ -606,15 +613,13 @@ class EdgeApp:
                 self._guarded(streams, device, lambda s: s.flush())
 
     def _emit(self, device: str, outputs: list[Output]) -> None:
-        topics = {"beats": proto.beats_topic, "status": proto.status_topic, "errors": proto.errors_topic,
-                  "rhythm": proto.rhythm_topic, "episodes": proto.episodes_topic, "alarms": proto.alarms_topic}
         for out in outputs:
             if out.kind == "beats":
                 self._latency_s.append(out.payload["latency_s"])
                 self._proc_ms.append(out.payload["proc_ms"])
             elif out.kind == "rhythm":
                 self._rhythm_ms.append(out.payload["proc_ms"])
-            self._publish(topics[out.kind](device), proto.dumps(out.payload), retain=out.retain)
+            self._publish(OUTPUT_TOPICS[out.kind](device), proto.dumps(out.payload), retain=out.retain)
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos=1, retain=retain)

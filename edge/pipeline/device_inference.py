@@ -36,13 +36,6 @@ from edge.protocol import PROTOCOL_VERSION, device_hash
 REQUEST_TASK: dict[str, str] = {"seg": "segment", "cls": "classify", "beat": "beat-classify"}
 
 
-def classify_beat(probs: np.ndarray, manifest: Manifest) -> str:
-    """The class of one beat from its probabilities by :func:`edge.interpret.beat_class.decide` with the manifest's
-    per-class thresholds (1 where it has none)."""
-    thresholds = np.array([manifest.thresholds.get(name, 1.0) for name in manifest.class_names], dtype=float)
-    return manifest.class_names[int(decide(np.asarray(probs)[None, :], thresholds)[0])]
-
-
 def rhythm_phase(device: str, hop_samples: int) -> int:
     """Offset (samples, in ``[0, hop_samples)``) of a device's rhythm hops from the start of its run; stable per id."""
     return device_hash(device) % 1009 * hop_samples // 1009
@@ -183,6 +176,10 @@ class DeviceInference:
         self.buffer = SignalBuffer(need + int(4 * self.fs), len(leads))
         self.seg_lead_idx = self._seg_leads() if plan.seg else ()
         self.beat_lead_idx = preferred_lead(leads)
+        #: the beat classifier's per-class thresholds (1 where the manifest has none), for
+        #: :func:`edge.interpret.beat_class.decide`
+        self.beat_thresholds = (np.array([plan.beat.thresholds.get(c, 1.0) for c in plan.beat.class_names])
+                                if plan.beat is not None else None)
         self._rr = RRContext()
         self.cls_lead_idx: tuple[int, ...] | None = None
         self.cls_problem: str | None = None
@@ -350,7 +347,7 @@ class DeviceInference:
         else:
             p = to_probabilities(logits[None, :], manifest.activation)[0]
             beat.class_probs = {name: round(float(v), 4) for name, v in zip(manifest.class_names, p, strict=True)}
-            beat.cls = classify_beat(p, manifest)
+            beat.cls = manifest.class_names[int(decide(p[None, :], self.beat_thresholds)[0])]
         return self._release()
 
     def _finish(self, beat: _PendingBeat) -> dict[str, Any]:

@@ -172,6 +172,10 @@ def test_a_broker_outage_does_not_restart_the_detector(broker, mitdb100, outage_
         # the broker (no persistence here) must have handed every chunk on before it goes down
         assert col.wait_for(lambda: "steady" in edge.devices() and edge.devices()["steady"].counters.chunks == half,
                             10)
+        # and every beat it could already decide has reached the collector (not in flight when the broker dies)
+        cut = half * len(msgs[0].data_mv)
+        decided = [b.sample for b in detect_record(sig[:cut], fs) if b.sample < cut - 0.5 * fs]
+        assert col.wait_for(lambda: _matched(_samples(col, "steady"), decided) == len(decided), 10)
         subacks = col.subacks
         broker.stop()
         edge.subscribed.clear()
