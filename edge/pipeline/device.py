@@ -363,6 +363,9 @@ class DeviceStream:
                 "restarts": c.restarts,
                 "errors": dict(c.errors),
             },
+            "clock": None if self.clock is None else {
+                "jitter_ms": round(self.clock.jitter_s * 1e3, 2), "drift_ppm": round(self.clock.drift_ppm, 1),
+                "tolerance_ms": round(self.clock.tolerance_s * 1e3, 1)},
         }
 
     def error(self, code: str, message: str) -> list[Output]:
