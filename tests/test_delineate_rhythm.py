@@ -65,6 +65,20 @@ def test_combine_leads_takes_the_median_and_drops_minority_waves() -> None:
     assert w.qrs == (150, 175) and w.p == (101, 122) and w.t is None
 
 
+def test_combine_leads_keeps_only_a_t_wave_the_leads_agree_on() -> None:
+    """At 250 Hz the T offsets must lie within 20 ms (5 samples) of their median: one lead's U wave taken for the T
+    (25 samples = 100 ms later) is not averaged into the QT."""
+    qrs = (150, 175)
+    mlii = BeatWaves(None, qrs, (215, 260))  # a T that runs on into the U wave
+    v5 = BeatWaves(None, qrs, (190, 235))
+    assert combine_leads([mlii, v5]).t is None and combine_leads([mlii, v5]).quality == "partial"
+    assert combine_leads([BeatWaves(None, qrs, (192, 243)), v5]).t == (191, 239)  # 32 ms apart: agreed
+    assert combine_leads([mlii, v5, BeatWaves(None, qrs, (194, 238))]).t == (192, 236)  # the two that agree
+    assert combine_leads([mlii]).t == (215, 260)  # one lead: nothing to check it against
+    # 125 Hz: the same 5 samples are 40 ms, too far apart
+    assert combine_leads([BeatWaves(None, qrs, (192, 243)), v5], fs_hz=125.0).t is None
+
+
 def test_describe_rr() -> None:
     reg = describe_rr(np.full(10, 0.8))
     assert reg["hr_bpm"] == 75.0 and reg["regularity"] == "regular" and reg["rate"] == "normal"

@@ -2,7 +2,8 @@
 
 The segmentation engine labels each sample of a window with one of :data:`edge.ecg.WAVE_CLASSES`
 (none, P, QRS, T). For a beat at a known R-peak index this module picks the QRS run around it, the P run before it
-and the T run after it, and derives the intervals. Sample indices are window-relative at ``fs_hz``.
+and the T run after it, and derives the intervals; :func:`combine_leads` merges the leads of one beat. Sample indices
+are window-relative at ``fs_hz``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.ecg import WAVE_CLASSES
+from edge.ecg import INTERNAL_FS_HZ, WAVE_CLASSES
 
 _P, _QRS, _T = (WAVE_CLASSES.index(name) for name in ("P", "QRS", "T"))
 
@@ -21,6 +22,9 @@ MIN_RUN_S = {"P": 0.02, "QRS": 0.03, "T": 0.04}
 QRS_SEARCH_S = 0.08
 P_SEARCH_S = 0.35
 T_SEARCH_S = 0.60
+#: Leads agree on a T offset within this distance of their median offset (s): about the spread of T ends between
+#: cardiologists on the QT database; a U wave taken for the T lands 100 ms or more away.
+T_AGREE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,8 @@ class BeatWaves:
 
     @property
     def quality(self) -> str:
-        """``good`` (QRS and T found), ``partial`` (QRS but no T), ``poor`` (no QRS at the R peak)."""
+        """``good`` (QRS and T found; from several leads, a T they agree on: :func:`combine_leads`), ``partial``
+        (QRS but no T), ``poor`` (no QRS at the R peak)."""
         if self.qrs is None:
             return "poor"
         return "good" if self.t is not None else "partial"
@@ -82,9 +87,16 @@ def delineate_beat(labels: np.ndarray, r_index: int, fs_hz: float, next_r_index:
     return BeatWaves(p, qrs, t)
 
 
-def combine_leads(per_lead: list[BeatWaves]) -> BeatWaves:
-    """One set of boundaries from several leads: the median onset/offset of each wave over leads that have it
-    (a wave counts as present when at least half of the leads found it)."""
+def combine_leads(per_lead: list[BeatWaves], fs_hz: float = INTERNAL_FS_HZ) -> BeatWaves:
+    """One set of boundaries from several leads (sample indices at ``fs_hz``, Hz).
+
+    A wave counts as present when at least half of the leads found it; its onset / offset are then the medians over
+    the leads that have it. The T wave must also be agreed on: its offset is the end of the QT, and a segmenter that
+    takes a U wave, or the second half of a biphasic T, for the T puts it 100 ms or more too late on one lead while
+    the other leads see the T end. So the T is kept only when more than half of the leads that found it end it within
+    :data:`T_AGREE_S` of their median offset, and its boundaries are the medians over those leads; two leads must
+    agree within twice that. A single lead is taken as it is.
+    """
 
     def median(pairs: list[tuple[int, int] | None]) -> tuple[int, int] | None:
         found = [p for p in pairs if p is not None]
@@ -93,8 +105,14 @@ def combine_leads(per_lead: list[BeatWaves]) -> BeatWaves:
         arr = np.asarray(found)
         return int(np.median(arr[:, 0])), int(np.median(arr[:, 1]))
 
-    return BeatWaves(median([w.p for w in per_lead]), median([w.qrs for w in per_lead]),
-                     median([w.t for w in per_lead]))
+    found_t = [w.t for w in per_lead if w.t is not None]
+    t = None
+    if found_t and len(found_t) * 2 >= len(per_lead):
+        off = np.asarray(found_t)[:, 1]
+        agree = np.abs(off - np.median(off)) <= T_AGREE_S * fs_hz
+        if agree.sum() * 2 > len(found_t):
+            t = median([pair for pair, ok in zip(found_t, agree, strict=True) if ok])
+    return BeatWaves(median([w.p for w in per_lead]), median([w.qrs for w in per_lead]), t)
 
 
 def intervals_ms(waves: BeatWaves, fs_hz: float, rr_s: float | None) -> dict[str, float | None]:
