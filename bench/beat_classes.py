@@ -5,11 +5,12 @@ the four DS1 validation records (118 124 215 220, used for the thresholds), plus
 its beats are Q; shown, not pooled). Two R-peak sources per record:
 
 * ``edge``: R peaks from the edge's own streaming detector (:func:`edge.detection.beats.detect_record` on both
-  leads of the record at 360 Hz), RR features from :func:`edge.interpret.rr_features.rr_features` of the detected
-  beat times; each detection is matched one-to-one to a reference beat within ±150 ms (EC57). A reference beat no
-  detection matches is "missed" (a false negative of its class); a detection matching no reference beat is
-  "extra" (a false positive of the class it is given);
-* ``reference``: the ``.atr`` R peaks and their RR features (the classifier alone).
+  leads of the record at 360 Hz), beat features (RR context, morphology against the dominant beat) from
+  :func:`edge.interpret.beat_class.beat_features` of the detected beats, the code the edge runs; each detection
+  is matched one-to-one to a reference beat within ±150 ms (EC57). A reference beat no detection matches is
+  "missed" (a false negative of its class); a detection matching no reference beat is "extra" (a false positive
+  of the class it is given);
+* ``reference``: the ``.atr`` R peaks and their beat features (the classifier alone).
 
 Windows are cut from the preferred lead resampled to 250 Hz by the edge's streaming resampler and run through the
 engine with ONNX Runtime (:func:`edge.inference.load_engine`), decided by the manifest's thresholds
@@ -41,8 +42,7 @@ from edge.detection.beats import detect_record
 from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ
 from edge.inference import load_engine
 from edge.inference.engine import Engine, to_probabilities
-from edge.interpret.beat_class import decide
-from edge.interpret.rr_features import FEATURE_NAMES, rr_features
+from edge.interpret.beat_class import beat_features, decide, feature_columns
 from offline.plots import plot_confusion
 from offline.records import read_record
 from offline.scoring import match_pairs
@@ -76,7 +76,8 @@ def classify(engine: Engine, signal_mv: np.ndarray, r_internal: np.ndarray, r_ti
     """AAMI class index of each beat (-1 where its window is not inside the signal)."""
     m = engine.manifest
     windows, inside = mitdb.beat_windows(signal_mv, r_internal, m.r_offset_samples, m.window_samples)
-    features = rr_features(r_times_s).astype(np.float32)[inside]
+    columns = feature_columns(m.feature_names)
+    features = beat_features(r_times_s, signal_mv, r_internal, INTERNAL_FS_HZ)[:, columns].astype(np.float32)[inside]
     logits = engine.infer(windows[:, None, :], features=features)
     thresholds = np.array([m.thresholds[c] for c in m.class_names])
     pred = np.full(len(r_internal), -1, dtype=np.int64)
@@ -130,7 +131,7 @@ def throughput(engine: Engine, n: int = 4096, repeats: int = 5) -> float:
     m = engine.manifest
     rng = np.random.default_rng(0)
     windows = rng.normal(size=(n, 1, m.window_samples)).astype(np.float32)
-    features = rr_features(np.cumsum(rng.uniform(0.6, 1.0, n))).astype(np.float32)
+    features = rng.normal(size=(n, len(m.feature_names))).astype(np.float32)
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -216,8 +217,12 @@ def main() -> None:
     console = Console(width=140)
     engine = load_engine(args.engine, backend="onnxruntime", threads=1)
     m = engine.manifest
-    if tuple(m.feature_names) != FEATURE_NAMES or tuple(m.class_names) != AAMI_CLASSES:
-        raise SystemExit(f"error: {args.engine} is not an AAMI beat classifier with this code's RR features")
+    try:
+        feature_columns(m.feature_names)
+    except ValueError as exc:
+        raise SystemExit(f"error: {args.engine}: {exc}") from None
+    if tuple(m.class_names) != AAMI_CLASSES:
+        raise SystemExit(f"error: {args.engine} is not an AAMI beat classifier (classes {list(m.class_names)})")
     groups = {"DS2 dev-test": DEV_TEST, "DS1 val": mitdb.VAL_RECORDS}
     results: dict = {"engine": str(args.engine), "window_samples": m.window_samples,
                      "r_offset_samples": m.r_offset_samples, "fs_hz": INTERNAL_FS_HZ,

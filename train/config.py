@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from edge.interpret.beat_class import BEAT_FEATURE_NAMES
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -36,6 +38,9 @@ class DataConfig:
         beat_before_s: beat-classify: window start before the R peak (s); the window is ``window_s`` long.
         exclude_records: records kept out of pretraining, as ``<source>/<record>`` below ``root`` (``mitdb/100``,
             ``qtdb/sel100``): the subjects of a test set (MIT-BIH DS2 for ``beat-classify``).
+        beat_features: beat-classify: the per-beat features the head takes besides the window, names from
+            :data:`edge.interpret.beat_class.BEAT_FEATURE_NAMES` (RR context, morphology against the patient's
+            dominant beat); at least one.
     """
 
     root: str = "../shared/data"
@@ -49,6 +54,7 @@ class DataConfig:
     classify_sources: list[str] = field(default_factory=lambda: ["ptbxl"])
     beat_before_s: float = 0.5
     exclude_records: list[str] = field(default_factory=list)
+    beat_features: list[str] = field(default_factory=lambda: list(BEAT_FEATURE_NAMES))
 
     def root_path(self) -> Path:
         root = Path(self.root)

@@ -174,11 +174,12 @@ class Classifier(nn.Module):
 
 
 class BeatClassifier(nn.Module):
-    """Encoder + RR context -> AAMI beat logits: ``forward(x, features)``, (B, 1, T) beat windows and (B, K) raw RR
-    features (:data:`edge.interpret.rr_features.FEATURE_NAMES`) -> (B, n_classes).
+    """Encoder + beat features -> AAMI beat logits: ``forward(x, features)``, (B, 1, T) beat windows and (B, K) raw
+    beat features (the manifest's ``feature_names``, from :data:`edge.interpret.beat_class.BEAT_FEATURE_NAMES`: RR
+    context and morphology against the patient's dominant beat) -> (B, n_classes).
 
     The window's feature map is RoI-pooled over ``roi`` (input samples ``[start, stop)`` around the R peak, the beat
-    window the Beat-SSL beat contrast pools), concatenated with the standardised RR features (``feature_mean`` /
+    window the Beat-SSL beat contrast pools), concatenated with the standardised beat features (``feature_mean`` /
     ``feature_std``, buffers fitted on the training beats, so the exported model takes raw features) and fed to a
     two-layer MLP.
     """

@@ -19,8 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ, LEADS_8, LEADS_12, PTBXL_SUPERCLASSES, WAVE_CLASSES
-from edge.interpret.beat_class import decide
-from edge.interpret.rr_features import FEATURE_NAMES, rr_features
+from edge.interpret.beat_class import beat_features, decide, feature_columns
 from train import beat_metrics, losses
 from train.augment import ThreeKG, amplitude_view
 from train.checkpoint import read_checkpoint
@@ -504,7 +503,8 @@ class BeatClassifyTask(Task):
     (thresholds, per-epoch validation) on other DS1 records, test on DS2 records; every record on one side.
 
     Input: ``data.window_s`` of the record's preferred lead starting ``data.beat_before_s`` before the reference R
-    peak, plus :func:`edge.interpret.rr_features.rr_features` of the record's beats. Class imbalance: cross-entropy
+    peak, plus the ``data.beat_features`` of each beat (:func:`edge.interpret.beat_class.beat_features`: RR context
+    and morphology against the patient's dominant beat). Class imbalance: cross-entropy
     weighted by ``1 / sqrt(class share)`` of the training beats (capped at :data:`MAX_CLASS_WEIGHT`).
     ``data.label_fraction`` keeps a seeded random fraction of the training beats.
     """
@@ -529,8 +529,15 @@ class BeatClassifyTask(Task):
         self.roi = (self.before - round(before_s * INTERNAL_FS_HZ), self.before + round(after_s * INTERNAL_FS_HZ))
         if not 0 <= self.roi[0] < self.roi[1] <= self.window_samples:
             raise ValueError(f"the beat window {self.roi} (samples) is outside the {self.window_samples}-sample input")
+        if not cfg.data.beat_features:
+            raise ValueError("beat-classify needs at least one beat feature (data.beat_features)")
+        self.feature_names = tuple(cfg.data.beat_features)
+        columns = feature_columns(self.feature_names)
         self.records = {n: mitdb.read_beats(root / n) for part in self.parts.values() for n in part}
-        self.features = {n: rr_features(r.r_times_s).astype(np.float32) for n, r in self.records.items()}
+        self.features = {
+            n: beat_features(r.r_times_s, r.signal_mv, r.r_samples, INTERNAL_FS_HZ)[:, columns].astype(np.float32)
+            for n, r in self.records.items()
+        }
         self.sets = {part: self._beat_set(names, 0) for part, names in self.parts.items()}
         train = self._beat_set(self.parts["train"], cfg.augment.r_jitter_samples)
         train.items = np.asarray(_subset(list(train.items), cfg.data.label_fraction, cfg.run.seed)).reshape(-1, 2)
@@ -543,7 +550,7 @@ class BeatClassifyTask(Task):
         self.class_weights = torch.tensor(weights, dtype=torch.float32)
         self.thresholds = np.ones(len(AAMI_CLASSES))
         self.threshold_source = "default 1 (argmax)"
-        model = {**as_dict(cfg)["model"], "n_features": len(FEATURE_NAMES), "roi": list(self.roi)}
+        model = {**as_dict(cfg)["model"], "n_features": len(self.feature_names), "roi": list(self.roi)}
         self.model = build_model("beat-classify", model, 1, len(AAMI_CLASSES))
         feats = np.stack([train.features[k][b] for k, b in train.items])
         self.model.feature_mean.copy_(torch.from_numpy(feats.mean(axis=0)))
@@ -610,7 +617,7 @@ class BeatClassifyTask(Task):
         leads = sorted({r.lead for n, r in self.records.items() if n in self.parts["train"]})
         return {
             **super().meta(),
-            "model": {**as_dict(self.cfg)["model"], "n_features": len(FEATURE_NAMES), "roi": list(self.roi)},
+            "model": {**as_dict(self.cfg)["model"], "n_features": len(self.feature_names), "roi": list(self.roi)},
             "leads": leads,
             "r_offset_samples": self.before,
             "class_names": list(AAMI_CLASSES),
@@ -618,7 +625,7 @@ class BeatClassifyTask(Task):
             "thresholds": [float(t) for t in self.thresholds],
             "thresholds_from": self.threshold_source,
             "decision": "argmax of softmax probability / threshold",
-            "feature_names": list(FEATURE_NAMES),
+            "feature_names": list(self.feature_names),
             "class_weights": [float(w) for w in self.class_weights],
             "train_beats_per_class": dict(zip(AAMI_CLASSES, self.class_counts.tolist(), strict=True)),
             "split": self.parts,

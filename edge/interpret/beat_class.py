@@ -1,9 +1,13 @@
-"""The decision rule of beat classification: one class per beat from its class probabilities and the manifest's
-per-class thresholds. The edge (every published beat) and training (threshold tuning, evaluation) both use it."""
+"""The decision rule of beat classification (one class per beat from its class probabilities and the manifest's
+per-class thresholds) and the names of the per-beat features a classifier can take. The edge (every published beat)
+and training (features, threshold tuning, evaluation) both use it."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from edge.interpret.beat_morphology import MORPHOLOGY_NAMES, morphology_features
+from edge.interpret.rr_features import FEATURE_NAMES, rr_features
 
 
 def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -12,3 +16,38 @@ def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     p = np.asarray(probabilities, dtype=float)
     t = np.maximum(np.asarray(thresholds, dtype=float), 1e-6)
     return np.argmax(p / t[None, :], axis=-1)
+
+
+#: Every per-beat feature the edge can give a beat classifier, by name: the RR context
+#: (:mod:`edge.interpret.rr_features`), then the morphology against the patient's dominant beat
+#: (:mod:`edge.interpret.beat_morphology`). An engine's manifest ``feature_names`` picks its columns from these.
+BEAT_FEATURE_NAMES: tuple[str, ...] = FEATURE_NAMES + MORPHOLOGY_NAMES
+
+
+def feature_columns(names: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Indices into :data:`BEAT_FEATURE_NAMES` of an engine's ``feature_names``, in its order.
+
+    Raises:
+        ValueError: a name the edge does not compute.
+    """
+    unknown = [n for n in names if n not in BEAT_FEATURE_NAMES]
+    if unknown:
+        raise ValueError(f"the edge computes no beat feature named {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(BEAT_FEATURE_NAMES)}")
+    return np.array([BEAT_FEATURE_NAMES.index(n) for n in names], dtype=np.int64)
+
+
+def beat_features(r_times_s: np.ndarray, signal_mv: np.ndarray, r_samples: np.ndarray, fs_hz: float) -> np.ndarray:
+    """Every feature of :data:`BEAT_FEATURE_NAMES` for a whole series of beats, with the code the edge runs live.
+
+    Args:
+        r_times_s: ``(k,)`` R times (s), strictly increasing (the RR context).
+        signal_mv: ``(n,)`` the classifier's lead (mV) at ``fs_hz`` (the morphology).
+        r_samples: ``(k,)`` the same R peaks as samples of ``signal_mv``.
+        fs_hz: rate of ``signal_mv`` (Hz).
+
+    Returns:
+        ``(k, len(BEAT_FEATURE_NAMES))`` float64.
+    """
+    morph = morphology_features(signal_mv, r_samples, fs_hz)
+    return np.concatenate([rr_features(r_times_s), morph], axis=1)

@@ -26,7 +26,8 @@ import numpy as np
 from edge.ecg import preferred_lead
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
 from edge.inference.batching import InferenceRequest
-from edge.interpret.beat_class import decide
+from edge.interpret.beat_class import decide, feature_columns
+from edge.interpret.beat_morphology import NEUTRAL, DominantBeat
 from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms
 from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
 from edge.interpret.rr_features import RRContext
@@ -76,6 +77,13 @@ class InferencePlan:
         if self.seg is not None and not 0.2 * self.fs_hz <= self.seg_pre <= self.seg.window_samples - 0.5 * self.fs_hz:
             raise ValueError(f"the segmentation window must hold 0.2 s before and 0.5 s after the R peak; "
                              f"{self.seg_pre} of {self.seg.window_samples} samples before it does not")
+        if self.beat is not None:
+            feature_columns(self.beat.feature_names)  # every feature the engine takes is one the edge computes
+            before, after = DominantBeat(self.fs_hz).span
+            off = self.beat.r_offset_samples or 0
+            if off < before or self.beat.window_samples - off < after:
+                raise ValueError(f"engine {self.beat.name!r}: its beat window must hold the morphology span "
+                                 f"({before} samples before and {after} after the R peak)")
 
     @property
     def seg_pre(self) -> int:
@@ -181,6 +189,8 @@ class DeviceInference:
         self.beat_thresholds = (np.array([plan.beat.thresholds.get(c, 1.0) for c in plan.beat.class_names])
                                 if plan.beat is not None else None)
         self._rr = RRContext()
+        self._morph = DominantBeat(self.fs)
+        self.beat_columns = feature_columns(plan.beat.feature_names) if plan.beat is not None else None
         self.cls_lead_idx: tuple[int, ...] | None = None
         self.cls_problem: str | None = None
         if plan.cls is not None:
@@ -243,9 +253,18 @@ class DeviceInference:
                 beat.ready_wall = max(beat.ready_wall, arrival)
                 win = self.buffer.window(start, start + plan.beat.window_samples)[:, self.beat_lead_idx]
                 requests.append(InferenceRequest(self.device, "beat", beat.payload["_id"], win[None, :], arrival,
-                                                 features=beat.features.astype(np.float32)))
+                                                 features=self._beat_features(beat, win)))
                 self._results_due += 1
         return requests
+
+    def _beat_features(self, beat: _PendingBeat, window: np.ndarray) -> np.ndarray:
+        """The engine's feature vector of one beat, from its RR context and its morphology against the dominant beat
+        (learnt here, once per beat, in beat order; a beat too close to the run start to hold the span gets
+        :data:`edge.interpret.beat_morphology.NEUTRAL`, as in training)."""
+        before, after = self._morph.span
+        off = self.plan.beat.r_offset_samples or 0
+        morph = self._morph.push(window[off - before : off + after]) if beat.r >= before else NEUTRAL
+        return np.concatenate([beat.features, morph])[self.beat_columns].astype(np.float32)
 
     def flush(self, arrival: float) -> tuple[list[InferenceRequest], list[dict[str, Any]]]:
         """The run ended: the last beat's RR features (its post-RR taken equal to its pre-RR), the windows the
