@@ -64,6 +64,9 @@ from edge.transport.mqtt import MqttSettings, connect_properties, make_client
 
 log = logging.getLogger(__name__)
 
+#: How long (s) a node waits for a device's retained status after taking it up; none by then: there is none stored.
+STATUS_READ_S = 10.0
+
 
 @dataclass
 class EdgeConfig:
@@ -156,6 +159,14 @@ class _Ack:
 
     device: str
     alarm_type: str
+
+
+@dataclass
+class _Previous:
+    """Inbox item: the retained status ``device``'s previous owner left (read when this node took it up)."""
+
+    device: str
+    payload: bytes
 
 
 @dataclass
@@ -322,6 +333,8 @@ class EdgeApp:
             for task, engine in self.engines.items()
         }
         self._streams: list[dict[str, DeviceStream]] = [{} for _ in range(config.workers)]
+        #: per worker: devices taken up whose retained status is being read -> monotonic deadline of the read
+        self._reading: list[dict[str, float]] = [{} for _ in range(config.workers)]
         self._inboxes = [Inbox(config.queue_size) for _ in range(config.workers)]
         self._workers = [threading.Thread(target=self._work, args=(k,), name=f"edge-worker-{k}", daemon=True)
                          for k in range(config.workers)]
@@ -336,9 +349,13 @@ class EdgeApp:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self._unsubscribed = threading.Event()
-        self.client.on_unsubscribe = lambda *_: self._unsubscribed.set()
+        self.client.on_unsubscribe = self._on_unsubscribe
+        #: message ids of the samples (un)subscription, told apart from the status reads' (set under the lock, so an
+        #: acknowledgement cannot be judged before its id is known)
+        self._ingest_mids: dict[str, int | None] = {"subscribe": None, "unsubscribe": None}
+        self._mid_lock = threading.Lock()
 
     def threads(self) -> list[threading.Thread]:
         """Every thread the node runs (the watchdog's list)."""
@@ -371,7 +388,8 @@ class EdgeApp:
 
         if self.subscribed.is_set() and self.client.is_connected():
             # after the UNSUBACK no more chunks come: everything we acknowledged (PUBACK) is in an inbox
-            self.client.unsubscribe(self._subscription())
+            with self._mid_lock:
+                self._ingest_mids["unsubscribe"] = self.client.unsubscribe(self._subscription())[1]
             self._unsubscribed.wait(min(2.0, left()))
         self._stop.set()
         for inbox in self._inboxes:
@@ -416,7 +434,8 @@ class EdgeApp:
         # failover: health first, so the peers' retained health (sent right after the SUBACK) is known before any
         # chunk is judged by its owner
         health = [(proto.HEALTH_SUBSCRIPTION, 1)] if self.membership is not None else []
-        client.subscribe([*health, (self._subscription(), 1), (proto.ALARM_ACK_SUBSCRIPTION, 1)])
+        self._ingest_mids["subscribe"] = client.subscribe([*health, (self._subscription(), 1),
+                                                           (proto.ALARM_ACK_SUBSCRIPTION, 1)])[1]
         if self._disconnected_since is not None:
             outage = time.monotonic() - self._disconnected_since
             log.warning("broker %s is back after %.1f s", self.config.mqtt.broker, outage)
@@ -427,6 +446,15 @@ class EdgeApp:
         self._publish(self._health_topic, proto.dumps(self.health("online")), retain=True)
         log.info("connected to %s", self.config.mqtt.broker)
         self.connected.set()
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, *_: Any) -> None:
+        if mid == self._ingest_mids["subscribe"]:  # not the SUBACK of a status read
+            self.subscribed.set()
+
+    def _on_unsubscribe(self, client: paho.Client, userdata: Any, mid: int, *_: Any) -> None:
+        with self._mid_lock:
+            if mid == self._ingest_mids["unsubscribe"]:
+                self._unsubscribed.set()
 
     def _subscription(self) -> str:
         group = self.config.shared_group
@@ -453,6 +481,10 @@ class EdgeApp:
             if proto.device_hash(device) % n != k:
                 return
         if self.membership is not None and self.membership.owner(device) != self.config.node:
+            return
+        if proto.is_status(message.topic):  # a status read: only the stored message counts, not live ones
+            if message.retain:
+                self._inbox(device).put(_Previous(device, message.payload))
             return
         if proto.is_alarm_ack(message.topic):
             self._on_ack(device, message.payload)
@@ -492,6 +524,7 @@ class EdgeApp:
     def _work(self, k: int) -> None:
         streams = self._streams[k]
         inbox = self._inboxes[k]
+        reading = self._reading[k]
         leaving: set[str] = set()  # handed over to another node: flushed, forgotten once no engine result is due
         flushed = False
         try:
@@ -504,14 +537,23 @@ class EdgeApp:
                     for device in list(streams):
                         self._guarded(streams, device, lambda s: s.flush())
                 elif isinstance(item, _Handover):
-                    self._hand_over(streams, leaving)
+                    self._hand_over(streams, leaving, reading)
+                elif isinstance(item, _Previous):
+                    if reading.pop(item.device, None) is not None:
+                        self.client.unsubscribe(proto.status_topic(item.device))
+                        if item.device in streams:
+                            self._guarded(streams, item.device, lambda s, p=item.payload: s.previous_status(p))
                 elif isinstance(item, _Expire):
                     self._forget_left(streams, leaving)
                     self._expire(streams, inbox)
+                    self._give_up_reads(reading)
                     if item.status:
+                        due = time.monotonic() - self.config.health_interval_s
                         for device, stream in streams.items():
-                            if device not in leaving:  # the new owner's status is the device's now
-                                self._emit(device, [Output("status", stream.status(), retain=True)])
+                            # the new owner's status is the device's now; a device whose beats just said how far
+                            # it got needs no repeat
+                            if device not in leaving and stream.status_wall <= due:
+                                self._emit(device, [stream.status_output()])
                 elif isinstance(item, _Resume):
                     for stream in streams.values():
                         stream.last_arrival = max(stream.last_arrival, item.wall)
@@ -527,19 +569,21 @@ class EdgeApp:
                 elif flushed:  # came after the UNSUBACK wait ran out: the streams are flushed, say so
                     self._reject("shutting_down", f"chunk of {item[0]} came after the shutdown flush; dropped")
                 else:
-                    self._ingest(streams, *item)
+                    self._ingest(streams, reading, *item)
         except BaseException as exc:
             self._die(f"worker {k} died: {type(exc).__name__}: {exc}")
             raise
 
-    def _hand_over(self, streams: dict[str, DeviceStream], leaving: set[str]) -> None:
+    def _hand_over(self, streams: dict[str, DeviceStream], leaving: set[str], reading: dict[str, float]) -> None:
         """The handover step of a membership change: every device now owned by another node is flushed (its beats
         in the look-ahead go out, engine results still due are taken), gets a ``moved`` status naming the new owner
         (not retained: the retained status is the new owner's) and is forgotten once idle."""
         for device in list(streams):
             owner = self.membership.owner(device)
             if owner == self.config.node:
-                leaving.discard(device)  # came back before it was forgotten: its next chunk starts a new run
+                if device in leaving:  # came back before it was forgotten: its next chunk starts a new run
+                    leaving.discard(device)
+                    self._take_up(streams[device], reading)
             elif device not in leaving:
                 leaving.add(device)
                 self._guarded(streams, device, lambda s, o=owner: self._move(s, o))
@@ -555,14 +599,15 @@ class EdgeApp:
             self.counters.release_device(streams.pop(device).counters.beats)
             leaving.discard(device)
 
-    def _ingest(self, streams: dict[str, DeviceStream], device: str, payload: bytes, content_type: str | None,
-                arrival: float) -> None:
+    def _ingest(self, streams: dict[str, DeviceStream], reading: dict[str, float], device: str, payload: bytes,
+                content_type: str | None, arrival: float) -> None:
         if device not in streams:
             if not self.counters.claim_device(self.config.max_devices):
                 self._reject("device_cap", f"{self.config.max_devices} devices held; chunk of new device {device} "
                                            f"dropped")
                 return
             streams[device] = self._new_stream(device)
+            self._take_up(streams[device], reading)
         try:
             msg = proto.decode_samples(payload, self.config.limits, content_type)
         except proto.ProtocolError as exc:
@@ -580,15 +625,30 @@ class EdgeApp:
             self._submit(stream)
         except Exception as exc:  # noqa: BLE001 - one device's failure must not stop the others
             log.exception("device %s: internal error", device)
-            counters = stream.counters
+            counters, resume = stream.counters, stream.resume
             streams[device] = stream = self._new_stream(device)
-            stream.counters = counters
+            stream.counters, stream.resume = counters, resume
             outputs = stream.error("internal", f"{type(exc).__name__}: {exc}; stream restarted")
         self._emit(device, outputs)
 
     def _new_stream(self, device: str) -> DeviceStream:
         limits = self.config.device_alarm_limits.get(device, self.config.alarm_limits)
-        return DeviceStream(device, self.config.stream, self.plan, limits)
+        return DeviceStream(device, self.config.stream, self.plan, limits, node=self.config.node)
+
+    def _take_up(self, stream: DeviceStream, reading: dict[str, float]) -> None:
+        """This node takes a device up: read the retained status its previous owner left (the broker sends the stored
+        message on subscribing, before any status this node publishes after the SUBSCRIBE), so that the stream can
+        state the gap of its resume."""
+        stream.take_up()
+        reading[stream.device_id] = time.monotonic() + STATUS_READ_S
+        self.client.subscribe(proto.status_topic(stream.device_id), qos=1)
+
+    def _give_up_reads(self, reading: dict[str, float]) -> None:
+        """Stop reading the status of devices that had none stored (new to the broker): nothing will come."""
+        now = time.monotonic()
+        for device in [d for d, deadline in reading.items() if now > deadline]:
+            del reading[device]
+            self.client.unsubscribe(proto.status_topic(device))
 
     def _submit(self, stream: DeviceStream) -> None:
         for request in stream.take_requests():

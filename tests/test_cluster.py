@@ -7,8 +7,10 @@ mosquitto, one of them killed with kill -9 mid-stream and started again.
   the bound is not, silence beyond the bound expires.
 - Three nodes, 6 devices at 4x: kill -9 of n0 at ~16 s of signal, n0 started again at ~40 s. Every device gets beats
   to the end; the devices that never belonged to n0 get exactly the offline detector's beats; n0's devices miss at
-  most 5 s of signal per handover (the signal between the beats around a hole), no beat is published twice, and
-  the interim owner said ``moved`` when n0 took them back.
+  most 5 s of signal per handover (the signal between the beats around a hole), no beat is published twice, the
+  interim owner said ``moved`` when n0 took them back, and the interim owner's status stated the gap of the
+  takeover (``resumed_by`` handover): equal, within one chunk, to the gap the beats show
+  (:func:`test_supervisor.check_resume`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from edge_harness import Collector
+from test_supervisor import check_resume
 
 from edge import protocol as proto
 from edge.cluster import Membership, rendezvous_owner
@@ -141,5 +144,9 @@ def test_three_nodes_kill_one_and_bring_it_back(broker, data_dir) -> None:
         assert got[-1] >= expected[-1] - 2 * fs, d
         assert all(g <= 5.0 for g in gaps) and found.count(False) <= 8, (d, gaps)
         statuses = col.get(proto.status_topic(d))
-        assert any(s["state"] == "moved" and s["to"] == "n0" for s in statuses), d  # handed back by its interim owner
+        back = [s for s in statuses if s["state"] == "moved" and s["to"] == "n0"]
+        assert back, d  # handed back by its interim owner
+        # the takeover after the kill, checked on the interim owner's beats (up to 1 s before it handed back)
+        assert check_resume(statuses, col.get(proto.beats_topic(d)), rec.signal_mv[: int(seconds * fs)], fs,
+                            "handover", until_s=back[0]["t_last_s"] - 1.0) <= 5.0, d
     col.close()

@@ -116,3 +116,23 @@ def test_binary_decode_is_adu_over_gain_rounded_once_and_bad_names_fail_every_ti
         with pytest.raises(proto.ProtocolError) as err:
             proto.decode_samples(bytes(bad))
         assert err.value.code == "bad_leads"
+
+
+def test_resume_from_the_previous_owners_status() -> None:
+    """The gap is the signal after the previous owner's last sample (t_last_s + one sample period) up to the first
+    sample processed now; the same node name is a restart, another a handover; a stream that was not running (stale,
+    nothing processed, not a status) is no resume."""
+    left = {"v": 1, "device": "bed-1", "node": "n0", "state": "online", "fs": 250.0, "t_last_s": 10.996}
+    r = proto.resume_from_status(proto.dumps(left), "n1", 12.5)
+    assert r is not None and r.by == "handover" and r.at_s == 12.5
+    assert r.gap_s == pytest.approx(12.5 - 11.0)
+    assert r.fields() == {"resumed_by": "handover", "resume_gap_s": 1.5, "resumed_at_s": 12.5}
+    assert proto.resume_from_status(proto.dumps(left), "n0", 11.0).fields()["resume_gap_s"] == 0.0
+    assert proto.resume_from_status(proto.dumps(left), "n0", 11.0).by == "restart"
+    assert proto.resume_from_status(proto.dumps({**left, "state": "flat"}), "n1", 12.5) is not None
+    for bad in ({**left, "state": "stale"}, {**left, "t_last_s": None}, {**left, "fs": 0}, {**left, "fs": True}):
+        assert proto.resume_from_status(proto.dumps(bad), "n1", 12.5) is None, bad
+    assert proto.resume_from_status(b"[1, 2]", "n1", 12.5) is None
+    assert proto.resume_from_status(b"\xff", "n1", 12.5) is None
+    assert proto.is_status(proto.status_topic("bed-1")) and not proto.is_status(proto.beats_topic("bed-1"))
+    assert set(proto.NO_RESUME) == set(r.fields()) and r.by in proto.RESUMED_BY

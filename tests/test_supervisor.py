@@ -5,7 +5,8 @@
   and SIGTERM right after the last chunk exits 0 with nothing lost (the shutdown flush puts out the last beats).
 - kill -9 of one worker mid-stream: the supervisor restarts it (health: restarts 1, online again), its devices go
   on with the beats of the rest of the record (sample numbers on the device clock), the other worker's devices lose
-  nothing.
+  nothing, and each resumed device's status states the gap (``resumed_by`` restart): equal, within one chunk, to
+  the gap its beats show (:func:`check_resume`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,35 @@ def offline_beats(path: Path, seconds: float) -> list[int]:
     rec = read_record(path)
     return [b.sample for b in detect_record(rec.signal_mv[: int(seconds * rec.fs_hz)], rec.fs_hz,
                                             chunk_samples=int(0.04 * rec.fs_hz))]
+
+
+def check_resume(statuses: list[dict], beats: list[dict], signal_mv: np.ndarray, fs: float, by: str,
+                 until_s: float | None = None) -> float:
+    """Check the first resume ``by`` stated on a device's statuses against its beats; return the stated gap (s).
+
+    The beats show both ends of the gap: the previous owner had processed the signal up to its last beat's ``time +
+    latency_s`` (the sample it had when it decided that beat, which its retained status said), and the new owner
+    started at ``resumed_at_s`` iff its beats are exactly the offline detector's on the signal from there (checked
+    up to ``until_s``, s of device time; None: the end). The stated ``resume_gap_s`` must equal the signal between
+    the two, within one chunk (40 ms).
+    """
+    resumed = [s for s in statuses if s.get("resumed_by") == by]
+    assert resumed, [(s["state"], s.get("resumed_by")) for s in statuses]
+    at_s = resumed[0]["resumed_at_s"]
+    first = round(at_s * fs)
+    end = len(signal_mv) if until_s is None else round(until_s * fs)
+    old = [b for b in beats if b["sample"] < first]
+    new = [b["sample"] for b in beats if first <= b["sample"] < end]
+    offline = [first + b.sample for b in detect_record(signal_mv[first:], fs, chunk_samples=round(0.04 * fs))]
+    assert new == [b for b in offline if b < end], (at_s, new[:3], offline[:3])
+    beats_gap_s = at_s - (old[-1]["time"] + old[-1]["latency_s"] + 1.0 / fs)
+    stated_s = resumed[0]["resume_gap_s"]
+    print(f"{statuses[0]['device']}: resumed by {by} at {at_s:.3f} s, stated gap {stated_s:.3f} s, beats show "
+          f"{beats_gap_s:.3f} s")
+    assert abs(stated_s - beats_gap_s) <= 0.04, (stated_s, beats_gap_s)
+    later = statuses[statuses.index(resumed[0]):]
+    assert all(s["t_last_s"] is not None for s in later)  # every status from the resume on says how far it got
+    return stated_s
 
 
 def node_health(col: Collector, node: str) -> dict:
@@ -131,4 +161,7 @@ def test_killed_worker_is_restarted_and_its_devices_go_on(broker, data_dir) -> N
         assert np.diff(near).min() > 0.2 * rec.fs_hz, d  # no beat twice
         assert len(near) <= len(expected) + 1
         assert hole_s <= 5.0 and len(missing) <= 8, (d, missing)
+        signal_mv = rec.signal_mv[: int(seconds * rec.fs_hz)]
+        assert check_resume(col.get(proto.status_topic(d)), col.get(proto.beats_topic(d)), signal_mv, rec.fs_hz,
+                            "restart") <= 5.0
     col.close()

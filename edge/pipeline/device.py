@@ -27,7 +27,7 @@ from edge.pipeline.device_inference import DeviceInference, InferencePlan
 from edge.pipeline.interpretation import DeviceInterpretation
 from edge.pipeline.outputs import Output
 from edge.pipeline.sequence import SeqEvent, SequenceTracker
-from edge.protocol import PROTOCOL_VERSION, SamplesMessage
+from edge.protocol import NO_RESUME, PROTOCOL_VERSION, Resume, SamplesMessage, resume_from_status
 
 #: Standard deviation below which a lead counts as flat (lead off), in mV, over the quality window.
 FLAT_STD_MV = 0.005
@@ -78,11 +78,17 @@ class DeviceStream:
     Sample numbering is on the device clock: a beat's ``sample`` is ``round(time * fs)`` where ``time`` is device
     time (s), the run's first sample being ``round(t0 * fs)``. So numbering survives edge restarts and failovers: a
     device that starts at ``t0 = 0`` gets the sample indices of its own record.
+
+    Resumes: the status says how far the stream got (``t_last_s``) and goes out, retained, with every chunk that
+    decided beats, so what an owner leaves when it dies says at least as much as its last beat. A new owner hands
+    that retained status to :meth:`previous_status`; with the first sample it processed (:meth:`take_up` marks the
+    start) it makes the :class:`~edge.protocol.Resume` every later status carries.
     """
 
     def __init__(self, device_id: str, config: StreamConfig | None = None, plan: InferencePlan | None = None,
-                 alarm_limits: AlarmLimits | None = None):
+                 alarm_limits: AlarmLimits | None = None, node: str | None = None):
         self.device_id = device_id
+        self.node = node
         self.interpretation = DeviceInterpretation(device_id, alarm_limits)
         self.config = config or StreamConfig()
         self.plan = plan
@@ -93,7 +99,33 @@ class DeviceStream:
         self.last_arrival = time.monotonic()
         self._last_error_wall: dict[str, float] = {}
         self._generation = 0  # detector runs so far; engine results of older runs are told apart by it
+        self._t_last_s: float | None = None  # device time of the last sample processed (s)
+        self.resume: Resume | None = None
+        #: monotonic time the last status message was made (the periodic republish skips a device with a fresh one)
+        self.status_wall = -math.inf
+        self.take_up()
         self.reset()
+
+    def take_up(self) -> None:
+        """This node takes the device up (again): the next sample processed is the first of a possible resume."""
+        self._first_s: float | None = None  # device time of the first sample processed since (s)
+        self._previous: bytes | None = None
+
+    def previous_status(self, payload: bytes) -> list[Output]:
+        """The retained status the device's previous owner left (read when this node took it up); returns the
+        status stating the resume once the first sample processed here is known (at once, or with that chunk)."""
+        self._previous = payload
+        return self._resume()
+
+    def _resume(self) -> list[Output]:
+        if self._previous is None or self._first_s is None:
+            return []
+        resume = resume_from_status(self._previous, self.node, self._first_s)
+        self._previous = None
+        if resume is None:
+            return []
+        self.resume = resume
+        return [self.status_output()]
 
     def reset(self) -> None:
         """Forget the stream (the counters stay: they count for the device's lifetime on this node)."""
@@ -233,8 +265,15 @@ class DeviceStream:
         self.counters.chunks += 1
         self.counters.samples += msg.n_samples
         resampled, beats = self._beats.push(msg.data_mv)
+        self._t_last_s = (self._run_base + self._beats.samples_in - 1) / self.fs_hz
         out += self._advance(resampled, beats, arrival)
+        n_out = len(out)
         self._update_quality(msg.data_mv, out)
+        if self._first_s is None:
+            self._first_s = self._run_base / self.fs_hz
+            out += self._resume()
+        elif beats and len(out) == n_out:  # no status from the quality check: say how far the beats got
+            out.append(self.status_output())
         return out
 
     def _advance(self, resampled: np.ndarray, beats: list[Beat], arrival: float) -> list[Output]:
@@ -345,15 +384,23 @@ class DeviceStream:
     def _set_state(self, state: str, out: list[Output], force: bool = False) -> None:
         if state != self.state or force:
             self.state = state
-            out.append(Output("status", self.status(), retain=True))
+            out.append(self.status_output())
+
+    def status_output(self) -> Output:
+        """The retained status message, to publish now."""
+        self.status_wall = time.monotonic()
+        return Output("status", self.status(), retain=True)
 
     def status(self) -> dict[str, Any]:
-        """The retained status message of this device."""
+        """The status message of this device (see docs/protocol.md)."""
         c = self.counters
         return {
             "v": PROTOCOL_VERSION,
             "device": self.device_id,
+            "node": self.node,
             "state": self.state,
+            "t_last_s": None if self._t_last_s is None else round(self._t_last_s, 4),
+            **(NO_RESUME if self.resume is None else self.resume.fields()),
             "fs": self.fs_hz,
             "leads": list(self.leads),
             "leads_off": list(self.leads_off),

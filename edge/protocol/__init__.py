@@ -6,15 +6,19 @@ from edge.protocol.payloads import (
     BINARY_MAGIC,
     CONTENT_TYPE_BINARY,
     CONTENT_TYPE_JSON,
+    NO_RESUME,
     PROTOCOL_VERSION,
+    RESUMED_BY,
     Limits,
     ProtocolError,
+    Resume,
     SamplesMessage,
     decode_alarm_ack,
     decode_samples,
     dumps,
     encode_samples_binary,
     encode_samples_json,
+    resume_from_status,
 )
 from edge.protocol.topics import (
     ALARM_ACK_SUBSCRIPTION,
@@ -30,6 +34,7 @@ from edge.protocol.topics import (
     errors_topic,
     health_topic,
     is_alarm_ack,
+    is_status,
     node_errors_topic,
     node_from_health_topic,
     output_subscription,
@@ -42,9 +47,10 @@ from edge.protocol.topics import (
 )
 
 __all__ = [
-    "BINARY_HEADER", "BINARY_MAGIC", "CONTENT_TYPE_BINARY", "CONTENT_TYPE_JSON", "PROTOCOL_VERSION", "Limits",
-    "ProtocolError", "SamplesMessage", "decode_alarm_ack", "decode_samples", "dumps", "encode_samples_binary",
-    "encode_samples_json", "ALARM_ACK_SUBSCRIPTION", "HEALTH_SUBSCRIPTION", "node_from_health_topic",
+    "BINARY_HEADER", "BINARY_MAGIC", "CONTENT_TYPE_BINARY", "CONTENT_TYPE_JSON", "NO_RESUME", "PROTOCOL_VERSION",
+    "RESUMED_BY", "Limits", "ProtocolError", "Resume", "SamplesMessage", "decode_alarm_ack", "decode_samples", "dumps",
+    "encode_samples_binary", "encode_samples_json", "resume_from_status", "is_status", "ALARM_ACK_SUBSCRIPTION",
+    "HEALTH_SUBSCRIPTION", "node_from_health_topic",
     "SAMPLES_SUBSCRIPTION", "TRUTH_SUBSCRIPTION", "alarm_ack_topic", "alarms_topic", "beats_topic",
     "device_from_topic", "device_hash", "episodes_topic", "errors_topic", "health_topic", "is_alarm_ack",
     "node_errors_topic", "output_subscription", "rhythm_topic", "samples_topic", "shared_samples_subscription",

@@ -272,6 +272,56 @@ def decode_alarm_ack(payload: bytes) -> str:
     return obj["type"]
 
 
+#: How a device's stream was taken up again, as its status says (``resumed_by``): ``restart`` — by the node that
+#: had it (the same node name: a restarted worker or process), ``handover`` — by another node of the cluster.
+RESUMED_BY = ("restart", "handover")
+#: Status states of a running stream: a retained status in one of them was left by an owner that stopped mid-stream.
+RUNNING_STATES = ("online", "flat")
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The gap of a device's last resume, as its status states it from then on (docs/protocol.md, status).
+
+    Attributes:
+        by: one of :data:`RESUMED_BY`.
+        gap_s: device-clock seconds of signal that no owner processed: from just after ``t_last_s`` of the retained
+            status the previous owner left (the last sample it had processed when it last published one) to the
+            first sample processed now; 0 when nothing was lost, negative when both owners processed that much.
+        at_s: device time of the first sample processed now (s).
+    """
+
+    by: str
+    gap_s: float
+    at_s: float
+
+    def fields(self) -> dict[str, object]:
+        """The status fields of this resume."""
+        return {"resumed_by": self.by, "resume_gap_s": round(self.gap_s, 4), "resumed_at_s": round(self.at_s, 4)}
+
+
+#: The status fields of a stream that was not resumed (a device new to its owner, or back after silence).
+NO_RESUME: dict[str, object] = {"resumed_by": None, "resume_gap_s": None, "resumed_at_s": None}
+
+
+def resume_from_status(previous: bytes, node: str, first_s: float) -> Resume | None:
+    """The resume a new owner ``node`` makes of a device whose first sample it processed at device time
+    ``first_s`` (s), given the retained status ``previous`` the device's last owner left; None when that status
+    says the stream was not running (``stale``, or no ``t_last_s``), or is not a status message.
+    """
+    try:
+        status = json.loads(previous)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(status, dict) or status.get("state") not in RUNNING_STATES:
+        return None
+    t_last, fs, owner = status.get("t_last_s"), status.get("fs"), status.get("node")
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in (t_last, fs)) or fs <= 0:
+        return None
+    by = "restart" if owner == node else "handover"
+    return Resume(by, first_s - (t_last + 1.0 / fs), first_s)
+
+
 def dumps(obj: dict) -> bytes:
     """Serialise an output message (compact JSON, UTF-8)."""
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()

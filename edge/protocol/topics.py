@@ -55,6 +55,11 @@ def status_topic(device_id: str) -> str:
     return f"beatssl/{device_id}/status"
 
 
+def is_status(topic: str) -> bool:
+    """True for a ``beatssl/<id>/status`` topic (an edge reads a device's retained status when it takes it up)."""
+    return topic.startswith("beatssl/") and topic.endswith("/status") and topic.count("/") == 2
+
+
 def errors_topic(device_id: str) -> str:
     """Topic the edge publishes a device's input errors on."""
     return f"beatssl/{device_id}/errors"
