@@ -18,6 +18,11 @@ af          medium    the tracker's AFIB episode (raised at its onset)          
 lead_off    low       technical: the lead is flat or saturated (never reported as asystole)                  signal
 ==========  ========  =====================================================================================  ========
 
+Precedence: while the vf condition holds, vt, brady and tachy are not present (VF supersedes them, as a monitor
+shows one ventricular-arrhythmia alarm, not three): in VF the beat detector finds the flutter waves, the classifier
+calls many of them V and their rate is above 150 /min, but the rhythm is VF. A vt or rate alarm raised before the vf
+alarm clears when vf is raised, unless it latches.
+
 Without beat classes the vt alarm cannot fire (no V run); VT then shows as extreme tachycardia (tachy, > 150 bpm)
 when fast enough, and as asystole / vf when it degenerates. HR for brady / tachy is the rate of the last 8 beats of
 any class (60 / median RR; the tracker's ``hr_all_bpm``).
@@ -149,12 +154,15 @@ class AlarmMonitor:
         if pause is None and rr is not None and rr > lim.pause_s and last_beat != self._last_rr_beat:
             pause = last_beat - rr  # a pause seen only when the beat after it came
             self._last_rr_beat = last_beat
+        vf = active.get("VFL")
+        ventricular = vf is None  # VF supersedes vt and the rate alarms
         return {
             "asystole": active.get("ASYSTOLE"),
-            "vf": active.get("VFL"),
-            "vt": snap.get("vt_run_start_s") if run >= lim.vt_run_beats and rate and rate > lim.vt_rate_bpm else None,
-            "brady": now if hr is not None and hr < brady_on else None,
-            "tachy": now if hr is not None and hr > tachy_on else None,
+            "vf": vf,
+            "vt": snap.get("vt_run_start_s") if ventricular and run >= lim.vt_run_beats and rate
+            and rate > lim.vt_rate_bpm else None,
+            "brady": now if ventricular and hr is not None and hr < brady_on else None,
+            "tachy": now if ventricular and hr is not None and hr > tachy_on else None,
             "pause": pause,
             "af": active.get("AFIB"),
             "lead_off": snap.get("signal_since_s") if snap.get("signal") == "lead_off" else None,
