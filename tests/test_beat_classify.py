@@ -233,3 +233,23 @@ def test_an_engine_asking_for_a_feature_the_edge_lacks_is_refused() -> None:
     short = dataclasses.replace(m, r_offset_samples=40)  # the window no longer holds 0.3 s before R
     with pytest.raises(ValueError, match="morphology span"):
         InferencePlan(fs_hz=INTERNAL_FS_HZ, beat=short)
+
+
+def test_pretraining_beat_classes_from_the_classifier_on_a_real_window(data_dir: Path) -> None:
+    """loss.beat_classes: classifier labels each beat of a 10 s pretraining window with engines/beat-cls: a
+    bigeminy window of 119 (DS1) comes out N V N V as annotated."""
+    from train.beat_targets import load_beat_classifier, window_beat_classes
+
+    engine = load_beat_classifier(Path(__file__).resolve().parent.parent / "engines" / "beat-cls")
+    rec = mitdb.read_beats(data_dir / "mitdb" / "119")
+    v = AAMI_CLASSES.index("V")
+    t_v = rec.r_times_s[rec.labels == v]
+    start = next(t for t in t_v if t > 60.0 and np.count_nonzero((t_v >= t) & (t_v < t + 8.0)) >= 4)  # bigeminy
+    lo = int(round((start - 2.0) * INTERNAL_FS_HZ))
+    window = rec.signal_mv[lo : lo + int(10 * INTERNAL_FS_HZ)]
+    inside = (rec.r_samples >= lo) & (rec.r_samples < lo + len(window))
+    got = window_beat_classes(engine, window, rec.r_samples[inside] - lo)
+    want = rec.labels[inside]
+    assert (want == v).sum() >= 4 and np.mean(got == want) >= 0.9
+    with pytest.raises(ValueError, match="not an AAMI beat-classify engine"):
+        load_beat_classifier(Path(__file__).resolve().parent.parent / "engines" / "wave-seg")

@@ -70,3 +70,17 @@ def test_beat_loss_changes_the_encoder_gradient() -> None:
     assert rhythm_only.abs().sum() > 0
     assert not torch.allclose(rhythm_only, with_beat)
     assert (with_beat - rhythm_only).abs().max() > 1e-4 * rhythm_only.abs().max()
+
+
+def test_classifier_labels_make_same_class_beats_of_a_record_the_hard_positives() -> None:
+    """beat_loss(labels=...) equals the loss whose similarity puts exactly the same-label pairs over the threshold."""
+    torch.manual_seed(0)
+    b1, b2 = torch.randn(5, 8), torch.randn(5, 8)
+    record = torch.tensor([0, 0, 0, 1, 1])
+    labels = torch.tensor([0, 2, 0, 0, 0])  # N V N | N N: beats 0 and 2 share a class, 3 and 4 too
+    same = (labels[:, None] == labels[None, :]).float()
+    by_labels = beat_loss(b1, b2, record, torch.full((5, 5), 0.5), "hard", 50.0, 0.1, 0.95, labels)
+    by_similarity = beat_loss(b1, b2, record, same, "hard", 50.0, 0.1, 0.95)
+    assert torch.isclose(by_labels, by_similarity)
+    no_classes = beat_loss(b1, b2, record, torch.full((5, 5), 0.5), "hard", 50.0, 0.1, 0.95)
+    assert not torch.isclose(by_labels, no_classes)  # the labels added positives

@@ -88,7 +88,13 @@ class LossConfig:
         beat_exp: exponent on the beat similarity.
         beat_weight: lambda in rhythm + lambda * beat.
         temperature, beat_temperature: softmax temperatures.
-        beat_hard_threshold: beats of a record with similarity >= this share a class (hard beat positives).
+        beat_hard_threshold: beats of a record with similarity >= this share a class (hard beat positives), when
+            ``beat_classes`` is ``morphology``.
+        beat_classes: what makes two beats of a record the same class (the hard and ``soft_2`` beat positives):
+            ``morphology`` (template similarity >= ``beat_hard_threshold``) or ``classifier`` (the same AAMI class
+            from the ``beat_classifier`` engine, the paper's "Beat Classifier").
+        beat_classifier: beat-classify engine folder (relative to the repository) used when ``beat_classes`` is
+            ``classifier``.
         beat_window_s: (before, after) the R peak, seconds, pooled from the feature map.
         max_beats: beats per record used in the beat contrast (random subset).
     """
@@ -101,6 +107,8 @@ class LossConfig:
     temperature: float = 0.1
     beat_temperature: float = 0.1
     beat_hard_threshold: float = 0.95
+    beat_classes: str = "morphology"
+    beat_classifier: str = "engines/beat-cls"
     beat_window_s: list[float] = field(default_factory=lambda: [0.25, 0.45])
     max_beats: int = 12
 

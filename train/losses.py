@@ -108,6 +108,7 @@ def beat_loss(
     exp: float,
     temperature: float,
     hard_threshold: float,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Heartbeat-level contrast among the beats of each record (beats of other records are not compared).
 
@@ -116,6 +117,8 @@ def beat_loss(
         record: (k,) int, record index of each beat.
         similarity: (k, k) beat-feature similarity in [0, 1] (entries across records are ignored).
         hard_threshold: beats of one record with similarity >= this are the same beat class (hard positives).
+        labels: (k,) int beat class of each beat (a beat classifier's); when given, beats of one record with the
+            same label are the same beat class instead of the similarity threshold.
     """
     k = b1.shape[0]
     rec2 = record.repeat(2)
@@ -123,6 +126,10 @@ def beat_loss(
     idx = torch.arange(2 * k, device=b1.device)
     partner = (idx[:, None] - idx[None, :]).abs() == k
     sim2 = similarity.repeat(2, 2)
-    same_class = same_record & (sim2 >= hard_threshold)
+    if labels is None:
+        same_class = same_record & (sim2 >= hard_threshold)
+    else:
+        lab2 = labels.repeat(2)
+        same_class = same_record & (lab2[:, None] == lab2[None, :])
     targets, weights = pair_targets(partner, sim2, variant, exp, hard_positive=same_class)
     return soft_target_infonce(torch.cat([b1, b2]), targets * same_record, temperature, same_record, weights)

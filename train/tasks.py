@@ -22,8 +22,9 @@ from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ, LEADS_8, LEADS_12, PTBXL_SUPE
 from edge.interpret.beat_class import beat_features, decide, feature_columns
 from train import beat_metrics, losses
 from train.augment import ThreeKG, amplitude_view
+from train.beat_targets import load_beat_classifier, window_beat_classes
 from train.checkpoint import read_checkpoint
-from train.config import Config, ModelConfig, as_dict
+from train.config import REPO, Config, ModelConfig, as_dict
 from train.data import cinc2021, ludb, ludb_dx, mitdb, ptbxl
 from train.data.normalise import NORMALISATION, model_input
 from train.data.rate import read_12_lead
@@ -185,9 +186,21 @@ class PretrainTask(Task):
             beat_templates(w.signal_mv[reference_lead(w.leads)], w.r_peaks, INTERNAL_FS_HZ, (before_s, after_s))
             for w in kept
         ]
+        self.beat_labels = self._beat_labels(kept)
         self.train_set = PretrainSet(kept, cfg)
         self.model = build_model("pretrain", as_dict(cfg)["model"], 1, 0)
         self.init_encoder()
+
+    def _beat_labels(self, windows: list) -> list[np.ndarray] | None:
+        """Per window, the beat classifier's class of each R peak (``loss.beat_classes: classifier``), else None."""
+        c = self.cfg.loss
+        if c.beat_classes == "morphology":
+            return None
+        if c.beat_classes != "classifier":
+            raise ValueError(f"loss.beat_classes must be 'morphology' or 'classifier', got {c.beat_classes!r}")
+        folder = Path(c.beat_classifier)
+        engine = load_beat_classifier(folder if folder.is_absolute() else REPO / folder)
+        return [window_beat_classes(engine, w.signal_mv[reference_lead(w.leads)], w.r_peaks) for w in windows]
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         b = len(items)
@@ -197,7 +210,11 @@ class PretrainTask(Task):
         templates = np.concatenate([self.templates[it["index"]][it["beats"]] for it in items])
         record = np.concatenate([np.full(len(p), k) for k, p in enumerate(peaks)])
         centre = np.concatenate(peaks)
+        labels = {} if self.beat_labels is None else {
+            "beat_label": torch.from_numpy(np.concatenate([self.beat_labels[it["index"]][it["beats"]] for it in items]))
+        }  # fmt: skip
         return {
+            **labels,
             "x": torch.from_numpy(x),
             "item": torch.from_numpy(np.concatenate([record, record + b])),
             "start": torch.from_numpy(np.tile(centre - self.before, 2)),
@@ -220,7 +237,7 @@ class PretrainTask(Task):
             return rhythm + 0.0 * z_b.sum(), {"rhythm": rhythm.item()}
         beat = losses.beat_loss(
             z_b[:k], z_b[k:], batch["record"], batch["beat_sim"], c.beat, c.beat_exp, c.beat_temperature,
-            c.beat_hard_threshold,
+            c.beat_hard_threshold, batch.get("beat_label"),
         )  # fmt: skip
         return rhythm + c.beat_weight * beat, {"rhythm": rhythm.item(), "beat": beat.item()}
 
