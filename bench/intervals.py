@@ -11,19 +11,30 @@ lead II marks (``.ii``), RR from the marked QRS peaks; only the held-out **test*
 (``train.data.ludb.split(names, 0, 0.2, 0.1)``, as bench/delineation.py), 10 s each. Published beats are paired
 one-to-one with reference beats within 150 ms (:func:`offline.scoring.pair_beats`).
 
-Reported: per beat, published − reference QTc (ms) mean ± sd; per record, the last published median QTc −
-the median of the reference QTc (ms), mean ± sd over records; and on MIT-BIH 100 (whole record, no reference
-waves) the share of beats with a per-beat QTc > 500 ms and of rhythm messages with a median QTc > 500 ms.
+Two lead configurations (``EdgeConfig.seg_leads``): the edge's default, one lead (II, else MLII, ...), and every
+lead of the record (2 on QTDB and MIT-BIH, 12 on LUDB), where a beat's T is the one the leads agree on
+(:func:`edge.interpret.delineation.combine_leads`). ``--baseline REV`` measures the edge code of git revision REV
+as well, in the same run: this script again in a subprocess with a temporary worktree of REV first on its path.
+
+Reported per set: records whose last rhythm message has a median (8 good beats); per record, that median QTc − the
+median of the reference QTc (ms), mean ± sd over records; reference beats, beats paired with a published QTc, and
+per beat published − reference QTc (ms) mean ± sd. On MIT-BIH 100 (whole record, no reference waves; its 15-min
+excerpt QTDB sel100 has them): the share of beats with a per-beat QTc > 500 ms and of rhythm messages with a median
+QTc > 500 ms, and the largest step between consecutive medians.
 
 Usage::
 
-    .venv/bin/python bench/intervals.py --json bench/results/intervals.json    # + bench/results/intervals.png
+    .venv/bin/python bench/intervals.py --baseline d0f427c~1 --json bench/results/intervals.json   # + .png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -98,17 +109,18 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
             "mae_ms": round(float(np.abs(v).mean()), 1) if v.size else None}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "intervals.json")
-    args = ap.parse_args()
-    console = Console(width=150)
+#: The lead configurations measured, as ``EdgeConfig.seg_leads``: the edge's default (one lead: II, else MLII, ...)
+#: and every lead of the record (2 on QTDB and MIT-BIH, 12 on LUDB), where the QT comes from the leads that agree.
+LEAD_VARIANTS: dict[str, tuple[str, ...]] = {"preferred lead": (), "all leads": ("all",)}
+
+
+def measure(data: Path, seg_leads: tuple[str, ...]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """One lead configuration on every set: per-set results, and MIT-BIH 100's per-beat and median QTc (ms)."""
     engine = ROOT / "engines" / "wave-seg"
-    plan, engines = load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1883)), engines=(engine,)))
-    t_start = time.monotonic()
+    config = EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1883)), engines=(engine,), seg_leads=seg_leads)
+    plan, engines = load_plan(config)
     per_set: dict[str, dict[str, Any]] = {}
-    qtdb = args.data / "qtdb"
+    qtdb = data / "qtdb"
     rows = {}
     for hea in sorted(qtdb.glob("*.hea")):
         path = hea.with_suffix("")
@@ -124,7 +136,7 @@ def main() -> None:
         out = run_recording(rec.signal_mv[lo:hi], fs, rec.leads, engines, plan)
         rows[rec.name] = compare(refs, out, lo / fs)
     per_set["QTDB q1c"] = rows
-    ludb = args.data / "ludb"
+    ludb = data / "ludb"
     test = ludb_data.split(ludb_data.record_names(ludb), 0, 0.2, 0.1)["test"]
     rows = {}
     for name in test:
@@ -134,65 +146,132 @@ def main() -> None:
         out = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, engines, plan)
         rows[name] = compare(reference_beats(s, sym, rec.fs_hz, None), out, 0.0)
     per_set["LUDB II test"] = rows
-    rec = read_record(args.data / "mitdb" / "100")
+    rec = read_record(data / "mitdb" / "100")
     out = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, engines, plan)
     beat_qtc = np.array([b["intervals_ms"]["QTc_bazett"] for b in out.get("beats", [])
                          if (b.get("intervals_ms") or {}).get("QTc_bazett") is not None])
     med_qtc = np.array([m["median_intervals_ms"]["QTc_bazett"] for m in out.get("rhythm", [])
                         if (m.get("median_intervals_ms") or {}).get("QTc_bazett") is not None])
-    mitdb100 = {
+    result: dict[str, Any] = {"seg_leads": list(seg_leads), "sets": {}, "mitdb_100": {
         "beats": len(out.get("beats", [])), "beats_with_qtc": int(beat_qtc.size),
-        "beat_qtc_over_500_pct": round(100.0 * float((beat_qtc > QTC_LIMIT_MS).mean()), 1) if beat_qtc.size else None,
-        "beat_qtc_p5_p50_p95_ms": [round(float(x), 1) for x in np.percentile(beat_qtc, [5, 50, 95])],
-        "rhythm_messages_with_median": int(med_qtc.size),
-        "median_qtc_over_500_pct": round(100.0 * float((med_qtc > QTC_LIMIT_MS).mean()), 1) if med_qtc.size else None,
-        "median_qtc_p5_p50_p95_ms": [round(float(x), 1) for x in np.percentile(med_qtc, [5, 50, 95])],
+        "beat_qtc_over_500_pct": pct_over(beat_qtc), "beat_qtc_p5_p50_p95_ms": percentiles(beat_qtc),
+        "rhythm_messages": len(out.get("rhythm", [])), "rhythm_messages_with_median": int(med_qtc.size),
+        "median_qtc_over_500_pct": pct_over(med_qtc), "median_qtc_p5_p50_p95_ms": percentiles(med_qtc),
         "largest_step_between_messages_ms": round(float(np.abs(np.diff(med_qtc)).max()), 1) if med_qtc.size > 1
         else None,
-    }
-    result: dict[str, Any] = {"engine": "wave-seg", "sets": {}, "mitdb_100": mitdb100}
-    table = Table(title="QTc Bazett: edge − reference (ms); median = last rhythm message's median vs reference median")
-    for col in ("set", "records", "records with median", "median err mean ± sd", "beats paired", "beat err mean ± sd",
-                "beat MAE"):
-        table.add_column(col, justify="left" if col == "set" else "right")
+    }}
     for set_name, recs in per_set.items():
-        beat = stats([e for r in recs.values() for e in r["beat_errors_ms"]])
-        med = stats([r["median_error_ms"] for r in recs.values() if r["median_error_ms"] is not None])
-        result["sets"][set_name] = {"records": len(recs), "beat": beat, "median": med, "per_record": recs}
-        table.add_row(set_name, str(len(recs)), str(med["n"]), f"{med['mean_ms']} ± {med['sd_ms']}",
-                      str(beat["n"]), f"{beat['mean_ms']} ± {beat['sd_ms']}", str(beat["mae_ms"]))
+        result["sets"][set_name] = {
+            "records": len(recs), "ref_beats": sum(r["ref_beats"] for r in recs.values()),
+            "beat": stats([e for r in recs.values() for e in r["beat_errors_ms"]]),
+            "median": stats([r["median_error_ms"] for r in recs.values() if r["median_error_ms"] is not None]),
+            "per_record": recs}
+    return result, beat_qtc, med_qtc
+
+
+def pct_over(values: np.ndarray) -> float | None:
+    """Share of ``values`` above :data:`QTC_LIMIT_MS` (%)."""
+    return round(100.0 * float((values > QTC_LIMIT_MS).mean()), 1) if values.size else None
+
+
+def percentiles(values: np.ndarray) -> list[float] | None:
+    """p5 / p50 / p95 of ``values``."""
+    return [round(float(x), 1) for x in np.percentile(values, [5, 50, 95])] if values.size else None
+
+
+def run_baseline(rev: str, data: Path) -> dict[str, Any]:
+    """This script's measurements with the edge code of git revision ``rev`` (a temporary worktree first on the
+    subprocess's path; engines and data as here)."""
+    from baseline import add_worktree, remove_worktree
+
+    folder = add_worktree(rev)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "baseline.json"
+            env = {**os.environ, "PYTHONPATH": str(folder)}
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), "--data", str(data), "--json", str(out),
+                            "--label", rev], env=env, check=True)
+            return json.loads(out.read_text())["variants"]
+    finally:
+        remove_worktree(folder)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "intervals.json")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="also measure the edge code of git revision REV, in the same run (a temporary worktree)")
+    ap.add_argument("--label", default="current", help="name of this code's variants in the table and JSON")
+    args = ap.parse_args()
+    console = Console(width=160)
+    t_start = time.monotonic()
+    variants: dict[str, Any] = {}
+    mit: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if args.baseline:
+        for name, res in run_baseline(args.baseline, args.data).items():
+            variants[name] = res
+            mit[name] = (np.asarray(res["mitdb_100_beat_qtc_ms"]), np.asarray(res["mitdb_100_median_qtc_ms"]))
+    for leads_name, seg_leads in LEAD_VARIANTS.items():
+        res, beat_qtc, med_qtc = measure(args.data, seg_leads)
+        res["mitdb_100_beat_qtc_ms"] = beat_qtc.tolist()
+        res["mitdb_100_median_qtc_ms"] = med_qtc.tolist()
+        variants[f"{args.label}, {leads_name}"] = res
+        mit[f"{args.label}, {leads_name}"] = (beat_qtc, med_qtc)
+    table = Table(title="QTc Bazett: edge − reference (ms); median = last rhythm message's median vs reference median")
+    for col in ("code, leads segmented", "set", "records", "with median", "median err mean ± sd", "ref beats",
+                "beats with QTc", "beat err mean ± sd", "beat MAE"):
+        table.add_column(col, justify="left" if col in ("code, leads segmented", "set") else "right")
+    for name, res in variants.items():
+        for set_name, s in res["sets"].items():
+            beat, med = s["beat"], s["median"]
+            table.add_row(name, set_name, str(s["records"]), str(med["n"]), f"{med['mean_ms']} ± {med['sd_ms']}",
+                          str(s.get("ref_beats", "")), str(beat["n"]), f"{beat['mean_ms']} ± {beat['sd_ms']}",
+                          str(beat["mae_ms"]))
     console.print(table)
-    console.print(f"MIT-BIH 100: {mitdb100}")
-    result["wall_s"] = round(time.monotonic() - t_start, 1)
+    mt = Table(title="MIT-BIH 100 (30 min, normal sinus): share of QTc Bazett > 500 ms")
+    for col in ("code, leads segmented", "beats", "beats with QTc", "beat QTc > 500", "beat p5/p50/p95",
+                "medians", "median > 500", "median p5/p50/p95", "largest step"):
+        mt.add_column(col, justify="left" if col == "code, leads segmented" else "right")
+    for name, res in variants.items():
+        m = res["mitdb_100"]
+        mt.add_row(name, str(m["beats"]), str(m["beats_with_qtc"]), f"{m['beat_qtc_over_500_pct']} %",
+                   str(m["beat_qtc_p5_p50_p95_ms"]), str(m["rhythm_messages_with_median"]),
+                   f"{m['median_qtc_over_500_pct']} %", str(m["median_qtc_p5_p50_p95_ms"]),
+                   str(m["largest_step_between_messages_ms"]))
+    console.print(mt)
+    result = {"engine": "wave-seg", "baseline": args.baseline, "variants": variants,
+              "wall_s": round(time.monotonic() - t_start, 1)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
     png = args.json.with_suffix(".png")
-    plot(result, beat_qtc, med_qtc, png)
+    plot(variants, mit, png)
     console.print(f"wrote {args.json} and {png}")
 
 
-def plot(result: dict[str, Any], beat_qtc: np.ndarray, med_qtc: np.ndarray, path: Path) -> None:
-    """Per-beat and median QTc errors per set (box plots) and MIT-BIH 100's per-beat vs median QTc."""
+def plot(variants: dict[str, Any], mit: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """Per-record median QTc errors per set and variant (box plots) and MIT-BIH 100's median QTc per variant."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(15, 5.5), dpi=100, layout="constrained")
     ax, bx = fig.subplots(1, 2)
     data, labels = [], []
-    for name, s in result["sets"].items():
-        data.append([e for r in s["per_record"].values() for e in r["beat_errors_ms"]])
-        labels.append(f"{name}\nper beat")
-        data.append([r["median_error_ms"] for r in s["per_record"].values() if r["median_error_ms"] is not None])
-        labels.append(f"{name}\nmedian")
+    for name, res in variants.items():
+        for set_name, s in res["sets"].items():
+            data.append([r["median_error_ms"] for r in s["per_record"].values() if r["median_error_ms"] is not None])
+            labels.append(f"{set_name}\n{name}")
     ax.boxplot([d or [np.nan] for d in data], tick_labels=labels, showfliers=True)
+    ax.tick_params(axis="x", labelsize=7, labelrotation=60)
     ax.axhline(0, color="k", linewidth=0.8)
-    ax.set_ylabel("edge − reference QTc Bazett, ms")
-    ax.set_title("QTc error per beat and per record median")
-    bx.hist(beat_qtc, bins=60, alpha=0.6, label="per beat")
-    bx.hist(med_qtc, bins=60, alpha=0.6, label="median (rhythm messages)")
+    ax.set_ylabel("edge median − reference median QTc Bazett, ms")
+    ax.set_title("Median QTc error per record")
+    for name, (_, med_qtc) in mit.items():
+        if med_qtc.size:
+            bx.hist(med_qtc, bins=np.arange(380, 600, 4), alpha=0.5, label=f"{name} ({med_qtc.size} messages)")
     bx.axvline(QTC_LIMIT_MS, color="r", linestyle="--", label="500 ms")
-    bx.set_xlabel("QTc Bazett, ms")
-    bx.set_title("MIT-BIH 100 (MLII)")
-    bx.legend(fontsize=8)
+    bx.set_xlabel("median QTc Bazett in the rhythm messages, ms")
+    bx.set_title("MIT-BIH 100 (normal sinus)")
+    bx.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
 
