@@ -150,7 +150,9 @@ class DeviceInterpretation:
         }
 
     def median_intervals(self) -> dict[str, float | None]:
-        """Median PR / QRS / QT / QTc (ms) over the last 16 good beats, each once 8 of them have it."""
+        """Median PR / QRS / QT / QTc (ms) over the last 16 good beats, each once 8 of them have it (``good``: QRS and
+        T found, and from several segmented leads a T they agree on, :func:`edge.interpret.delineation.combine_leads`;
+        a beat whose leads disagree on the T end has no QT and is not among them)."""
         out: dict[str, float | None] = {}
         for name in INTERVAL_NAMES:
             values = [iv[name] for iv in self._good if iv.get(name) is not None]
