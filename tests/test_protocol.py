@@ -136,3 +136,37 @@ def test_resume_from_the_previous_owners_status() -> None:
     assert proto.resume_from_status(b"\xff", "n1", 12.5) is None
     assert proto.is_status(proto.status_topic("bed-1")) and not proto.is_status(proto.beats_topic("bed-1"))
     assert set(proto.NO_RESUME) == set(r.fields()) and r.by in proto.RESUMED_BY
+
+
+def test_fast_properties_decode_publish_like_paho() -> None:
+    """paho's PUBLISH decoder runs with edge.transport.mqtt.FastProperties (tables built once); a PUBLISH with every
+    kind of property it may carry decodes to the same properties as with paho's own class."""
+    import paho.mqtt._packet as paho_packet
+    from paho.mqtt.enums import MQTTProtocolVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from edge.transport.mqtt import FastProperties
+
+    assert paho_packet.Properties is FastProperties
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = proto.CONTENT_TYPE_BINARY
+    props.PayloadFormatIndicator = 0
+    props.MessageExpiryInterval = 30
+    props.ResponseTopic = "beatssl/x/replies"
+    props.CorrelationData = b"\x01\x02"
+    props.UserProperty = [("site", "ward 3"), ("bed", "12")]
+    props.SubscriptionIdentifier = 7
+    topic = b"ecg/bed-1/samples"
+    body = len(topic).to_bytes(2, "big") + topic + (9).to_bytes(2, "big") + props.pack() + b"\xec payload"
+    fast = paho_packet.decode_publish(0x32, body, MQTTProtocolVersion.MQTTv5)
+    try:
+        paho_packet.Properties = Properties
+        slow = paho_packet.decode_publish(0x32, body, MQTTProtocolVersion.MQTTv5)
+    finally:
+        paho_packet.Properties = FastProperties
+    assert fast.properties.json() == slow.properties.json() == props.json()
+    assert fast.properties.ContentType == proto.CONTENT_TYPE_BINARY and fast.payload == slow.payload == b"\xec payload"
+    plain = len(topic).to_bytes(2, "big") + topic + b"\x00{}"  # QoS 0, no properties
+    empty = paho_packet.decode_publish(0x30, plain, MQTTProtocolVersion.MQTTv5)
+    assert empty.properties.json() == {} and not hasattr(empty.properties, "ContentType")

@@ -125,8 +125,12 @@ def decode_samples(payload: bytes, limits: Limits | None = None, content_type: s
     if not payload:
         raise ProtocolError("malformed", "empty payload")
     binary = content_type == CONTENT_TYPE_BINARY or (content_type != CONTENT_TYPE_JSON and payload[0] == BINARY_MAGIC)
-    msg = _decode_binary(payload) if binary else _decode_json(payload)
-    _validate(msg, limits)
+    if binary:
+        msg, peak = _decode_binary(payload)
+    else:
+        msg = _decode_json(payload)
+        peak = float(np.abs(msg.data_mv).max()) if msg.n_samples and np.isfinite(msg.data_mv).all() else None
+    _validate(msg, limits, peak)
     return msg
 
 
@@ -172,7 +176,9 @@ def _decode_json(payload: bytes) -> SamplesMessage:
     return SamplesMessage(seq, fs, _canonical(tuple(leads)), t0, data.T.astype(np.float32))
 
 
-def _decode_binary(payload: bytes) -> SamplesMessage:
+def _decode_binary(payload: bytes) -> tuple[SamplesMessage, float | None]:
+    """The chunk and its largest ``|sample|`` (mV; None when a sample is not finite or there is none), taken from the
+    int16 samples: float32 rounding is monotonic, so it is the largest ``|sample|`` of the decoded data."""
     if len(payload) < BINARY_HEADER.size:
         raise ProtocolError("malformed", f"binary payload shorter than its {BINARY_HEADER.size} B header")
     magic, version, n_leads, _flags, seq, fs, gain, t0, n, name_len = BINARY_HEADER.unpack_from(payload)
@@ -193,7 +199,11 @@ def _decode_binary(payload: bytes) -> SamplesMessage:
     adu = np.frombuffer(payload, dtype="<i2", offset=off).reshape(n, n_leads)
     # adu / gain in float64, rounded once to float32 on the way out (no float64 temporary)
     data = np.divide(adu, gain, out=np.empty((n, n_leads), dtype=np.float32), dtype=np.float64, casting="same_kind")
-    return SamplesMessage(seq, float(fs), names, float(t0), data)
+    peak = None
+    if adu.size:
+        peak = float(np.float32(max(int(adu.max()), -int(adu.min())) / gain))
+        peak = peak if math.isfinite(peak) else None
+    return SamplesMessage(seq, float(fs), names, float(t0), data), peak
 
 
 @functools.lru_cache(maxsize=256)  # a name field is at most 64 KiB: at most 16 MiB held
@@ -234,12 +244,19 @@ def _canonical(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(canonical_lead(name) for name in names)
 
 
-def _validate(msg: SamplesMessage, limits: Limits) -> None:
+@functools.lru_cache(maxsize=1024)
+def _leads_ok(leads: tuple[str, ...]) -> bool:
+    """Lead names unique and non-empty; cached, since a device sends the same names with every chunk."""
+    return len(set(leads)) == len(leads) and all(leads)
+
+
+def _validate(msg: SamplesMessage, limits: Limits, peak_mv: float | None) -> None:
+    """Check a decoded chunk against ``limits``; ``peak_mv``: its largest ``|sample|`` (None: not all finite)."""
     if not (math.isfinite(msg.fs_hz) and limits.min_fs_hz <= msg.fs_hz <= limits.max_fs_hz):
         raise ProtocolError("bad_fs", f"fs {msg.fs_hz} Hz outside [{limits.min_fs_hz}, {limits.max_fs_hz}] Hz")
     if not 1 <= len(msg.leads) <= limits.max_leads:
         raise ProtocolError("lead_count", f"{len(msg.leads)} leads, expected 1..{limits.max_leads}")
-    if len(set(msg.leads)) != len(msg.leads) or any(not name for name in msg.leads):
+    if not _leads_ok(msg.leads):
         raise ProtocolError("bad_leads", f"lead names must be unique and non-empty: {list(msg.leads)}")
     if not math.isfinite(msg.t0_s):
         raise ProtocolError("non_finite", "t0 is not finite")
@@ -247,11 +264,10 @@ def _validate(msg: SamplesMessage, limits: Limits) -> None:
         raise ProtocolError("bad_time", f"|t0| {abs(msg.t0_s):.3g} s exceeds {limits.max_abs_t0_s:.0e} s")
     if msg.n_samples == 0:
         raise ProtocolError("malformed", "chunk holds no samples")
-    if not np.isfinite(msg.data_mv).all():
+    if peak_mv is None:
         raise ProtocolError("non_finite", "samples contain NaN or inf")
-    peak = float(np.abs(msg.data_mv).max())
-    if peak > limits.max_abs_mv:
-        raise ProtocolError("amplitude", f"|sample| {peak:.1f} mV exceeds {limits.max_abs_mv} mV")
+    if peak_mv > limits.max_abs_mv:
+        raise ProtocolError("amplitude", f"|sample| {peak_mv:.1f} mV exceeds {limits.max_abs_mv} mV")
 
 
 def decode_alarm_ack(payload: bytes) -> str:

@@ -2,6 +2,11 @@
 
 This is the only module that configures a paho client (address, protocol version, TLS, credentials, keep-alive,
 Last Will, outgoing queue bound). Topic strings come from :mod:`edge.protocol`.
+
+It also gives paho's MQTT 5 PUBLISH decoder a faster property set (:class:`FastProperties`): paho 2.x builds its
+two 27-entry property tables for every received message and looks names up by scanning them with ``str.replace``,
+~25 of the ~35 µs it takes to decode one samples chunk — at 25 chunks per device-second, the largest single cost of
+the network thread that every chunk passes through.
 """
 
 from __future__ import annotations
@@ -13,12 +18,42 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import paho.mqtt._packet as paho_packet
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
+
+
+class FastProperties(Properties):
+    """paho's :class:`~paho.mqtt.properties.Properties` with its tables built once for the class instead of once per
+    instance and its name lookups done in dicts: the same attributes, checks and results (the tables are shared
+    read-only; paho never changes them)."""
+
+    _TABLES = Properties(PacketTypes.PUBLISH)
+    _IDS = {name.replace(" ", ""): ident for name, ident in _TABLES.names.items()}
+    _NAMES = {ident: name for name, ident in _TABLES.names.items()}
+
+    def __init__(self, packetType: int):  # noqa: N803 - paho's signature
+        for name in ("types", "names", "properties"):
+            object.__setattr__(self, name, getattr(self._TABLES, name))
+        object.__setattr__(self, "packetType", packetType)
+
+    def getIdentFromName(self, compressedName: str) -> int:  # noqa: N802, N803 - paho's names
+        return self._IDS.get(compressedName, -1)
+
+    def getNameFromIdent(self, identifier: int) -> str | None:  # noqa: N802 - paho's name
+        return self._NAMES.get(identifier)
+
+    def clear(self) -> None:
+        for name in [n for n in vars(self) if n in self._IDS]:
+            delattr(self, name)
+
+
+if paho_packet.Properties is Properties:  # paho's PUBLISH decoder builds one per received message
+    paho_packet.Properties = FastProperties
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
