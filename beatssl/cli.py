@@ -178,8 +178,8 @@ MaxWaitOpt = Annotated[float, number_option("--max-wait-ms", ge=0, le=10_000,
                                             help="Longest a window waits for others to fill a batch, ms.")]
 SegLeadsOpt = Annotated[str | None, typer.Option(
     "--segment-leads", callback=_parse_check(lambda v: parse_segment_leads(v)),
-    help="Leads to segment per beat, comma-separated, or 'all' (default: II, else MLII, else the stream's first "
-         "lead).")]
+    help="Leads to segment per beat, comma-separated, or 'all' (default: two leads, II and I, else MLII and the "
+         "second channel; a T end and QT are kept only where they agree).")]
 HopOpt = Annotated[float, number_option("--rhythm-hop-s", gt=0, le=600, help="Period of rhythm messages per "
                                                                              "device, s.")]
 RefreshOpt = Annotated[float, number_option("--refresh-hz", gt=0, le=60, help="Screen refreshes per second.")]

@@ -100,7 +100,8 @@ class EdgeConfig:
         backend: ``auto``, ``onnxruntime`` or ``tensorrt``; threads: ONNX Runtime intra-op threads per engine (None: its
             default pool of one spinning thread per core — measured 2–4.5x costlier on 2 cores).
         max_batch / max_wait_ms: batching across devices (windows per engine call / longest wait for a batch).
-        seg_leads: leads to segment per beat (``("all",)`` for all; empty: lead II or the stream's first).
+        seg_leads: leads to segment per beat (``("all",)`` for all; empty: two leads,
+            :func:`edge.pipeline.device_inference.default_seg_leads`).
         rhythm_hop_s: period of rhythm messages per device (s of device time).
         alarm_limits: alarm limits of every device; device_alarm_limits: per-device overrides by device id.
     """

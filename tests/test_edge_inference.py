@@ -138,10 +138,11 @@ def test_stream_without_the_classifier_leads_is_reported_not_crashed(broker, dat
         assert usable and all(m["diagnosis_probs"] is None and m["diagnosis"] == [] and m["diagnosis_engine"] is None
                               for m in usable)
         assert all(60 <= m["hr_bpm"] <= 90 for m in usable)
-        # beats are still segmented on the Holter lead (MLII)
+        # beats are still segmented, on both Holter leads (MLII, V5); where the two disagree on the T end (100's MLII
+        # takes the U wave for the T on about half the beats) the beat is partial, with no QT
         def good() -> list[dict]:
             return [b for b in col.get(proto.beats_topic(device)) if b["quality"] == "good"]
 
-        assert col.wait_for(lambda: len(good()) >= 10, 20), [b["quality"] for b in col.get(proto.beats_topic(device))]
-        assert all(b["segmented_leads"] == ["MLII"] for b in good())
+        assert col.wait_for(lambda: len(good()) >= 6, 20), [b["quality"] for b in col.get(proto.beats_topic(device))]
+        assert all(b["segmented_leads"] == ["MLII", "V5"] and b["intervals_ms"]["QT"] for b in good())
         col.close()

@@ -71,6 +71,14 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / den if den > 0 else 0.0
 
 
+def _corr_rows(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``(k, n)`` with ``(n,)`` (0 where either is constant)."""
+    r = rows - rows.mean(axis=1, keepdims=True)
+    v = x - x.mean()
+    den = np.sqrt((r * r).sum(axis=1) * (v @ v))
+    return np.divide(r @ v, den, out=np.zeros(len(rows)), where=den > 0)
+
+
 class DominantBeat:
     """Streaming beat templates of one lead; :meth:`push` one beat span at a time, in beat order.
 
@@ -93,9 +101,10 @@ class DominantBeat:
 
     def reset(self) -> None:
         """Forget every template (a new patient or a restarted stream)."""
-        self.templates: list[np.ndarray] = []  # (before + after,) detrended-by-span beat shapes
-        self.counts: list[float] = []
-        self.members: list[int] = []
+        n = self.before + self.after
+        self.templates = np.zeros((0, n))  # (k, before + after) beat shapes, each span detrended
+        self.counts = np.zeros(0)  # decayed number of beats each template matched
+        self.members = np.zeros(0, dtype=np.int64)  # beats each template has averaged
         self.dominant = -1
 
     def __repr__(self) -> str:
@@ -111,49 +120,51 @@ class DominantBeat:
     def push(self, span_mv: np.ndarray) -> np.ndarray:
         """One beat's span (``(before + after,)`` mV around its R peak, see :attr:`span`) -> its
         ``(len(MORPHOLOGY_NAMES),)`` float64 features against the dominant template; then the templates learn it."""
-        x = self._shape(np.asarray(span_mv, dtype=np.float64))
-        if x.size != self.before + self.after:
-            raise ValueError(f"a beat span must hold {self.before + self.after} samples, got {x.size}")
+        span = np.asarray(span_mv, dtype=np.float64)
+        if span.size != self.before + self.after:
+            raise ValueError(f"a beat span must hold {self.before + self.after} samples, got {span.size}")
+        x = self._shape(span)
         q = x[self._qrs]
-        ptp = float(np.ptp(q))
-        if not self.templates:
-            feats = NEUTRAL.copy()
-        else:
-            t = self.templates[self.dominant]
-            tq = t[self._qrs]
-            t_ptp = max(float(np.ptp(tq)), 1e-6)
-            feats = np.array([
-                _corr(q, tq), float(np.log2(max(ptp, 1e-6) / t_ptp)),
-                float(np.sqrt(np.mean((q - tq) ** 2))) / t_ptp, _corr(x[self._p], t[self._p]),
-                self.counts[self.dominant] / sum(self.counts),
-            ])  # fmt: skip
-        self._learn(x, q, ptp)
+        ptp = max(float(np.ptp(q)), 1e-6)
+        if not len(self.templates):
+            self._add(x)
+            return NEUTRAL.copy()
+        tq = self.templates[:, self._qrs]
+        corr = _corr_rows(tq, q)
+        amp = np.log2(ptp / np.maximum(np.ptp(tq, axis=1), 1e-6))
+        d = self.dominant
+        t_ptp = max(float(np.ptp(tq[d])), 1e-6)
+        feats = np.array([
+            corr[d], float(np.log2(ptp / t_ptp)),
+            float(np.sqrt(np.mean((q - tq[d]) ** 2))) / t_ptp, _corr(x[self._p], self.templates[d, self._p]),
+            self.counts[d] / self.counts.sum(),
+        ])  # fmt: skip
+        self._learn(x, corr, amp)
         return feats
 
-    def _learn(self, x: np.ndarray, q: np.ndarray, ptp: float) -> None:
-        self.counts = [c * (1.0 - DECAY) for c in self.counts]
-        best, best_corr = -1, JOIN_CORR
-        for k, t in enumerate(self.templates):
-            tq = t[self._qrs]
-            amp = abs(np.log2(max(ptp, 1e-6) / max(float(np.ptp(tq)), 1e-6)))
-            c = _corr(q, tq)
-            if c >= best_corr and amp <= JOIN_AMP_LOG2:
-                best, best_corr = k, c
-        if best >= 0:
-            self.members[best] += 1
-            self.templates[best] += (x - self.templates[best]) / min(self.members[best], AVERAGE_BEATS)
-            self.counts[best] += 1.0
-        elif len(self.templates) < MAX_TEMPLATES:
-            self.templates.append(x.copy())
-            self.counts.append(1.0)
-            self.members.append(1)
+    def _add(self, x: np.ndarray) -> None:
+        """A new template from ``x``, replacing the least used non-dominant one when :data:`MAX_TEMPLATES` exist."""
+        if len(self.templates) < MAX_TEMPLATES:
+            self.templates = np.vstack([self.templates, x])
+            self.counts = np.append(self.counts, 1.0)
+            self.members = np.append(self.members, 1)
         else:
-            k = int(np.argmin(self.counts))
-            if k == self.dominant:  # never replace the dominant template
-                k = int(np.argsort(self.counts)[1])
-            self.templates[k], self.counts[k], self.members[k] = x.copy(), 1.0, 1
+            order = np.argsort(self.counts, kind="stable")
+            k = int(order[0] if order[0] != self.dominant else order[1])
+            self.templates[k], self.counts[k], self.members[k] = x, 1.0, 1
         if self.dominant < 0:
             self.dominant = 0
+
+    def _learn(self, x: np.ndarray, corr: np.ndarray, amp: np.ndarray) -> None:
+        self.counts *= 1.0 - DECAY
+        ok = (corr >= JOIN_CORR) & (np.abs(amp) <= JOIN_AMP_LOG2)
+        if ok.any():
+            best = int(np.argmax(np.where(ok, corr, -np.inf)))
+            self.members[best] += 1
+            self.templates[best] += (x - self.templates[best]) / min(int(self.members[best]), AVERAGE_BEATS)
+            self.counts[best] += 1.0
+        else:
+            self._add(x)
         top = int(np.argmax(self.counts))
         if top != self.dominant and self.counts[top] > SWITCH_RATIO * self.counts[self.dominant]:
             self.dominant = top

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.ecg import preferred_lead
+from edge.ecg import LEAD_PREFERENCE, preferred_lead
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
 from edge.inference.batching import InferenceRequest
 from edge.interpret.beat_class import decide, feature_columns
@@ -35,6 +35,19 @@ from edge.protocol import PROTOCOL_VERSION, device_hash
 
 #: The engine task that answers each kind of request a device makes (``InferenceRequest.kind``).
 REQUEST_TASK: dict[str, str] = {"seg": "segment", "cls": "classify", "beat": "beat-classify"}
+
+
+#: Leads segmented per beat by default (a second lead is what tells a T end from a U wave taken for it).
+DEFAULT_SEG_LEADS = 2
+
+
+def default_seg_leads(leads: tuple[str, ...]) -> tuple[int, ...]:
+    """Indices of the leads segmented when none are asked for: the stream's leads in
+    :data:`edge.ecg.LEAD_PREFERENCE` order, then the others in stream order, the first :data:`DEFAULT_SEG_LEADS`
+    of them (II and I of a 12-lead stream, MLII and V5 / V1 of a Holter one, the one lead of a single-lead one)."""
+    order = [leads.index(name) for name in LEAD_PREFERENCE if name in leads]
+    order += [i for i in range(len(leads)) if i not in order]
+    return tuple(order[:DEFAULT_SEG_LEADS])
 
 
 def rhythm_phase(device: str, hop_samples: int) -> int:
@@ -52,8 +65,8 @@ class InferencePlan:
             or None for beat-based rhythm descriptions only.
         beat: beat-classification engine manifest (AAMI class of every beat from a window around its R peak on the
             preferred lead plus its RR features), or None for no beat classes.
-        seg_leads: leads to segment (``("all",)`` for every lead); empty = the first of edge.ecg.LEAD_PREFERENCE
-            the stream has (else its first lead).
+        seg_leads: leads to segment (``("all",)`` for every lead); empty = :func:`default_seg_leads` (two leads
+            where the stream has two: the T end, and so the QT, is kept only where they agree).
         seg_pre_s: how much signal before the R peak the segmentation window holds (s); None centres the window
             on the R peak (half the engine's window before it).
         rhythm_hop_s: period of rhythm messages (s of device time).
@@ -218,7 +231,7 @@ class DeviceInference:
             return tuple(range(len(self.leads)))
         if wanted:
             return tuple(self.leads.index(lead) for lead in wanted if lead in self.leads) or (0,)
-        return (preferred_lead(self.leads),)
+        return default_seg_leads(self.leads)
 
     # ------------------------------------------------------------------ input side
     def push(self, resampled: np.ndarray, arrival: float) -> tuple[list[InferenceRequest], list[dict[str, Any]]]:
@@ -375,7 +388,7 @@ class DeviceInference:
         payload.pop("_next_r", None)
         if self.plan.seg is not None:
             seg_done = len(beat.results) == len(self.seg_lead_idx)
-            waves = combine_leads([beat.results[li] for li in self.seg_lead_idx]) if seg_done else \
+            waves = combine_leads([beat.results[li] for li in self.seg_lead_idx], self.fs) if seg_done else \
                 BeatWaves(None, None, None)
             offset = beat.r - self.plan.seg_pre
 
