@@ -184,3 +184,22 @@ def test_vf_alarm_supersedes_vt_and_rate_alarms_on_mitdb_207(data_dir: Path) -> 
             overlapping.append((m["type"], m["at"]))
     assert [m for m in msgs if m["type"] == "vf" and m["state"] == "raised"]
     assert overlapping == []
+
+
+def test_no_vt_or_rate_alarm_from_a_run_that_began_in_vf(data_dir: Path) -> None:
+    """MIT-BIH 207's VFL excerpts (the bench's cases, shipped engines, offline): once vf clears, the V run and the
+    8-beat rate that the flutter waves built must not raise vt / tachy as if a new arrhythmia began (before: 2 vt and
+    4 tachy raised just after a VFL episode, at none of the reference's vt / tachy events)."""
+    from edge.app import EdgeConfig, load_plan
+    from edge.transport.mqtt import BrokerAddress, MqttSettings
+    from simulator.alarm_cases import excerpt_cases, run_offline, score
+
+    if not any(p.name == "beat-cls" for p in ENGINES):
+        pytest.skip("no beat-cls engine shipped")
+    plan, loaded = load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1883)), engines=ENGINES))
+    limits = AlarmLimits(latching=frozenset())
+    cases = excerpt_cases(data_dir / "mitdb" / "207", "207", limits)
+    results, false = score(cases, run_offline(cases, loaded, plan, limits))
+    assert {k: v for k, v in false["207"]["by_type"].items() if k in ("vt", "tachy", "brady")} == {}
+    vf = [r for r in results if r.alarm == "vf"]
+    assert len(vf) == 6 and all(r.delay_s is not None and r.delay_s <= 6.0 for r in vf)  # measured: max 5.2 s

@@ -21,7 +21,9 @@ lead_off    low       technical: the lead is flat or saturated (never reported a
 Precedence: while the vf condition holds, vt, brady and tachy are not present (VF supersedes them, as a monitor
 shows one ventricular-arrhythmia alarm, not three): in VF the beat detector finds the flutter waves, the classifier
 calls many of them V and their rate is above 150 /min, but the rhythm is VF. A vt or rate alarm raised before the vf
-alarm clears when vf is raised, unless it latches.
+alarm clears when vf is raised, unless it latches. Nor do they come back from what VF left behind: once vf ends, a
+V run that began before it ended, or an 8-beat rate whose oldest beat lies before it ended, raises no vt / brady /
+tachy (the flutter waves called V beats are the same arrhythmia); a run or a rate window that begins after VF does.
 
 Without beat classes the vt alarm cannot fire (no V run); VT then shows as extreme tachycardia (tachy, > 150 bpm)
 when fast enough, and as asystole / vf when it degenerates. HR for brady / tachy is the rate of the last 8 beats of
@@ -138,6 +140,7 @@ class AlarmMonitor:
     def reset(self) -> None:
         self._alarms: dict[str, _Alarm] = {name: _Alarm() for name in ALARM_PRIORITY}
         self._last_rr_beat: float | None = None
+        self._vf_seen_s: float | None = None  # device time (s) of the latest update at which vf was present
 
     def conditions(self, snap: Mapping[str, Any]) -> dict[str, float | None]:
         """Onset time (s) of every alarm condition present in a tracker snapshot, None when absent."""
@@ -155,14 +158,20 @@ class AlarmMonitor:
             pause = last_beat - rr  # a pause seen only when the beat after it came
             self._last_rr_beat = last_beat
         vf = active.get("VFL")
-        ventricular = vf is None  # VF supersedes vt and the rate alarms
+        if vf is not None:
+            self._vf_seen_s = now
+        # VF supersedes vt and the rate alarms, and what it left behind (a run or a rate window begun in it) is VF's
+        run_start, rate_from = snap.get("vt_run_start_s"), snap.get("hr_all_from_s")
+        after_vf = self._vf_seen_s
+        vt_ok = vf is None and run_start is not None and (after_vf is None or run_start > after_vf)
+        rate_ok = vf is None and hr is not None and (
+            after_vf is None or (rate_from is not None and rate_from > after_vf))
         return {
             "asystole": active.get("ASYSTOLE"),
             "vf": vf,
-            "vt": snap.get("vt_run_start_s") if ventricular and run >= lim.vt_run_beats and rate
-            and rate > lim.vt_rate_bpm else None,
-            "brady": now if ventricular and hr is not None and hr < brady_on else None,
-            "tachy": now if ventricular and hr is not None and hr > tachy_on else None,
+            "vt": run_start if vt_ok and run >= lim.vt_run_beats and rate and rate > lim.vt_rate_bpm else None,
+            "brady": now if rate_ok and hr < brady_on else None,
+            "tachy": now if rate_ok and hr > tachy_on else None,
             "pause": pause,
             "af": active.get("AFIB"),
             "lead_off": snap.get("signal_since_s") if snap.get("signal") == "lead_off" else None,

@@ -366,7 +366,8 @@ class EpisodeTracker:
         return [name for name in CALL_PRIORITY if self._active_start(name) is not None]
 
     def snapshot(self) -> dict[str, Any]:
-        """Printable state: the call, active episodes, HR, counts, burden, lead status, and the live VT run."""
+        """Printable state: the call, active episodes, HR (``hr_all_from_s``: R time of the oldest beat behind
+        ``hr_all_bpm``), counts, burden, lead status, and the live VT run."""
         return {
             "now_s": self.now_s,
             "rhythm": self.call.rhythm,
@@ -374,6 +375,7 @@ class EpisodeTracker:
             "active": {name: self._active_start(name) for name in self.active()},
             "hr_bpm": None if self.rate.hr_bpm is None else round(self.rate.hr_bpm, 1),
             "hr_all_bpm": self.hr_all_bpm(),
+            "hr_all_from_s": self._beat_times[0] if self._beat_times else None,
             **self.ectopic_per_min(),
             "af_burden_pct": self.af_burden_pct(),
             "signal": self.quality.status,
