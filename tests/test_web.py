@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import wfdb
 from edge_harness import Collector, running_edge
 from typer.testing import CliRunner
 
 from beatssl import cli
 from edge import protocol as proto
 from edge.transport.mqtt import MqttSettings
+from simulator.alarm_cases import gap_case
 from simulator.replay import Replayer
-from simulator.sources import sample_records, wfdb_records
+from simulator.sources import ReplaySource, sample_records, wfdb_records
 from viewers.web import Decimator, InsecureBindError, WebServer, demo_engines, host_name, merge_blocks, read_credentials
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -140,13 +142,16 @@ PAGE_STATE_JS = """JSON.stringify([...document.querySelectorAll('#grid .strip')]
   intervals: el.querySelector('.intervals').textContent, intervalsT: el.querySelector('.intervals').dataset.t,
   pvc: el.querySelector('.pvc').dataset.value, patient: el.querySelector('.patient').textContent,
   markedV: +el.dataset.markedV, refMarked: +el.dataset.refMarked, trend: +el.dataset.trend,
-  alarm: el.dataset.alarm, demo: !el.querySelector('.demo').hidden })))"""
+  alarm: el.dataset.alarm, hrColour: getComputedStyle(el.querySelector('.hr')).color,
+  demo: !el.querySelector('.demo').hidden })))"""
 BANNER_JS = """JSON.stringify([...document.querySelectorAll('#alarm-banner .alarm')].map((el) => ({
   device: el.dataset.device, type: el.dataset.type, priority: el.dataset.priority, acked: el.dataset.acked,
-  colour: getComputedStyle(el).backgroundColor })))"""
+  colour: getComputedStyle(el).backgroundColor, animation: getComputedStyle(el).animationName,
+  text: el.querySelector('span').textContent, button: !!el.querySelector('button') })))"""
 #: with BEATSSL_SAVE_SCREENSHOT=1 the test also refreshes this figure (the docs' screenshot); never by default, so a
 #: test run leaves the checkout as it was
 MONITOR_PNG = Path(__file__).resolve().parent.parent / "bench" / "results" / "monitor_page.png"
+MONITOR_ALARM_PNG = MONITOR_PNG.with_name("monitor_page_alarm.png")
 
 
 def wait_page(browser: Chromium, pred: Any, timeout_s: float) -> list[dict[str, Any]]:
@@ -244,6 +249,91 @@ def test_page_shows_what_the_edge_publishes(broker, data_dir: Path, chromium: Ch
         image = mpimg.imread(tmp_path / png)
         assert image.shape[:2] == (WINDOW[1], WINDOW[0])
         assert image[..., :3].std() > 0.02, f"{png} is blank"
+
+
+#: CSS colours of the high-priority alarm (style.css: --high and the flash-high keyframe)
+HIGH_RED, HIGH_DARK = "rgb(255, 45, 45)", "rgb(90, 0, 0)"
+
+
+def read_banner(browser: Chromium) -> list[dict[str, Any]]:
+    return json.loads(browser.evaluate(BANNER_JS) or "[]")
+
+
+@needs_chromium
+def test_acknowledge_button_clears_a_latched_asystole_end_to_end(broker, data_dir: Path, chromium: Chromium,
+                                                                  tmp_path: Path) -> None:
+    """MIT-BIH 100 60-100 s with every lead cut to a flat, noisy baseline for 8 s at 12 s (the synthetic asystole of
+    bench/alarms.py), replayed at 4x through mosquitto into an edge with the shipped engines: the page shows the
+    latched asystole (red, flashing banner; red HR) after the beats came back; its Acknowledge button publishes one
+    ack, the edge clears the alarm (retained active set empty) and the banner goes."""
+    gap_at_s, gap_s = 12.0, 8.0
+    case = gap_case(data_dir / "mitdb" / "100", "asystole", 60.0, 40.0, gap_at_s, gap_s)
+    wfdb.wrsamp(case.name, fs=case.fs_hz, units=["mV"] * len(case.leads), sig_name=list(case.leads),
+                p_signal=case.signal_mv.astype(np.float64), fmt=["16"] * len(case.leads), write_dir=str(tmp_path))
+    device = f"sim-{case.name}"
+    with running_edge(broker, engines=tuple(cli.default_engines())) as (_, settings):
+        collector = Collector(settings, topics=(proto.alarms_topic(device), proto.alarm_ack_topic(device)))
+        replayer = Replayer([ReplaySource(case.name, tmp_path / case.name)], settings, speed=4.0, fmt="binary",
+                            device_names="record")
+        stop = threading.Event()
+        sim = threading.Thread(target=replayer.run, kwargs={"stop_event": stop}, daemon=True)
+        with WebServer(settings) as web:
+            chromium.navigate(web.url)
+            sim.start()
+
+            def latched(shown: list[dict[str, Any]]) -> bool:  # the beats are back, the asystole alarm stays
+                return (len(shown) == 1 and shown[0]["lastBeat"] != "" and float(shown[0]["lastBeat"])
+                        > gap_at_s + gap_s + 2.0 and [a["type"] for a in read_banner(chromium)] == ["asystole"])
+
+            shown = wait_page(chromium, latched, timeout_s=20)
+            was_latched = latched(shown)
+            colours = set()
+            for _ in range(8):  # flash-high: 0.5 s period, two steps
+                colours.add(read_banner(chromium)[0]["colour"])
+                time.sleep(0.08)
+            banner = read_banner(chromium)
+            chromium.screenshot(tmp_path / "alarm.png")
+            if os.environ.get("BEATSSL_SAVE_SCREENSHOT") == "1":
+                MONITOR_ALARM_PNG.write_bytes((tmp_path / "alarm.png").read_bytes())
+            raised = collector.get(proto.alarms_topic(device))
+            chromium.evaluate("document.querySelector('#alarm-banner .alarm[data-type=\"asystole\"] button').click()")
+            deadline = time.monotonic() + 10
+            while read_banner(chromium) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            after = read_banner(chromium)
+            hidden = chromium.evaluate("document.getElementById('alarm-banner').hidden")
+            cleared_shown = wait_page(chromium, lambda s: s[0]["alarm"] == "none", timeout_s=2)
+            time.sleep(0.5)  # a second ack would have arrived by now
+            acks = collector.get(proto.alarm_ack_topic(device))
+            alarms = collector.get(proto.alarms_topic(device))
+            stop.set()
+            sim.join(10)
+        collector.close()
+        retained = Collector(settings, topics=(proto.alarms_topic(device),))
+        retained.wait_for(lambda: bool(retained.get(proto.alarms_topic(device))), timeout_s=5)
+        retained_msgs = retained.get(proto.alarms_topic(device))
+        retained.close()
+
+    print("alarm page:", shown, banner, colours, acks, alarms)
+    assert was_latched, f"the page did not show the latched asystole after the beats came back: {shown} {banner}"
+    (shown_alarm,) = banner
+    assert (shown_alarm["device"], shown_alarm["priority"], shown_alarm["acked"]) == (device, "high", "false")
+    assert shown_alarm["text"].startswith(f"{device} ASYSTOLE (high)") and shown_alarm["button"]
+    assert shown_alarm["animation"] == "flash-high" and colours == {HIGH_RED, HIGH_DARK}, colours
+    assert shown[0]["alarm"] == "high" and shown[0]["hrColour"] == HIGH_RED  # the numerics take the alarm colour
+    asystole = [m for m in raised if m["type"] == "asystole"]
+    assert [m["state"] for m in asystole] == ["raised"]
+    assert gap_at_s - 1.5 <= asystole[0]["time"] <= gap_at_s  # dated at the last beat before the cut
+    assert [a["type"] for a in raised[-1]["active"]] == ["asystole"]  # latched: the condition ended, still active
+    assert acks == [{"v": 1, "type": "asystole"}]  # exactly one, from the button
+    cleared = [m for m in alarms[len(raised):] if m["type"] == "asystole"]
+    assert [m["state"] for m in cleared] == ["cleared"] and cleared[0]["active"] == []
+    assert after == [] and hidden is True and cleared_shown[0]["alarm"] == "none"
+    assert retained_msgs[0]["state"] == "cleared" and retained_msgs[0]["active"] == []  # what a new viewer gets
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(tmp_path / "alarm.png")
+    assert image.shape[:2] == (WINDOW[1], WINDOW[0]) and image[..., :3].std() > 0.02
 
 
 # ---------------------------------------------------------------------------------------------- security
