@@ -203,3 +203,28 @@ def test_no_vt_or_rate_alarm_from_a_run_that_began_in_vf(data_dir: Path) -> None
     assert {k: v for k, v in false["207"]["by_type"].items() if k in ("vt", "tachy", "brady")} == {}
     vf = [r for r in results if r.alarm == "vf"]
     assert len(vf) == 6 and all(r.delay_s is not None and r.delay_s <= 6.0 for r in vf)  # measured: max 5.2 s
+
+
+def test_vt_run_that_ends_between_two_alarm_updates_still_raises(data_dir: Path) -> None:
+    """Beats reach the episode layer in bursts (a beat goes out once its segmentation and class are in, so one
+    engine batch can release several): MIT-BIH 203's 9-beat VT at 303.6-307.5 s (reference classes) pushed as one
+    burst with the N beat after it, the monitor updated once after the burst. Before: the run had ended by the time
+    the monitor looked, and no vt was raised (seen live: 203 at 303.6 s missed at one chunk phase, at another raised
+    and cleared in the same instant)."""
+    prep = rhythm.prepare(data_dir / "mitdb" / "203", beat_classes=True)
+    beats = [b for _, b in rhythm.beat_events(prep, True)]
+    tracker, monitor = EpisodeTracker(), AlarmMonitor(AlarmLimits(latching=frozenset()))
+    before = [b for b in beats if b.time_s < 300.0]
+    burst = [b for b in beats if 300.0 <= b.time_s < 309.0]  # ... V V N V N: a 1-beat run ends the burst
+    assert "".join(b.cls or "-" for b in burst).count("VVVVVVVVV") == 1  # the run, then non-V beats, in the burst
+    for b in before:
+        tracker.push_beat(b)
+        monitor.update(tracker.snapshot())
+    raised_before = {a.type for a in monitor.update(tracker.snapshot()) if a.state == "raised"}
+    for b in burst:
+        tracker.push_beat(b)
+    vt = [a for a in monitor.update(tracker.snapshot()) if a.type == "vt"]
+    assert "vt" not in raised_before and [a.state for a in vt] == ["raised"]
+    assert 303.3 <= vt[0].time_s <= 304.0  # dated to the run's first V beat (reference 303.6 s)
+    after = [a for a in monitor.update(tracker.snapshot()) if a.type == "vt"]
+    assert [a.state for a in after] == ["cleared"]  # not latched: the condition is gone at the next look

@@ -10,7 +10,8 @@ alarm       priority  condition (limits in :class:`AlarmLimits`)                
 ==========  ========  =====================================================================================  ========
 asystole    high      the tracker's ASYSTOLE episode (no beat ≥ 4 s on a usable signal)                      beats
 vf          high      the tracker's VFL episode (VF filter on the signal)                                    signal
-vt          high      the live V run has ≥ ``vt_run_beats`` (5) beats at > ``vt_rate_bpm`` (100 bpm)        classes
+vt          high      a V run has ≥ ``vt_run_beats`` (5) beats at > ``vt_rate_bpm`` (100 bpm): the live one, or  classes
+                      one that ended since the last update (beats come in bursts)
 brady       high      HR < ``brady_bpm`` (40 bpm, extreme bradycardia)                                       beats
 tachy       high      HR > ``tachy_bpm`` (150 bpm, extreme tachycardia)                                      beats
 pause       medium    no beat for > ``pause_s`` (3 s), or a completed RR > ``pause_s``                       beats
@@ -141,6 +142,7 @@ class AlarmMonitor:
         self._alarms: dict[str, _Alarm] = {name: _Alarm() for name in ALARM_PRIORITY}
         self._last_rr_beat: float | None = None
         self._vf_seen_s: float | None = None  # device time (s) of the latest update at which vf was present
+        self._vt_runs_seen = 0  # number of the latest ended V run the last update saw
 
     def conditions(self, snap: Mapping[str, Any]) -> dict[str, float | None]:
         """Onset time (s) of every alarm condition present in a tracker snapshot, None when absent."""
@@ -163,13 +165,22 @@ class AlarmMonitor:
         # VF supersedes vt and the rate alarms, and what it left behind (a run or a rate window begun in it) is VF's
         run_start, rate_from = snap.get("vt_run_start_s"), snap.get("hr_all_from_s")
         after_vf = self._vf_seen_s
-        vt_ok = vf is None and run_start is not None and (after_vf is None or run_start > after_vf)
+        vt_start = run_start if run >= lim.vt_run_beats and rate and rate > lim.vt_rate_bpm else None
+        ended = snap.get("vt_ended_runs") or []
+        if ended and ended[-1][0] < self._vt_runs_seen:  # the tracker was reset
+            self._vt_runs_seen = 0
+        for number, start, beats, run_rate in ended:  # runs that began and ended between two updates
+            if vt_start is None and number > self._vt_runs_seen and beats >= lim.vt_run_beats and run_rate \
+                    and run_rate > lim.vt_rate_bpm:
+                vt_start = start
+        self._vt_runs_seen = ended[-1][0] if ended else self._vt_runs_seen
+        vt_ok = vf is None and vt_start is not None and (after_vf is None or vt_start > after_vf)
         rate_ok = vf is None and hr is not None and (
             after_vf is None or (rate_from is not None and rate_from > after_vf))
         return {
             "asystole": active.get("ASYSTOLE"),
             "vf": vf,
-            "vt": run_start if vt_ok and run >= lim.vt_run_beats and rate and rate > lim.vt_rate_bpm else None,
+            "vt": vt_start if vt_ok else None,
             "brady": now if rate_ok and hr < brady_on else None,
             "tachy": now if rate_ok and hr > tachy_on else None,
             "pause": pause,

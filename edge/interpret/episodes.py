@@ -367,7 +367,8 @@ class EpisodeTracker:
 
     def snapshot(self) -> dict[str, Any]:
         """Printable state: the call, active episodes, HR (``hr_all_from_s``: R time of the oldest beat behind
-        ``hr_all_bpm``), counts, burden, lead status, and the live VT run."""
+        ``hr_all_bpm``), counts, burden, lead status, the live V run and the latest ended ones (``vt_ended_runs``:
+        number, start s, beats, rate bpm)."""
         return {
             "now_s": self.now_s,
             "rhythm": self.call.rhythm,
@@ -385,6 +386,7 @@ class EpisodeTracker:
             "vt_run_beats": self.vt.run_beats,
             "vt_run_rate_bpm": self.vt.run_rate_bpm,
             "vt_run_start_s": self.vt.run_start_s,
+            "vt_ended_runs": list(self.vt.ended),
         }
 
     def __repr__(self) -> str:

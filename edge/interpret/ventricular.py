@@ -29,6 +29,8 @@ from edge.interpret.events import BeatEvent, EpisodeEvent, EpisodeState
 
 #: Beat classes that may stand as the conducted ("N") beats of a bigeminy or trigeminy cycle.
 CONDUCTED = ("N", "S")
+#: Ended runs a :class:`RunDetector` keeps for readers that look between bursts of beats.
+ENDED_RUNS_KEPT = 16
 
 
 class RunDetector:
@@ -37,7 +39,9 @@ class RunDetector:
     The rate of a run of n beats is ``60 (n − 1) / (t_last − t_first)`` (bpm). The episode starts at the first beat
     of the run (decided at the ``min_beats``-th) and ends at its last beat (decided at the next classed beat of
     another class). :attr:`run_beats`, :attr:`run_rate_bpm` and :attr:`run_start_s` describe the current run
-    (the VT alarm reads them).
+    (the VT alarm reads them); :attr:`ended` holds the latest :data:`ENDED_RUNS_KEPT` runs that ended, as
+    ``(number, start_s, beats, rate_bpm)`` with ``number`` counting from 1 since the reset, so a reader that looks
+    less often than beats come (they arrive in bursts) still sees a run that began and ended between two looks.
     """
 
     def __init__(self, rhythm: str, cls: str, min_beats: int = 3, min_rate_bpm: float = 100.0):
@@ -49,7 +53,15 @@ class RunDetector:
 
     def reset(self) -> None:
         self._run: list[float] = []
+        self.ended: deque[tuple[int, float, int, float | None]] = deque(maxlen=ENDED_RUNS_KEPT)
+        self._count = 0
         self.state.reset()
+
+    def _end_run(self) -> None:
+        if self._run:
+            self._count += 1
+            self.ended.append((self._count, self._run[0], len(self._run), self.run_rate_bpm))
+        self._run = []
 
     @property
     def run_beats(self) -> int:
@@ -70,7 +82,7 @@ class RunDetector:
             return []
         if beat.cls != self.cls:
             events = self.state.end(self._run[-1], beat.time_s) if self._run else []
-            self._run = []
+            self._end_run()
             return events
         self._run.append(beat.time_s)
         rate = self.run_rate_bpm
@@ -80,7 +92,7 @@ class RunDetector:
 
     def flush(self, end_s: float) -> list[EpisodeEvent]:
         events = self.state.end(self._run[-1] if self._run else end_s, end_s)
-        self._run = []
+        self._end_run()
         return events
 
     def __repr__(self) -> str:
