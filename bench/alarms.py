@@ -83,8 +83,8 @@ def definitions(limits: AlarmLimits, min_rate_s: float) -> dict[str, str]:
     """The reference rule of each summary row (``vt``, ``vt below`` …), in words, from the limits used."""
     run = f"≥ {limits.vt_run_beats} V in a row at > {limits.vt_rate_bpm:g} bpm"
     rate = {"brady": f"8-RR rate < {limits.brady_bpm:g} bpm", "tachy": f"8-RR rate > {limits.tachy_bpm:g} bpm"}
-    out = {"vt": run, "vt below": f"VT episode, not {run}", "vf": "VFL episode", "asystole": "flat 8 s",
-           "lead_off": "lead at 0 mV 8 s"}
+    out = {"vt": run, "vt below": f"VT episode, not {run}", "vf": "VFL episode",
+           "asystole": "no beat ≥ 4 s (synthetic: 8 s flat)", "lead_off": "lead at 0 mV for 8 s"}
     for k, v in rate.items():
         out[k], out[f"{k} below"] = f"{v} ≥ {min_rate_s:g} s", f"{v} < {min_rate_s:g} s"
     return out
@@ -146,20 +146,21 @@ def plot(out: dict[str, Any], path: Path) -> None:
         return e["alarm"] if e["status"] == "event" else f"{e['alarm']} {e['status']}"
 
     types = list(dict.fromkeys(label(e) for e in out["mqtt"]["events"]))
-    for mode, dx, colour in (("mqtt", -0.15, "#1f77b4"), ("offline", 0.15, "#ff7f0e")):
+    names = {"mqtt": "MQTT (wall latency once)", "offline": "offline decision"}
+    for mode, dx, y, colour in (("mqtt", -0.15, -0.9, "#1f77b4"), ("offline", 0.15, -1.4, "#ff7f0e")):
         for i, alarm in enumerate(types):
             d = [e["delay_s"] for e in out[mode]["events"] if label(e) == alarm and e["delay_s"] is not None]
             missed = sum(1 for e in out[mode]["events"] if label(e) == alarm and e["delay_s"] is None)
             x = i + dx + np.linspace(-0.08, 0.08, len(d)) if d else []
-            ax.scatter(x, d, s=14, color=colour, label=f"{mode}" if i == 0 else None)
+            ax.scatter(x, d, s=14, color=colour, label=names[mode] if i == 0 else None)
             if missed:
                 word = "not alarmed" if alarm.endswith("below") else "missed"
-                ax.text(i + dx, -0.8, f"{missed} {word}", ha="center", fontsize=7, color=colour)
+                ax.text(i, y, f"{missed} {word}", ha="center", fontsize=7, color=colour)
     ax.axhline(TARGET_S, color="r", linestyle="--", linewidth=1, label=f"target {TARGET_S:g} s (life-threatening)")
     ax.axhline(IEC_BOUND_S, color="k", linestyle=":", linewidth=1, label=f"IEC 60601-2-27 {IEC_BOUND_S:g} s")
     ax.set_xticks(range(len(types)), types, fontsize=8)
     ax.set_ylabel("delay from reference onset, device s")
-    ax.set_ylim(-1.5, max(12.0, *(e["delay_s"] or 0 for m in ("mqtt", "offline") for e in out[m]["events"])) + 1)
+    ax.set_ylim(-1.8, max(12.0, *(e["delay_s"] or 0 for m in ("mqtt", "offline") for e in out[m]["events"])) + 1)
     ax.set_title(f"Alarm delay per event, MIT-BIH + synthetic, MQTT at {out['settings']['speed']:g}x vs offline")
     ax.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
