@@ -106,10 +106,11 @@ class AFConfig:
 class AFDetector:
     """This project's AF rule, one beat at a time.
 
-    A beat's RR interval is *clean* when the beat and the one before it are supraventricular (class N, or no class
-    given), the beat is not ``noisy`` and the interval lies in :data:`RR_RANGE_S`: ectopic beats (S, V, F, Q) and
-    the compensatory intervals after them are left out, so frequent PVCs or PACs do not look like AF when a
-    classifier is present. On each beat, over the last ``window_rr`` clean intervals (at least ``min_rr``), the call
+    A beat's RR interval is *clean* when the beat and the one before it are conducted (class N or no class given,
+    or class S with no P wave found: in AF a classifier calls many irregular beats S), the beat is not ``noisy`` and
+    the interval lies in :data:`RR_RANGE_S`: ectopic beats (S with a P wave, V, F, Q) and the compensatory intervals
+    after them are left out, so frequent PVCs or PACs do not look like AF when a classifier is present. On each
+    beat, over the last ``window_rr`` clean intervals (at least ``min_rr``), the call
     is AF when
 
     * ``nmsd`` (median |ΔRR| / median RR) ≥ ``nmsd_on`` (≥ ``nmsd_off`` to stay on), and
@@ -132,18 +133,23 @@ class AFDetector:
         self._rr: deque[float] = deque(maxlen=c.window_rr)
         self._times: deque[float] = deque(maxlen=c.window_rr)
         self._p: deque[bool | None] = deque(maxlen=c.window_rr)
-        self._prev_cls: str | None = None
+        self._prev_sv = True
         self._prev_seen = False
         self._streak = 0
         self.evidence: dict[str, float | str | None] = {}
         self.state.reset()
 
+    @staticmethod
+    def _conducted(beat: BeatEvent) -> bool:
+        """The beat's RR carries the atrial rhythm: class N or none, or S with no P wave found (in AF a classifier
+        calls many irregular, early beats S; a premature atrial beat in sinus rhythm has its own P wave)."""
+        return beat.cls is None or beat.cls in SUPRAVENTRICULAR or (beat.cls == "S" and beat.p_wave is False)
+
     def _clean(self, beat: BeatEvent) -> bool:
-        sv = beat.cls is None or beat.cls in SUPRAVENTRICULAR
-        prev_sv = self._prev_cls is None or self._prev_cls in SUPRAVENTRICULAR
-        ok = (self._prev_seen and sv and prev_sv and beat.rr_s is not None and beat.quality != "noisy"
+        sv = self._conducted(beat)
+        ok = (self._prev_seen and sv and self._prev_sv and beat.rr_s is not None and beat.quality != "noisy"
               and RR_RANGE_S[0] <= beat.rr_s <= RR_RANGE_S[1])
-        self._prev_cls, self._prev_seen = beat.cls, True
+        self._prev_sv, self._prev_seen = sv, True
         return ok
 
     def call(self) -> bool | None:
@@ -169,7 +175,7 @@ class AFDetector:
             self._rr.append(float(beat.rr_s))  # type: ignore[arg-type]
             self._times.append(beat.time_s)
             self._p.append(beat.p_wave)
-        elif beat.cls is not None and beat.cls not in SUPRAVENTRICULAR:
+        elif not self._conducted(beat):
             return []  # an ectopic beat carries no atrial evidence: the call stands
         af = self.call()
         if af is None:
