@@ -13,6 +13,7 @@ one); AF = AFIB + AFL; MIT-BIH's paced code ``P`` is ``PACED``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from edge.dsp.filters import StreamingSOS, display_bandpass
 from edge.dsp.resample import StreamingResampler
 from edge.ecg import INTERNAL_FS_HZ, MITDB_TO_AAMI, preferred_lead
 from edge.interpret.af import DashAFDetector
-from edge.interpret.alarms import AlarmEvent, AlarmMonitor
+from edge.interpret.alarms import AlarmEvent, AlarmLimits, AlarmMonitor
 from edge.interpret.episodes import EpisodeConfig, EpisodeTracker
 from edge.interpret.events import BeatEvent, EpisodeEvent, RhythmCall
 from offline.records import read_record
@@ -180,3 +181,25 @@ def spans(events: list[EpisodeEvent], rhythm: str) -> list[Span]:
 def overlap(a: list[Span], b: list[Span]) -> float:
     """Total overlap (s) between two lists of (start, end) spans (s)."""
     return sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in a for s2, e2 in b)
+
+
+def vt_run(times_s: np.ndarray, classes: Sequence[str | None], onset_s: float, end_s: float,
+           limits: AlarmLimits) -> tuple[int, float | None, float | None]:
+    """The vt alarm's rule on reference beats within [onset − 0.1 s, end] (s): the longest run of consecutive V beats,
+    the mean rate (bpm) of that run, and the time (s) of the beat at which a run first had ≥ ``vt_run_beats`` beats
+    at a mean rate > ``vt_rate_bpm`` (None: the episode is below the alarm's definition)."""
+    run: list[float] = []
+    longest, rate, met = 0, None, None
+    for t, c in zip(times_s, classes, strict=True):
+        if not onset_s - 0.1 <= t <= end_s:
+            continue
+        if c != "V":
+            run = []
+            continue
+        run.append(float(t))
+        r = 60.0 * (len(run) - 1) / (run[-1] - run[0]) if len(run) > 1 and run[-1] > run[0] else None
+        if len(run) > longest:
+            longest, rate = len(run), r
+        if met is None and len(run) >= limits.vt_run_beats and r is not None and r > limits.vt_rate_bpm:
+            met = run[-1]
+    return longest, rate, met

@@ -71,7 +71,7 @@ from edge.pipeline.runner import run_recording
 from edge.transport.broker import EmbeddedBroker
 from edge.transport.mqtt import MqttSettings, make_client
 from offline.records import read_record
-from offline.rhythm import rhythm_episodes
+from offline.rhythm import rhythm_episodes, vt_run
 from offline.scoring import BEAT_SYMBOLS
 from simulator.replay import Replayer
 from simulator.sources import ReplaySource
@@ -158,28 +158,6 @@ def reference_beats(samples: np.ndarray, symbols: Sequence[str], fs_hz: float) -
     """Times (s) and EC57 classes (None outside the mapping) of a record's reference beat annotations."""
     keep = [(int(s) / fs_hz, MITDB_TO_AAMI.get(y)) for s, y in zip(samples, symbols, strict=True) if y in BEAT_SYMBOLS]
     return np.array([t for t, _ in keep]), [c for _, c in keep]
-
-
-def vt_run(times_s: np.ndarray, classes: Sequence[str | None], onset_s: float, end_s: float,
-           limits: AlarmLimits) -> tuple[int, float | None, float | None]:
-    """The vt alarm's rule on reference beats within [onset − 0.1 s, end] (s): the longest run of consecutive V beats,
-    the mean rate (bpm) of that run, and the time (s) of the beat at which a run first had ≥ ``vt_run_beats`` beats
-    at a mean rate > ``vt_rate_bpm`` (None: the episode is below the alarm's definition)."""
-    run: list[float] = []
-    longest, rate, met = 0, None, None
-    for t, c in zip(times_s, classes, strict=True):
-        if not onset_s - 0.1 <= t <= end_s:
-            continue
-        if c != "V":
-            run = []
-            continue
-        run.append(float(t))
-        r = 60.0 * (len(run) - 1) / (run[-1] - run[0]) if len(run) > 1 and run[-1] > run[0] else None
-        if len(run) > longest:
-            longest, rate = len(run), r
-        if met is None and len(run) >= limits.vt_run_beats and r is not None and r > limits.vt_rate_bpm:
-            met = run[-1]
-    return longest, rate, met
 
 
 def rate_events(times_s: np.ndarray, limits: AlarmLimits, min_s: float) -> list[RefEvent]:

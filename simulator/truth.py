@@ -8,7 +8,9 @@ Whatever a record has is used:
   (parsed by :func:`offline.annotations.wave_marks`);
 * rhythm episodes from the ``aux_note`` of ``.atr`` rhythm annotations (symbol ``+``, note ``(VT``, ``(AFIB``, ``(B``
   …; an episode lasts until the next one or the record's end; ``(N`` is no episode), and the alarms they imply
-  (:data:`EPISODE_ALARMS`: VT → ``vt``, VFL → ``vf``, AFIB / AFL → ``af``, priorities from
+  (:data:`EPISODE_ALARMS`: VT → ``vt`` when its V run meets the vt alarm's own definition, ≥ ``vt_run_beats`` V
+  beats in a row at > ``vt_rate_bpm`` (:func:`offline.rhythm.vt_run`, default :class:`AlarmLimits`), dated to the
+  beat where it did; VFL → ``vf``, AFIB / AFL → ``af``; priorities from
   :data:`edge.interpret.alarms.ALARM_PRIORITY`);
 * PTB-XL diagnostic superclasses (from :class:`simulator.sources.ReplaySource`).
 
@@ -20,16 +22,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import wfdb
 
-from edge.ecg import canonical_lead
-from edge.interpret.alarms import ALARM_PRIORITY
+from edge.ecg import MITDB_TO_AAMI, canonical_lead
+from edge.interpret.alarms import ALARM_PRIORITY, AlarmLimits
 from edge.protocol import PROTOCOL_VERSION
 from offline.annotations import LUDB_EXTENSIONS, WaveMark, wave_marks
 from offline.records import Record, RecordError, read_annotations
-from offline.rhythm import rhythm_marks
+from offline.rhythm import rhythm_marks, vt_run
 from offline.scoring import BEAT_SYMBOLS
 from simulator.sources import ReplaySource
 
@@ -147,11 +150,25 @@ class Truth:
                 for w in self.waves if lo_s <= w.peak_s < hi_s
             ],
             "episodes": [{"type": name, "start": at(a), "end": at(b)} for name, a, b in episodes],
-            "alarms": [{"type": EPISODE_ALARMS[name], "priority": ALARM_PRIORITY[EPISODE_ALARMS[name]], "time": at(a)}
-                       for name, a, _ in episodes if name in EPISODE_ALARMS],
+            "alarms": self._alarms(episodes, at),
             "labels": list(self.labels),
             "info": self.info,
         }
+
+    def _alarms(self, episodes: list[tuple[str, float, float]], at: Any) -> list[dict[str, object]]:
+        """The reference alarms the episodes of one pass imply (module doc), times through ``at``."""
+        times = self.beat_samples / self.fs_hz
+        classes = [MITDB_TO_AAMI.get(sym) for sym in self.beat_symbols]
+        out = []
+        for name, a, b in episodes:
+            if name not in EPISODE_ALARMS:
+                continue
+            if name == "VT":
+                a = vt_run(times, classes, a, b, AlarmLimits())[2]
+                if a is None:
+                    continue  # below the alarm's definition
+            out.append({"type": EPISODE_ALARMS[name], "priority": ALARM_PRIORITY[EPISODE_ALARMS[name]], "time": at(a)})
+        return out
 
     def reference_beats(self) -> np.ndarray:
         """R positions (int64 samples, sorted) from the annotations: the ``.atr`` beats, else the QRS peaks of the
