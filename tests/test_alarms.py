@@ -228,3 +228,14 @@ def test_vt_run_that_ends_between_two_alarm_updates_still_raises(data_dir: Path)
     assert 303.3 <= vt[0].time_s <= 304.0  # dated to the run's first V beat (reference 303.6 s)
     after = [a for a in monitor.update(tracker.snapshot()) if a.type == "vt"]
     assert [a.state for a in after] == ["cleared"]  # not latched: the condition is gone at the next look
+
+
+def test_no_second_pause_alarm_for_a_silence_already_alarmed(data_dir: Path) -> None:
+    """The 10 s silence of the asystole case raises pause (after 3 s), then asystole (after 4 s). When the beats
+    come back, the completed RR of that silence is no new pause: it was alarmed while it happened. (Before: pause
+    raised again, dated to the last beat before the cut, and cleared a moment later.)"""
+    prep = _spliced(data_dir, "noise")
+    _, alarms, _ = rhythm.stream(prep, with_classes=False, monitor=AlarmMonitor(AlarmLimits(latching=frozenset())))
+    pause = [a for a in alarms if a.type == "pause" and a.state == "raised"]
+    assert len(pause) == 1 and GAP_S[0] < pause[0].at_s < GAP_S[0] + 5.0  # during the silence, before asystole
+    assert [a.type for a in alarms if a.state == "raised" and a.at_s > GAP_S[1]] == []

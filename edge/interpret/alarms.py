@@ -14,7 +14,7 @@ vt          high      a V run has ≥ ``vt_run_beats`` (5) beats at > ``vt_rate_
                       one that ended since the last update (beats come in bursts)
 brady       high      HR < ``brady_bpm`` (40 bpm, extreme bradycardia)                                       beats
 tachy       high      HR > ``tachy_bpm`` (150 bpm, extreme tachycardia)                                      beats
-pause       medium    no beat for > ``pause_s`` (3 s), or a completed RR > ``pause_s``                       beats
+pause       medium    no beat for > ``pause_s`` (3 s), or a completed RR > ``pause_s`` not alarmed as it happened  beats
 af          medium    the tracker's AFIB episode (raised at its onset)                                       beats
 lead_off    low       technical: the lead is flat or saturated (never reported as asystole)                  signal
 ==========  ========  =====================================================================================  ========
@@ -141,6 +141,7 @@ class AlarmMonitor:
     def reset(self) -> None:
         self._alarms: dict[str, _Alarm] = {name: _Alarm() for name in ALARM_PRIORITY}
         self._last_rr_beat: float | None = None
+        self._silence_seen: float | None = None  # last beat (s) after which a silence > pause_s was seen live
         self._vf_seen_s: float | None = None  # device time (s) of the latest update at which vf was present
         self._vt_runs_seen = 0  # number of the latest ended V run the last update saw
 
@@ -150,15 +151,19 @@ class AlarmMonitor:
         hr, last_beat = snap.get("hr_all_bpm"), snap.get("last_beat_s")
         run, rate = snap.get("vt_run_beats", 0), snap.get("vt_run_rate_bpm")
         pause = None
-        if last_beat is not None and now - last_beat > lim.pause_s and "ASYSTOLE" not in active:
-            pause = last_beat
+        if last_beat is not None and now - last_beat > lim.pause_s:
+            self._silence_seen = last_beat  # this silence is alarmed as it happens (pause, then asystole)
+            if "ASYSTOLE" not in active:
+                pause = last_beat
         # rate alarms go off again only RATE_HYSTERESIS_BPM inside their limit (no flicker around it)
         brady_on = lim.brady_bpm + (RATE_HYSTERESIS_BPM if self._alarms["brady"].condition else 0.0)
         tachy_on = lim.tachy_bpm - (RATE_HYSTERESIS_BPM if self._alarms["tachy"].condition else 0.0)
         rr = snap.get("last_rr_s")
         if pause is None and rr is not None and rr > lim.pause_s and last_beat != self._last_rr_beat:
-            pause = last_beat - rr  # a pause seen only when the beat after it came
             self._last_rr_beat = last_beat
+            seen = self._silence_seen is not None and abs(self._silence_seen - (last_beat - rr)) < 1e-6
+            if not seen:  # not alarmed while it happened (it fell between two updates)
+                pause = last_beat - rr  # a pause seen only when the beat after it came
         vf = active.get("VFL")
         if vf is not None:
             self._vf_seen_s = now
