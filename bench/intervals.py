@@ -11,8 +11,9 @@ lead II marks (``.ii``), RR from the marked QRS peaks; only the held-out **test*
 (``train.data.ludb.split(names, 0, 0.2, 0.1)``, as bench/delineation.py), 10 s each. Published beats are paired
 one-to-one with reference beats within 150 ms (:func:`offline.scoring.pair_beats`).
 
-Two lead configurations (``EdgeConfig.seg_leads``): the edge's default, one lead (II, else MLII, ...), and every
-lead of the record (2 on QTDB and MIT-BIH, 12 on LUDB), where a beat's T is the one the leads agree on
+Three lead configurations (``EdgeConfig.seg_leads``, :data:`LEAD_VARIANTS`): the edge's default (two leads), one
+lead (II or MLII), and every lead of the record (2 on QTDB and MIT-BIH, 12 on LUDB); with several, a beat's T is
+the one the leads agree on
 (:func:`edge.interpret.delineation.combine_leads`). ``--baseline REV`` measures the edge code of git revision REV
 as well, in the same run: this script again in a subprocess with a temporary worktree of REV first on its path.
 
@@ -109,9 +110,13 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
             "mae_ms": round(float(np.abs(v).mean()), 1) if v.size else None}
 
 
-#: The lead configurations measured, as ``EdgeConfig.seg_leads``: the edge's default (one lead: II, else MLII, ...)
-#: and every lead of the record (2 on QTDB and MIT-BIH, 12 on LUDB), where the QT comes from the leads that agree.
-LEAD_VARIANTS: dict[str, tuple[str, ...]] = {"preferred lead": (), "all leads": ("all",)}
+#: The lead configurations measured, as ``EdgeConfig.seg_leads``: the edge's default (two leads,
+#: :func:`edge.pipeline.device_inference.default_seg_leads`: II + I, MLII + the other channel), one lead (II or MLII,
+#: else the record's first) and every lead of the record (2 on QTDB and MIT-BIH, 12 on LUDB); with several leads the
+#: QT comes from the leads that agree.
+LEAD_VARIANTS: dict[str, tuple[str, ...]] = {
+    "default (two leads)": (), "one lead": ("II", "MLII"), "all leads": ("all",),
+}
 
 
 def measure(data: Path, seg_leads: tuple[str, ...]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
