@@ -79,7 +79,7 @@ def classify(engine: Engine, signal_mv: np.ndarray, r_internal: np.ndarray, r_ti
     columns = feature_columns(m.feature_names)
     features = beat_features(r_times_s, signal_mv, r_internal, INTERNAL_FS_HZ)[:, columns].astype(np.float32)[inside]
     logits = engine.infer(windows[:, None, :], features=features)
-    thresholds = np.array([m.thresholds[c] for c in m.class_names])
+    thresholds = m.threshold_vector
     pred = np.full(len(r_internal), -1, dtype=np.int64)
     pred[inside] = decide(to_probabilities(logits, m.activation), thresholds)
     return pred

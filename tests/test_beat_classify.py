@@ -132,7 +132,7 @@ def test_shipped_engine_classifies_record_100_reference_beats(data_dir: Path) ->
     features = beat_features(rec.r_times_s, rec.signal_mv, rec.r_samples, INTERNAL_FS_HZ)
     features = features[:, feature_columns(m.feature_names)][inside].astype(np.float32)
     probs = to_probabilities(engine.infer(windows[:, None], features=features), m.activation)
-    pred = decide(probs, np.array([m.thresholds[c] for c in m.class_names]))
+    pred = decide(probs, m.threshold_vector)
     matrix = confusion(rec.labels[inside], pred)
     n = AAMI_CLASSES.index("N")
     assert matrix[n, n] / matrix[n].sum() >= N_RECALL_100

@@ -57,7 +57,7 @@ def window_beat_classes(engine: Engine, signal_mv: np.ndarray, r_peaks: np.ndarr
     windows = padded[r[:, None] + np.arange(window)[None, :]]  # r - before + before (pad) = r
     feats = beat_features(r / INTERNAL_FS_HZ, signal_mv, r, INTERNAL_FS_HZ)[:, feature_columns(m.feature_names)]
     feats = feats.astype(np.float32)
-    thresholds = np.array([m.thresholds.get(c, 1.0) for c in m.class_names])
+    thresholds = m.threshold_vector
     out = []
     for lo in range(0, r.size, BATCH):
         logits = engine.infer(windows[lo : lo + BATCH, None, :], features=feats[lo : lo + BATCH])

@@ -274,6 +274,12 @@ class Manifest:
         return len(self.feature_names)
 
     @property
+    def threshold_vector(self) -> np.ndarray:
+        """``(len(class_names),)`` thresholds in class order, 1 for a class without one (empty: argmax), as
+        :func:`edge.interpret.beat_class.decide` takes them."""
+        return np.array([self.thresholds.get(c, 1.0) for c in self.class_names])
+
+    @property
     def output_shape(self) -> tuple[int | None, ...]:
         """Shape of :meth:`Engine.infer`'s result with ``None`` for the batch: ``[null, n_classes]`` (classify,
         beat-classify) or ``[null, n_classes, window_samples]`` (segment)."""

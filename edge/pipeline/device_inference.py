@@ -199,8 +199,7 @@ class DeviceInference:
         self.beat_lead_idx = preferred_lead(leads)
         #: the beat classifier's per-class thresholds (1 where the manifest has none), for
         #: :func:`edge.interpret.beat_class.decide`
-        self.beat_thresholds = (np.array([plan.beat.thresholds.get(c, 1.0) for c in plan.beat.class_names])
-                                if plan.beat is not None else None)
+        self.beat_thresholds = plan.beat.threshold_vector if plan.beat is not None else None
         self._rr = RRContext()
         self._morph = DominantBeat(self.fs)
         self.beat_columns = feature_columns(plan.beat.feature_names) if plan.beat is not None else None
