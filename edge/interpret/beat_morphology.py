@@ -65,12 +65,6 @@ def _detrend(x: np.ndarray) -> np.ndarray:
     return x - (a + (b - a) * np.linspace(0.0, 1.0, x.size))
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    den = float(np.sqrt((a @ a) * (b @ b)))
-    return float(a @ b) / den if den > 0 else 0.0
-
-
 def _corr_rows(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Pearson correlation of each row of ``(k, n)`` with ``(n,)`` (0 where either is constant)."""
     r = rows - rows.mean(axis=1, keepdims=True)
@@ -130,14 +124,13 @@ class DominantBeat:
             self._add(x)
             return NEUTRAL.copy()
         tq = self.templates[:, self._qrs]
+        t_ptp = np.maximum(np.ptp(tq, axis=1), 1e-6)
         corr = _corr_rows(tq, q)
-        amp = np.log2(ptp / np.maximum(np.ptp(tq, axis=1), 1e-6))
+        amp = np.log2(ptp / t_ptp)
         d = self.dominant
-        t_ptp = max(float(np.ptp(tq[d])), 1e-6)
         feats = np.array([
-            corr[d], float(np.log2(ptp / t_ptp)),
-            float(np.sqrt(np.mean((q - tq[d]) ** 2))) / t_ptp, _corr(x[self._p], self.templates[d, self._p]),
-            self.counts[d] / self.counts.sum(),
+            corr[d], amp[d], float(np.sqrt(np.mean((q - tq[d]) ** 2))) / t_ptp[d],
+            _corr_rows(self.templates[d : d + 1, self._p], x[self._p])[0], self.counts[d] / self.counts.sum(),
         ])  # fmt: skip
         self._learn(x, corr, amp)
         return feats
