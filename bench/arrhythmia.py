@@ -37,7 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +48,12 @@ from rich.progress import track
 from rich.table import Table
 
 from edge.app import EdgeConfig, load_plan
+from edge.inference import Engine
 from edge.interpret.af import DashAFDetector
 from edge.interpret.alarms import ALARM_PRIORITY, AlarmEvent, AlarmLimits, AlarmMonitor
 from edge.interpret.episodes import EpisodeTracker
 from edge.interpret.events import EpisodeEvent
+from edge.pipeline.device_inference import InferencePlan
 from edge.pipeline.runner import episodes_table, run_recording
 from edge.transport.mqtt import BrokerAddress, MqttSettings
 from offline.records import read_record
@@ -209,11 +211,15 @@ def cinc_calls(folder: Path) -> dict[str, Any]:
 EDGE_ENGINES = (Path("engines/wave-seg"), Path("engines/beat-cls"))
 
 
-def run_edge(path: Path, limits: AlarmLimits) -> tuple[list[EpisodeEvent], list[AlarmEvent]]:
-    """One record through the whole edge pipeline (:func:`edge.pipeline.runner.run_recording` with the shipped
-    segmenter and beat classifier): its episodes as end events and its alarm messages as events."""
-    config = EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=EDGE_ENGINES, threads=1)
-    plan, engines = load_plan(config)
+def load_edge() -> tuple[InferencePlan | None, dict[str, Engine]]:
+    """The plan and engines of the ``edge`` mode (:data:`EDGE_ENGINES`, one ONNX Runtime thread each)."""
+    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=EDGE_ENGINES, threads=1))
+
+
+def run_edge(path: Path, limits: AlarmLimits, plan: InferencePlan | None,
+             engines: Mapping[str, Engine]) -> tuple[list[EpisodeEvent], list[AlarmEvent]]:
+    """One record through the whole edge pipeline (:func:`edge.pipeline.runner.run_recording` with the plan and
+    engines of :func:`load_edge`): its episodes as end events and its alarm messages as events."""
     rec = read_record(path)
     out = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, engines, plan, device=rec.name, alarm_limits=limits)
     duration = len(rec.signal_mv) / rec.fs_hz
@@ -289,13 +295,14 @@ def main() -> None:
     runs: dict[str, dict[str, list[EpisodeEvent]]] = {}
     modes = ("classes", "rr_only") if args.no_edge else ("classes", "rr_only", "edge")
     paths = {**{r: args.data / "mitdb" / r for r in mitdb}, **{n: args.data / "cpsc2021_af" / n for n in cpsc}}
+    edge = load_edge() if "edge" in modes else (None, {})
     for mode in modes:
         ours: dict[str, list[EpisodeEvent]] = {}
         dash: dict[str, list[EpisodeEvent]] = {}
         alarms: dict[str, list[AlarmEvent]] = {}
         for name, prep in track({**mitdb, **cpsc}.items(), description=f"{mode:8s}", console=console):
             if mode == "edge":
-                ours[name], alarms[name] = run_edge(paths[name], no_latch)
+                ours[name], alarms[name] = run_edge(paths[name], no_latch, *edge)
                 continue
             ours[name], alarms[name], dash[name] = stream(prep, mode == "classes", monitor=AlarmMonitor(no_latch),
                                                           baseline=DashAFDetector())
