@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as paho
-from baseline import add_worktree, edge_command, remove_worktree
+from baseline import add_worktree, edge_command, remove_worktree, terminate
 from rich.console import Console
 from rich.table import Table
 
@@ -281,12 +280,7 @@ def run_variant(name: str, rnd: int, args: argparse.Namespace, broker: EmbeddedB
         stop.set()
         if replay_thread is not None:
             replay_thread.join(30)
-        edge.send_signal(signal.SIGTERM)
-        try:
-            edge.wait(20)
-        except subprocess.TimeoutExpired:
-            edge.kill()
-            edge.wait()
+        terminate(edge)
         listener.close()
     if res.reasons:
         console.print(f"[dim]{name}: {'; '.join(res.reasons)} (edge log: {log_path})[/dim]")

@@ -50,7 +50,6 @@ import math
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -62,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 import psutil
-from baseline import add_worktree, edge_command, remove_worktree
+from baseline import add_worktree, edge_command, remove_worktree, terminate
 from rich.console import Console
 from rich.table import Table
 
@@ -262,12 +261,7 @@ def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
             step.cpu_s["sim"] = round(sim_cpu * args.measure_s / duration, 2)  # its whole run, scaled to the part
             step.cpu_pct = {k: round(100 * v / elapsed, 1) for k, v in step.cpu_s.items()}
         finally:
-            edge.send_signal(signal.SIGTERM)
-            try:
-                edge.wait(20)
-            except subprocess.TimeoutExpired:
-                edge.kill()
-                edge.wait()
+            terminate(edge)
             edge_log.close()
             if sim is not None and sim.poll() is None:
                 sim.kill()
