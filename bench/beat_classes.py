@@ -14,9 +14,14 @@ its beats are Q; shown, not pooled). Two R-peak sources per record:
 
 Windows are cut from the preferred lead resampled to 250 Hz by the edge's streaming resampler and run through the
 engine with ONNX Runtime (:func:`edge.inference.load_engine`), decided by the manifest's thresholds
-(``argmax p / t``, :func:`train.beat_metrics.decide`). Scores: gross VEB and SVEB Se / +P, per record and pooled,
-5-class confusion matrix (:func:`train.beat_metrics.ec57_scores`), over all beats and with the first 5 minutes
-excluded (EC57's learning period). Cost: beats classified per second through ONNX Runtime on one thread.
+(``argmax p / t``, :func:`edge.interpret.beat_class.decide`), then the edge's noise gate (both leads,
+:func:`edge.interpret.beat_class.beat_unreadable`: an unreadable beat is Q). Each source is scored gated (what the
+edge publishes) and ungated (``... ungated`` rows: the classifier's own decision), from the same run. Scores: gross
+VEB and SVEB Se / +P, per record and pooled, 5-class confusion matrix (:func:`train.beat_metrics.ec57_scores`), over
+all beats and with the first 5 minutes excluded (EC57's learning period). Cost: beats classified per second through
+ONNX Runtime on one thread.
+
+``--ds1`` adds all 22 DS1 records (the gate's tuning set; 18 of them trained the engine).
 
 ``--runs`` adds the pretrained-vs-scratch table from fine-tuning run folders (``metrics.json``: DS2 = their "test"
 part, reference beats, PyTorch; ``model.pt``: the run's config).
@@ -39,10 +44,11 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.detection.beats import detect_record
+from edge.dsp.resample import StreamingResampler
 from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ
 from edge.inference import load_engine
 from edge.inference.engine import Engine, to_probabilities
-from edge.interpret.beat_class import beat_features, decide, feature_columns
+from edge.interpret.beat_class import beat_features, beat_unreadable, decide, feature_columns, gate_classes
 from offline.plots import plot_confusion
 from offline.records import read_record
 from offline.scoring import match_pairs
@@ -60,6 +66,8 @@ BASELINES: dict[str, tuple[float, float, float, float]] = {
     "open streaming peer, Rust (MITDB)": (95.8, 80.8, 29.2, 18.3),
 }
 TARGETS = (95.0, 95.0, 80.0, 70.0)
+#: R-peak sources, each scored gated (as named) and ungated (``"<source> ungated"``).
+SOURCES = ("edge", "reference")
 _K = len(AAMI_CLASSES)
 
 
@@ -72,8 +80,15 @@ def match_index(ref: np.ndarray, test: np.ndarray, tol: float) -> np.ndarray:
     return out
 
 
-def classify(engine: Engine, signal_mv: np.ndarray, r_internal: np.ndarray, r_times_s: np.ndarray) -> np.ndarray:
-    """AAMI class index of each beat (-1 where its window is not inside the signal)."""
+def classify(engine: Engine, signal_mv: np.ndarray, leads_mv: np.ndarray, r_internal: np.ndarray,
+             r_times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AAMI class index of each beat (-1 where its window is not inside the signal), ungated and gated.
+
+    Args:
+        signal_mv: ``(n,)`` the engine's lead (mV, internal rate); leads_mv: ``(n, L)`` the noise gate's leads, the
+            engine's first.
+        r_internal: ``(k,)`` R peaks (internal samples); r_times_s: ``(k,)`` their times (s).
+    """
     m = engine.manifest
     windows, inside = mitdb.beat_windows(signal_mv, r_internal, m.r_offset_samples, m.window_samples)
     columns = feature_columns(m.feature_names)
@@ -82,12 +97,15 @@ def classify(engine: Engine, signal_mv: np.ndarray, r_internal: np.ndarray, r_ti
     thresholds = m.threshold_vector
     pred = np.full(len(r_internal), -1, dtype=np.int64)
     pred[inside] = decide(to_probabilities(logits, m.activation), thresholds)
-    return pred
+    gated = gate_classes(pred, beat_unreadable(r_times_s, leads_mv, r_internal, INTERNAL_FS_HZ) & (pred >= 0),
+                         m.class_names)
+    return pred, gated
 
 
 def record_matrices(engine: Engine, path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Confusion matrices of one record: ``{"edge" | "reference": {"all" | "after_5min": matrix}}``, and
-    ``"offsets_ms"``: detected minus reference R time of the matched beats (ms).
+    """Confusion matrices of one record: ``{source: {"all" | "after_5min": matrix}}`` for the sources :data:`SOURCES`
+    (gated) and ``"<source> ungated"``, and ``"offsets_ms"``: detected minus reference R time of the matched beats
+    (ms).
 
     The edge matrices are 6 x 6: the last row counts extra detections, the last column missed reference beats.
     """
@@ -97,30 +115,35 @@ def record_matrices(engine: Engine, path: Path) -> dict[str, dict[str, np.ndarra
     ref_labels, ref_t = beats.labels, beats.r_times_s
     out: dict[str, dict[str, np.ndarray]] = {}
 
-    pred = classify(engine, signal, beats.r_samples, ref_t)
+    order = [rec.leads.index(beats.lead), *(i for i in range(len(rec.leads)) if rec.leads[i] != beats.lead)]
+    leads = StreamingResampler(rec.fs_hz, INTERNAL_FS_HZ, len(order)).push(rec.signal_mv[:, order])  # gate's leads
     late = ref_t >= LEARNING_S
-    out["reference"] = {"all": confusion(ref_labels, pred), "after_5min": confusion(ref_labels[late], pred[late])}
+    for suffix, pred in zip(("", " ungated"), classify(engine, signal, leads, beats.r_samples, ref_t)[::-1],
+                            strict=True):
+        out[f"reference{suffix}"] = {"all": confusion(ref_labels, pred),
+                                     "after_5min": confusion(ref_labels[late], pred[late])}  # fmt: skip
 
     detected = detect_record(rec.signal_mv, rec.fs_hz)
     det_samples = np.array([b.sample for b in detected], dtype=np.int64)
     det_t = np.array([b.time_s for b in detected])
-    det_pred = classify(engine, signal, rescale_samples(det_samples, rec.fs_hz), det_t)
+    det_preds = classify(engine, signal, leads, rescale_samples(det_samples, rec.fs_hz), det_t)
     ref_samples = np.round(ref_t * rec.fs_hz).astype(np.int64)
     match = match_index(ref_samples, det_samples, MATCH_WINDOW_S * rec.fs_hz)
     taken = np.zeros(len(det_samples), dtype=bool)
     taken[match[match >= 0]] = True
-    edge = {}
-    for key, keep_ref, keep_det in (("all", np.ones(len(ref_t), bool), np.ones(len(det_t), bool)),
-                                    ("after_5min", ref_t >= LEARNING_S, det_t >= LEARNING_S)):  # fmt: skip
-        m = np.zeros((_K + 1, _K + 1), dtype=np.int64)
-        scored = keep_ref & (ref_labels >= 0)
-        got = np.where(match >= 0, det_pred[np.maximum(match, 0)], _K)  # unmatched: missed (column K)
-        got = np.where(got < 0, _K, got)  # matched, but its window is not inside the record: not classified
-        np.add.at(m, (ref_labels[scored], got[scored]), 1)
-        extra = keep_det & ~taken & (det_pred >= 0)
-        np.add.at(m, (np.full(extra.sum(), _K), det_pred[extra]), 1)
-        edge[key] = m
-    out["edge"] = edge
+    for suffix, det_pred in zip(("", " ungated"), det_preds[::-1], strict=True):
+        edge = {}
+        for key, keep_ref, keep_det in (("all", np.ones(len(ref_t), bool), np.ones(len(det_t), bool)),
+                                        ("after_5min", ref_t >= LEARNING_S, det_t >= LEARNING_S)):  # fmt: skip
+            m = np.zeros((_K + 1, _K + 1), dtype=np.int64)
+            scored = keep_ref & (ref_labels >= 0)
+            got = np.where(match >= 0, det_pred[np.maximum(match, 0)], _K)  # unmatched: missed (column K)
+            got = np.where(got < 0, _K, got)  # matched, but its window is not inside the record: not classified
+            np.add.at(m, (ref_labels[scored], got[scored]), 1)
+            extra = keep_det & ~taken & (det_pred >= 0)
+            np.add.at(m, (np.full(extra.sum(), _K), det_pred[extra]), 1)
+            edge[key] = m
+        out[f"edge{suffix}"] = edge
     hit = match >= 0
     out["offsets_ms"] = 1000.0 * (det_t[match[hit]] - ref_t[hit])
     return out
@@ -212,6 +235,7 @@ def main() -> None:
     parser.add_argument("--engine", type=Path, default=Path("engines/beat-cls"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding mitdb/")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="fine-tuning run folders (metrics.json)")
+    parser.add_argument("--ds1", action="store_true", help="also score all 22 DS1 records (the gate's tuning set)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/beat_classes.json"))
     args = parser.parse_args()
     console = Console(width=140)
@@ -224,14 +248,16 @@ def main() -> None:
     if tuple(m.class_names) != AAMI_CLASSES:
         raise SystemExit(f"error: {args.engine} is not an AAMI beat classifier (classes {list(m.class_names)})")
     groups = {"DS2 dev-test": DEV_TEST, "DS1 val": mitdb.VAL_RECORDS}
+    if args.ds1:
+        groups["DS1"] = mitdb.DS1
     results: dict = {"engine": str(args.engine), "window_samples": m.window_samples,
                      "r_offset_samples": m.r_offset_samples, "fs_hz": INTERNAL_FS_HZ,
                      "thresholds": m.thresholds, "groups": {}}  # fmt: skip
     for group, names in groups.items():
         per_record = {n: record_matrices(engine, args.data / "mitdb" / n) for n in names}
         results["groups"][group] = {}
-        for source in ("edge", "reference"):
-            for key in ("all", "after_5min"):
+        for source in (*SOURCES, *(f"{src} ungated" for src in SOURCES)):
+            for key in ("all", "after_5min") if source in SOURCES else ("all",):
                 title = f"{group}: {source} R peaks, {'all beats' if key == 'all' else 'first 5 min excluded'}"
                 results["groups"][group][f"{source}/{key}"] = print_group(console, title, per_record, source, key)
         offsets = np.abs(np.concatenate([per_record[n]["offsets_ms"] for n in names]))
@@ -244,8 +270,11 @@ def main() -> None:
     for name in PACED:  # outside the AAMI protocol: what the classifier calls a paced record's beats
         mats = record_matrices(engine, args.data / "mitdb" / name)
         called = dict(zip(AAMI_CLASSES, mats["reference"]["all"].sum(axis=0).tolist(), strict=True))
-        results["paced"] = {name: {"reference_beats_called": called, "edge_confusion": mats["edge"]["all"].tolist()}}
-        console.print(f"paced {name} (beats are Q, not scored by AAMI): its reference beats are called {called}")
+        ungated = dict(zip(AAMI_CLASSES, mats["reference ungated"]["all"].sum(axis=0).tolist(), strict=True))
+        results["paced"] = {name: {"reference_beats_called": called, "reference_beats_called_ungated": ungated,
+                                   "edge_confusion": mats["edge"]["all"].tolist()}}  # fmt: skip
+        console.print(f"paced {name} (beats are Q, not scored by AAMI): its reference beats are called {called} "
+                      f"(ungated {ungated})")
     dev = np.asarray(results["groups"]["DS2 dev-test"]["edge/all"]["confusion"])
     png = args.json.with_name("beat_classes_confusion.png")
     labels = (*AAMI_CLASSES, "missed/extra")

@@ -1,12 +1,14 @@
 """The decision rule of beat classification (one class per beat from its class probabilities and the manifest's
-per-class thresholds) and the names of the per-beat features a classifier can take. The edge (every published beat)
-and training (features, threshold tuning, evaluation) both use it."""
+per-class thresholds, then the noise gate of :mod:`edge.interpret.beat_noise`: an unreadable beat is Q) and the names
+of the per-beat features a classifier can take. The edge (every published beat) and training / the bench (features,
+threshold tuning, evaluation) both use it."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from edge.interpret.beat_morphology import MORPHOLOGY_NAMES, morphology_features
+from edge.interpret.beat_noise import UNREADABLE_CLASS, unreadable_beats
 from edge.interpret.rr_features import FEATURE_NAMES, rr_features
 
 
@@ -16,6 +18,16 @@ def decide(probabilities: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     p = np.asarray(probabilities, dtype=float)
     t = np.maximum(np.asarray(thresholds, dtype=float), 1e-6)
     return np.argmax(p / t[None, :], axis=-1)
+
+
+def gate_classes(classes: np.ndarray, unreadable: np.ndarray, class_names: tuple[str, ...] | list[str]) -> np.ndarray:
+    """``(n,)`` class indices (:func:`decide`) with every unreadable beat (``(n,)`` bool,
+    :mod:`edge.interpret.beat_noise`) set to :data:`~edge.interpret.beat_noise.UNREADABLE_CLASS`; unchanged when
+    the classifier has no such class."""
+    out = np.array(classes, dtype=np.int64)
+    if UNREADABLE_CLASS in class_names:
+        out[np.asarray(unreadable, dtype=bool)] = list(class_names).index(UNREADABLE_CLASS)
+    return out
 
 
 #: Every per-beat feature the edge can give a beat classifier, by name: the RR context
@@ -51,3 +63,21 @@ def beat_features(r_times_s: np.ndarray, signal_mv: np.ndarray, r_samples: np.nd
     """
     morph = morphology_features(signal_mv, r_samples, fs_hz)
     return np.concatenate([rr_features(r_times_s), morph], axis=1)
+
+
+def beat_unreadable(r_times_s: np.ndarray, leads_mv: np.ndarray, r_samples: np.ndarray, fs_hz: float) -> np.ndarray:
+    """The noise gate of a whole series of beats, with the code the edge runs live (its ``local_rr_s`` from
+    :func:`~edge.interpret.rr_features.rr_features`, as :func:`beat_features` has it).
+
+    Args:
+        r_times_s: ``(k,)`` R times (s), strictly increasing.
+        leads_mv: ``(n, L)`` the gate's leads (mV) at ``fs_hz``: the two the edge segments (MIT-BIH: both),
+            the classifier's lead first.
+        r_samples: ``(k,)`` the same R peaks as samples of ``leads_mv``.
+        fs_hz: rate of ``leads_mv`` (Hz).
+
+    Returns:
+        ``(k,)`` bool, True for an unreadable beat (class Q through :func:`gate_classes`).
+    """
+    local_rr = rr_features(r_times_s)[:, FEATURE_NAMES.index("local_rr_s")]
+    return unreadable_beats(leads_mv, r_samples, local_rr, fs_hz)

@@ -26,11 +26,12 @@ import numpy as np
 from edge.ecg import LEAD_PREFERENCE, preferred_lead
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
 from edge.inference.batching import InferenceRequest
-from edge.interpret.beat_class import decide, feature_columns
+from edge.interpret.beat_class import decide, feature_columns, gate_classes
 from edge.interpret.beat_morphology import NEUTRAL, DominantBeat
+from edge.interpret.beat_noise import span_samples, unreadable
 from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms
 from edge.interpret.rhythm import LabelSmoother, describe_rr, window_problem
-from edge.interpret.rr_features import RRContext
+from edge.interpret.rr_features import FEATURE_NAMES, RRContext
 from edge.protocol import PROTOCOL_VERSION, device_hash
 
 #: The engine task that answers each kind of request a device makes (``InferenceRequest.kind``).
@@ -163,6 +164,7 @@ class _PendingBeat:
     cls_wanted: bool = False
     cls_sent: bool = False
     features: np.ndarray | None = None  # RR features (known one beat later)
+    unreadable: bool = False  # the noise gate's decision (edge.interpret.beat_noise), taken with the class request
     class_probs: dict[str, float] | None = None
     cls: str | None = None
     ready_wall: float = 0.0
@@ -202,6 +204,11 @@ class DeviceInference:
         self.beat_thresholds = plan.beat.threshold_vector if plan.beat is not None else None
         self._rr = RRContext()
         self._morph = DominantBeat(self.fs)
+        #: the noise gate's leads (the classifier's, then the other the edge segments by default) and its span
+        #: (samples before and after the R peak)
+        self.gate_lead_idx = (self.beat_lead_idx, *(i for i in default_seg_leads(leads) if i != self.beat_lead_idx))
+        self.gate_lead_idx = self.gate_lead_idx[:DEFAULT_SEG_LEADS]
+        self.gate_span = span_samples(self.fs)
         self.beat_columns = feature_columns(plan.beat.feature_names) if plan.beat is not None else None
         self.cls_lead_idx: tuple[int, ...] | None = None
         self.cls_problem: str | None = None
@@ -260,9 +267,12 @@ class DeviceInference:
                 beat.payload["_next_r"] = nxt
             start = beat.r - (plan.beat.r_offset_samples if plan.beat else 0)
             if (beat.cls_wanted and not beat.cls_sent and beat.features is not None
-                    and start + plan.beat.window_samples <= total):
+                    and start + plan.beat.window_samples <= total and beat.r + self.gate_span[1] <= total):
                 beat.cls_sent = True
                 beat.ready_wall = max(beat.ready_wall, arrival)
+                span = self.buffer.window(beat.r - self.gate_span[0], beat.r + self.gate_span[1])
+                beat.unreadable = unreadable(span[:, self.gate_lead_idx],
+                                             float(beat.features[FEATURE_NAMES.index("local_rr_s")]), self.fs)
                 win = self.buffer.window(start, start + plan.beat.window_samples)[:, self.beat_lead_idx]
                 requests.append(InferenceRequest(self.device, "beat", beat.payload["_id"], win[None, :], arrival,
                                                  features=self._beat_features(beat, win)))
@@ -378,7 +388,9 @@ class DeviceInference:
         else:
             p = to_probabilities(logits[None, :], manifest.activation)[0]
             beat.class_probs = {name: round(float(v), 4) for name, v in zip(manifest.class_names, p, strict=True)}
-            beat.cls = manifest.class_names[int(decide(p[None, :], self.beat_thresholds)[0])]
+            k = gate_classes(decide(p[None, :], self.beat_thresholds), np.array([beat.unreadable]),
+                             manifest.class_names)
+            beat.cls = manifest.class_names[int(k[0])]
         return self._release()
 
     def _finish(self, beat: _PendingBeat) -> dict[str, Any]:
