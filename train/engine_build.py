@@ -6,11 +6,14 @@ real windows (max abs difference reported, the build fails above :data:`train.ex
 plan is built with the TensorRT Python API and an optimisation profile for batch ``1..max_batch`` when tensorrt,
 cuda-python and a GPU are present, and checked too (fp32 against PyTorch, fp16 / int8 against ONNX Runtime:
 :func:`plan_problem`); otherwise the build says why and ships the ONNX engine alone (or fails with
-``require_tensorrt``). See ``docs/engines.md``.
+``require_tensorrt``). With ``onnx_int8`` the checked fp32 export (from which any plan is built) is then quantised
+to int8 for ONNX Runtime on CPU and checked against fp32 (:func:`quantize_onnx_file`, :mod:`train.quantize`);
+:func:`quantize_engine` does the same to an existing fp32 engine folder. See ``docs/engines.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -49,6 +52,7 @@ from edge.inference.tensorrt_backend import (
     tensorrt_unavailable_reason,
     trt_logger,
 )
+from offline.records import RecordError
 from train.checkpoint import load_checkpoint
 from train.export import (
     DEFAULT_DATA_DIR,
@@ -62,6 +66,13 @@ from train.export import (
     reference_features,
     reference_windows,
     torch_logits,
+)
+from train.quantize import (
+    INT8_CALIBRATION_WINDOWS,
+    INT8_CHECK_WINDOWS,
+    int8_problem,
+    ludb_part_windows,
+    quantize_onnx_int8,
 )
 
 #: Largest max |TensorRT fp32 - PyTorch| accepted (logit units); TensorRT reorders sums, TF32 is turned off.
@@ -114,6 +125,7 @@ def build_engine(
     name: str | None = None,
     data_dir: Path = DEFAULT_DATA_DIR,
     window_samples: int | None = None,
+    onnx_int8: bool = False,
 ) -> BuildResult:
     """Build an engine folder from a training checkpoint (see :func:`build_engine_from_model`)."""
     model, meta = load_checkpoint(checkpoint)
@@ -129,6 +141,7 @@ def build_engine(
         data_dir,
         str(checkpoint),
         window_samples,
+        onnx_int8,
     )
 
 
@@ -144,6 +157,7 @@ def build_engine_from_model(
     data_dir: Path = DEFAULT_DATA_DIR,
     source: str = "",
     window_samples: int | None = None,
+    onnx_int8: bool = False,
 ) -> BuildResult:
     """Export, check and package a model as an engine folder.
 
@@ -156,7 +170,7 @@ def build_engine_from_model(
         out: engine folder to write. Built beside it and moved into place after the checks; an existing engine
             folder is replaced only then (a failed build leaves it intact). A folder that is not an engine folder
             and not empty is refused.
-        precision: TensorRT precision of ``model.plan`` (``model.onnx`` is always fp32).
+        precision: TensorRT precision of ``model.plan`` (built from the fp32 export, whatever ``onnx_int8``).
         max_batch: top of the TensorRT optimisation profile; the edge splits bigger batches.
         require_tensorrt: fail instead of shipping an ONNX-only engine when no plan can be built.
         hop_samples: step between windows at run time (samples); default the checkpoint's, else half a window.
@@ -166,10 +180,14 @@ def build_engine_from_model(
         window_samples: input length of the engine (segment engines only: the model is fully convolutional, so it
             may run on shorter windows than it was trained on — the edge cuts one window per beat); default the
             checkpoint's training window.
+        onnx_int8: ship ``model.onnx`` quantised to int8 (manifest ``onnx_precision: "int8"``), calibrated on LUDB
+            train windows and checked against the fp32 export on LUDB val windows (:func:`quantize_onnx_file`);
+            segment and classify engines only.
 
     Raises:
         BuildError: bad arguments or metadata, or TensorRT required but unavailable / failing.
-        ExportCheckError: ONNX Runtime or the plan disagrees with PyTorch / ONNX Runtime beyond tolerance.
+        ExportCheckError: ONNX Runtime or the plan disagrees with PyTorch / ONNX Runtime beyond tolerance, or the
+            int8 graph with the fp32 one.
     """
     if precision not in PRECISIONS:
         raise BuildError(f"precision {precision!r} is not one of {PRECISIONS}")
@@ -180,6 +198,8 @@ def build_engine_from_model(
         raise BuildError("--window-samples applies to segment engines only (a classifier's window is fixed)")
     if float(meta["fs_hz"]) != INTERNAL_FS_HZ:
         raise BuildError(f"the checkpoint runs at {meta['fs_hz']} Hz; the edge feeds engines at {INTERNAL_FS_HZ} Hz")
+    if onnx_int8:
+        _check_int8_task(task, tuple(meta.get("feature_names", ())))
     out = Path(out).resolve()
     if out.exists() and not (out / MANIFEST_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise BuildError(f"{out} exists and is not an engine folder (no {MANIFEST_FILE}); choose another --out")
@@ -188,7 +208,7 @@ def build_engine_from_model(
     try:
         result = _build_into(
             work, model, meta, name or out.name, precision, max_batch, require_tensorrt, hop_samples, data_dir,
-            source, window_samples,
+            source, window_samples, onnx_int8,
         )
         Manifest.load(work)  # what the edge will read: schema and every file's sha256
         _replace_folder(work, out)
@@ -211,6 +231,7 @@ def _build_into(
     data_dir: Path,
     source: str,
     window_samples: int | None,
+    onnx_int8: bool,
 ) -> BuildResult:
     """Write and check ``model.onnx``, ``model.plan`` (when possible) and ``manifest.json`` in the folder ``work``."""
     task, leads = meta["task"], tuple(meta["leads"])
@@ -279,6 +300,10 @@ def _build_into(
         problem = plan_problem(task, precision, plan_diff, agreement)
         if problem:
             raise ExportCheckError(f"the {precision} TensorRT plan fails its check on {len(x)} real windows: {problem}")
+    int8_check: dict[str, Any] = {}
+    if onnx_int8:  # after the plan, which TensorRT builds and calibrates from the fp32 export
+        int8_check = quantize_onnx_file(onnx_path, task, leads, fs_hz, window, spec, activation, data_dir)
+        files[ONNX_FILE] = file_entry(onnx_path)
 
     metrics = _json_safe(json.loads(json.dumps(meta.get("metrics", {}), default=_json_scalar)))
     if "thresholds_from" in meta:
@@ -290,6 +315,8 @@ def _build_into(
         "plan_max_abs_diff": plan_diff,
         **{f"plan_{k}": v for k, v in agreement.items()},
     }
+    if int8_check:
+        metrics["int8_check"] = int8_check
     manifest = Manifest(
         name=name,
         task=task,
@@ -312,12 +339,127 @@ def _build_into(
         created_by=f"beatssl-edge {_version()} train build-engine {source}".strip(),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         tensorrt=trt_info,
+        onnx_precision="int8" if onnx_int8 else "fp32",
         feature_names=feature_names,
         feature_input_name=feature_input,
         r_offset_samples=None if r_offset is None else int(r_offset),
     )
     manifest.write(work)
     return BuildResult(manifest, onnx_diff, plan_diff, skipped, agreement)
+
+
+def _check_int8_task(task: str, feature_names: tuple[str, ...]) -> None:
+    """Refuse ``--onnx-int8`` for engines its LUDB calibration does not fit (beat-classify, two-input models)."""
+    if task not in ("segment", "classify") or feature_names:
+        raise BuildError(
+            f"--onnx-int8 supports one-input segment and classify engines (calibrated on LUDB windows), not this "
+            f"{task} engine{' with features' if feature_names else ''}"
+        )
+
+
+def quantize_onnx_file(
+    onnx_path: Path,
+    task: str,
+    leads: tuple[str, ...],
+    fs_hz: float,
+    window_samples: int,
+    spec: Normalisation,
+    activation: str,
+    data_dir: Path,
+) -> dict[str, Any]:
+    """Replace the fp32 ``onnx_path`` by its int8 quantisation once that passes its check against fp32.
+
+    Calibrates on up to :data:`train.quantize.INT8_CALIBRATION_WINDOWS` LUDB train-part windows and compares int8
+    with fp32 (ONNX Runtime, both) on up to :data:`train.quantize.INT8_CHECK_WINDOWS` LUDB val-part windows
+    (:func:`train.quantize.ludb_part_windows`, normalised with ``spec``), by :func:`train.quantize.int8_problem`.
+
+    Args:
+        onnx_path: the checked fp32 ``model.onnx`` (one input :data:`train.export.INPUT_NAME`); replaced in place.
+        task: ``segment`` or ``classify``.
+        leads: the engine's leads (classify: its channels in order).
+        fs_hz: the engine's rate (Hz); window_samples: its input length (samples).
+        spec: the engine's normalisation; activation: its ``softmax`` / ``sigmoid``.
+        data_dir: folder holding ``ludb/``.
+
+    Returns:
+        The manifest's ``metrics.int8_check``: rows used and :func:`plan_agreement` of int8 against fp32.
+
+    Raises:
+        ExportCheckError: the int8 graph fails the check (the fp32 file is left as it was).
+        BuildError: LUDB lacks a lead the engine reads (or cannot be read).
+    """
+    per_lead = task == "segment"
+    try:
+        cal = ludb_part_windows(leads, per_lead, fs_hz, window_samples, "train", INT8_CALIBRATION_WINDOWS, data_dir)
+        check = ludb_part_windows(leads, per_lead, fs_hz, window_samples, "val", INT8_CHECK_WINDOWS, data_dir)
+    except RecordError as e:  # e.g. a classify engine reading a lead LUDB lacks
+        raise BuildError(f"int8 calibration reads LUDB: {e}") from e
+    x_cal, x_check = normalise(cal, spec), normalise(check, spec)
+    int8_path = onnx_path.with_name(f"{onnx_path.stem}.int8{onnx_path.suffix}")
+    quantize_onnx_int8(onnx_path, int8_path, {INPUT_NAME: x_cal})
+    fp32_out = OnnxRuntimeBackend(onnx_path, INPUT_NAME, OUTPUT_NAME).run(x_check)
+    int8_out = OnnxRuntimeBackend(int8_path, INPUT_NAME, OUTPUT_NAME).run(x_check)
+    agreement = plan_agreement(int8_out, fp32_out, activation)
+    problem = int8_problem(task, agreement)
+    if problem:
+        int8_path.unlink()
+        raise ExportCheckError(f"the int8 {ONNX_FILE} fails its check on {len(x_check)} LUDB val windows: {problem}")
+    os.replace(int8_path, onnx_path)
+    return {
+        "calibration_windows": len(x_cal),
+        "calibration_source": "LUDB train part, first window of each record",
+        "windows": len(x_check),
+        "source": "LUDB val part, first window of each record",
+        **agreement,
+    }
+
+
+def quantize_engine(src: Path, out: Path, name: str | None = None, data_dir: Path = DEFAULT_DATA_DIR) -> Manifest:
+    """Quantise an existing fp32 engine folder's ``model.onnx`` to int8 into ``out`` (no checkpoint needed).
+
+    The same calibration, check and packaging as ``build-engine --onnx-int8`` (:func:`quantize_onnx_file`), from
+    the folder's validated fp32 ``model.onnx``. A ``model.plan`` (built from that fp32 export) is copied unchanged.
+    ``out`` may be ``src`` (replaced only once the int8 graph has passed); the manifest keeps every field but
+    ``name`` (default: ``out``'s folder name), ``files``, ``onnx_precision``, ``metrics.int8_check``, ``created_by``
+    and ``created_at``.
+
+    Raises:
+        BuildError: ``src`` is already int8, or is an engine :func:`_check_int8_task` refuses, or ``out`` exists and
+            is not an engine folder.
+        ManifestError: ``src`` does not validate.
+        ExportCheckError: the int8 graph fails its check.
+    """
+    source = Manifest.load(src)
+    if source.onnx_precision != "fp32":
+        raise BuildError(f"{src}: {ONNX_FILE} is already {source.onnx_precision}; quantise from an fp32 engine")
+    _check_int8_task(source.task, source.feature_names)
+    out = Path(out).resolve()
+    if out.exists() and not (out / MANIFEST_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise BuildError(f"{out} exists and is not an engine folder (no {MANIFEST_FILE}); choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        for file in source.files:
+            shutil.copy2(Path(src) / file, work / file)
+        check = quantize_onnx_file(
+            work / ONNX_FILE, source.task, source.leads, source.fs_hz, source.window_samples,
+            source.normalisation, source.activation, data_dir,
+        )
+        manifest = dataclasses.replace(
+            source,
+            name=name or out.name,
+            files={**source.files, ONNX_FILE: file_entry(work / ONNX_FILE)},
+            onnx_precision="int8",
+            metrics={**source.metrics, "int8_check": check},
+            created_by=f"beatssl-edge {_version()} train quantize-engine {src}",
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        manifest.write(work)
+        Manifest.load(work)
+        _replace_folder(work, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest
 
 
 def _replace_folder(new: Path, out: Path) -> None:
@@ -591,12 +733,22 @@ def build_engine_command(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Folder with ludb/ (real records for the PyTorch-vs-ONNX check).")
     ] = DEFAULT_DATA_DIR,
+    onnx_int8: Annotated[
+        bool,
+        typer.Option(
+            "--onnx-int8",
+            help="Ship model.onnx quantised to int8 for ONNX Runtime on CPU (static QDQ, calibrated on LUDB train "
+            "windows; the build fails if it disagrees with fp32 on LUDB val windows). Segment and classify only; "
+            "a plan is still built from the fp32 export.",
+        ),
+    ] = False,
 ) -> None:
     """Build an engine folder from a checkpoint: model.onnx (checked against PyTorch on real ECG windows), model.plan
     (TensorRT, when tensorrt and a GPU are present) and manifest.json. Load it with `beatssl-edge ... --engine DIR`."""
     try:
         result = build_engine(
-            checkpoint, out, precision, max_batch, require_tensorrt, hop_samples, name, data_dir, window_samples
+            checkpoint, out, precision, max_batch, require_tensorrt, hop_samples, name, data_dir, window_samples,
+            onnx_int8,
         )
     except (BuildError, ExportCheckError, OSError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
@@ -606,6 +758,8 @@ def build_engine_command(
         f"{out}: {m.task} engine {m.name!r}, leads {','.join(m.leads)}, {m.window_samples} samples at {m.fs_hz:g} Hz"
     )
     typer.echo(f"  model.onnx  opset {m.opset}, max |ORT - PyTorch| = {result.onnx_max_abs_diff:.2e} on real windows")
+    if m.onnx_precision == "int8":
+        typer.echo(f"  model.onnx  {_int8_line(m.metrics['int8_check'])}")
     if result.plan_skipped is None:
         a = result.plan_agreement
         typer.echo(
@@ -614,3 +768,32 @@ def build_engine_command(
         )
     else:
         typer.echo(f"warning: no model.plan: {result.plan_skipped}; the engine runs on ONNX Runtime", err=True)
+
+
+def _int8_line(check: dict[str, Any]) -> str:
+    """One line about ``metrics.int8_check`` for the commands' output."""
+    return (
+        f"int8 (calibrated on {check['calibration_windows']} LUDB train windows), against fp32 on {check['windows']} "
+        f"LUDB val windows: argmax agreement {check['argmax_agreement']:.2%}, max |dp| {check['max_abs_prob_diff']:.3f}"
+    )
+
+
+def quantize_engine_command(
+    engine: Annotated[Path, typer.Argument(help="fp32 engine folder, e.g. engines/wave-seg.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Engine folder to write (may be ENGINE itself: replaced once checked).")
+    ],
+    name: Annotated[str | None, typer.Option("--name", help="Engine name (default: the folder name).")] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Folder with ludb/ (calibration and check windows).")
+    ] = DEFAULT_DATA_DIR,
+) -> None:
+    """Quantise an fp32 engine folder's model.onnx to int8 for ONNX Runtime on CPU, without its checkpoint: the
+    calibration and check of build-engine --onnx-int8; fails (exit 1) if int8 disagrees with fp32 on LUDB val."""
+    try:
+        m = quantize_engine(engine, out, name, data_dir)
+    except (BuildError, ExportCheckError, ManifestError, OSError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"{out}: {m.task} engine {m.name!r} from {engine}")
+    typer.echo(f"  model.onnx  {_int8_line(m.metrics['int8_check'])}")

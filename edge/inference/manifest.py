@@ -31,6 +31,8 @@ PLAN_FILE = "model.plan"
 
 TASKS = ("classify", "segment", "beat-classify")
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Precision of ``model.onnx``: ``fp32`` (the export) or ``int8`` (static QDQ quantisation, ``--onnx-int8``).
+ONNX_PRECISIONS = ("fp32", "int8")
 #: How logits become probabilities: ``sigmoid`` per class (multilabel) or ``softmax`` over the class axis (axis 1).
 ACTIVATIONS = ("sigmoid", "softmax")
 NORMALISATIONS = ("none", "zscore", "fixed")
@@ -155,12 +157,15 @@ class Manifest:
         metrics: what was measured when the engine was built (free-form JSON, say which split).
         files: file name -> ``{"sha256": hex, "bytes": n}``; ``model.onnx`` always, ``model.plan`` optionally.
         opset: ONNX opset of ``model.onnx``.
-        precision: precision of ``model.plan`` (``model.onnx`` is always fp32).
+        precision: precision of ``model.plan`` (``fp32`` when there is none).
         max_batch: largest batch of the TensorRT optimisation profile (``1..max_batch``); the edge splits bigger
             batches.
         created_by: tool and version that built the engine.
         created_at: UTC build time, ISO 8601.
         tensorrt: for a plan, ``{"version": ..., "device": ...}`` it was built with (plans are tied to both).
+        onnx_precision: precision of ``model.onnx``, one of :data:`ONNX_PRECISIONS`: ``fp32`` (the default, and
+            what a manifest without the key means) or ``int8`` (weights per channel and activations quantised, QDQ
+            nodes, for ONNX Runtime on CPU). A plan is always built from the fp32 export.
         feature_names: names of the per-window features of the model's second input, in column order; empty (the
             default) for a one-input model. Features are passed to the model as given (not normalised).
         feature_input_name: name of the second input tensor, ``(B, len(feature_names))`` float32 (used only when
@@ -190,6 +195,7 @@ class Manifest:
     created_by: str
     created_at: str
     tensorrt: dict[str, str] = field(default_factory=dict)
+    onnx_precision: str = "fp32"
     feature_names: tuple[str, ...] = ()
     feature_input_name: str = DEFAULT_FEATURE_INPUT
     r_offset_samples: int | None = None
@@ -208,6 +214,8 @@ class Manifest:
             return f"task {self.task!r} is not one of {TASKS}"
         if self.precision not in PRECISIONS:
             return f"precision {self.precision!r} is not one of {PRECISIONS}"
+        if self.onnx_precision not in ONNX_PRECISIONS:
+            return f"onnx_precision {self.onnx_precision!r} is not one of {ONNX_PRECISIONS}"
         if self.activation not in ACTIVATIONS:
             return f"activation {self.activation!r} is not one of {ACTIVATIONS}"
         if not self.leads:
@@ -426,6 +434,7 @@ class Manifest:
             created_by=raw["created_by"],
             created_at=raw["created_at"],
             tensorrt=raw.get("tensorrt", {}),
+            onnx_precision=raw.get("onnx_precision", "fp32"),
             feature_names=tuple(raw.get("feature_names", ())),
             feature_input_name=raw.get("feature_input_name", DEFAULT_FEATURE_INPUT),
             r_offset_samples=raw.get("r_offset_samples"),
@@ -456,12 +465,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "created_by": (str,),
     "created_at": (str,),
     "tensorrt": (dict,),
+    "onnx_precision": (str,),
     "feature_names": (list,),
     "feature_input_name": (str,),
     "r_offset_samples": (int,),
 }
-#: Keys that may be absent (defaults: ``{}``, ``[]``, ``"features"``, none).
-_OPTIONAL = frozenset({"tensorrt", "feature_names", "feature_input_name", "r_offset_samples"})
+#: Keys that may be absent (defaults: ``{}``, ``"fp32"``, ``[]``, ``"features"``, none).
+_OPTIONAL = frozenset({"tensorrt", "onnx_precision", "feature_names", "feature_input_name", "r_offset_samples"})
 
 
 def _is(value: Any, types: tuple[type, ...]) -> bool:
