@@ -17,7 +17,20 @@ from edge.interpret.af import AFDetector, DashAFDetector, rr_irregularity
 from edge.interpret.events import BeatEvent, EpisodeEvent
 from edge.interpret.signal_quality import block_status
 from edge.interpret.ventricular import PatternDetector, RunDetector, vf_leakage
+from edge.pipeline.runner import episodes_table, run_recording
 from offline import rhythm
+from offline.records import read_record
+
+
+@pytest.fixture(scope="module")
+def edge_engines():
+    """The inference plan and engines of a default edge with the shipped wave-seg and beat-cls."""
+    from edge.app import EdgeConfig, load_plan
+    from edge.transport.mqtt import BrokerAddress, MqttSettings
+
+    root = Path(__file__).resolve().parent.parent
+    engines = (root / "engines" / "wave-seg", root / "engines" / "beat-cls")
+    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=engines))
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +121,11 @@ def test_vf_filter_and_block_status_on_shapes() -> None:
     assert block_status(2.0 * rng.standard_normal(fs), fs) == "noise"
 
 
-def test_af_found_when_the_classifier_calls_the_af_beats_s(data_dir: Path) -> None:
+def test_af_found_when_the_classifier_calls_the_af_beats_s(data_dir: Path, edge_engines) -> None:
     """CPSC 2021 subject 101 through the whole edge pipeline (shipped segmenter and beat classifier): the classifier
     calls most AF beats S (early, irregular) and the segmenter finds no P wave before them. Those S beats carry the
     atrial rhythm; leaving them out as ectopic (the rule before) left no interval to judge and found no AF."""
-    from edge.app import EdgeConfig, load_plan
-    from edge.pipeline.runner import episodes_table, run_recording
-    from edge.transport.mqtt import BrokerAddress, MqttSettings
-    from offline.records import read_record
-
-    root = Path(__file__).resolve().parent.parent
-    engines = (root / "engines" / "wave-seg", root / "engines" / "beat-cls")
-    plan, loaded = load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=engines))
+    plan, loaded = edge_engines
     path = data_dir / "cpsc2021_af" / "data_101_9"  # 249 s, one AF paroxysm of 26 s
     rec = read_record(path)
     out = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, loaded, plan)
@@ -132,3 +138,49 @@ def test_af_found_when_the_classifier_calls_the_af_beats_s(data_dir: Path) -> No
     covered = rhythm.overlap(ref, det) / sum(e - s for s, e in ref)
     # measured: 0 of the 26 s found before; now 18-47 s (and 11-12 s) against the reference 16-42 s
     assert covered >= 0.8 and rhythm.overlap(ref, det) >= 0.7 * sum(e - s for s, e in det)
+
+
+def _atrial_window(prs_ms: list[float | None], cls: str = "N") -> AFDetector:
+    det = AFDetector()
+    for i, pr in enumerate(prs_ms):
+        det.push(BeatEvent(float(i), 0.8 if i else None, cls=cls, p_wave=pr is not None, pr_ms=pr))
+    return det
+
+
+def test_af_p_evidence_counts_consistent_p_waves_on_every_supraventricular_beat() -> None:
+    rng = np.random.default_rng(0)
+    sinus = _atrial_window([160.0 + rng.normal(0, 4) for _ in range(32)])
+    assert sinus.p_fraction() == 1.0
+    # "P waves" at random PR (what a segmenter finds among f waves) are not atrial organisation
+    scattered = _atrial_window([float(x) for x in rng.uniform(40, 300, 32)])
+    assert scattered.p_fraction() < 0.3
+    # premature atrial beats (S) with their own P waves are atrial evidence too, not left out as ectopic
+    pacs = _atrial_window([150.0] * 32, cls="S")
+    assert pacs.p_fraction() == 1.0
+    assert _atrial_window([None] * 32).p_fraction() == 0.0
+
+
+def test_af_with_p_like_f_waves_found_through_the_edge(data_dir: Path, edge_engines) -> None:
+    """CPSC 2021 subject 8 (tuning set): the segmenter finds a "P wave" on half of the AF beats, at random PR."""
+    plan, loaded = edge_engines
+    path = data_dir / "cpsc2021_af" / "data_8_3"
+    rec = read_record(path)
+    out = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, loaded, plan)
+    ref = rhythm.prepare(path, beat_classes=False).episodes["AF"]
+    det = [(e["start"], e["end"]) for e in episodes_table(out["episodes"], len(rec.signal_mv) / rec.fs_hz)
+           if e["type"] == "AFIB"]
+    # measured: 195 of the 268 s of AF found with P waves counted at any PR (72.8 %), 246 s (91.8 %) now; no false AF
+    assert rhythm.overlap(ref, det) >= 0.85 * sum(e - s for s, e in ref)
+    assert rhythm.overlap(ref, det) >= 0.95 * sum(e - s for s, e in det)
+
+
+def test_paced_counts_the_classifiers_q_not_the_noise_gates() -> None:
+    from edge.interpret.episodes import PacedDetector
+
+    def run(probs: dict[str, float]) -> list[EpisodeEvent]:
+        det = PacedDetector(0.5, 16)
+        return [e for i in range(40) for e in det.push(BeatEvent(float(i), 0.8 if i else None, cls="Q",
+                                                                 class_probs=probs))]
+    assert [e.type for e in run({"N": 0.05, "S": 0.05, "V": 0.1, "F": 0.0, "Q": 0.8})] == ["PACED"]
+    # a beat the noise gate made Q keeps the classifier's probabilities (here V first): unreadable, not paced
+    assert run({"N": 0.05, "S": 0.05, "V": 0.8, "F": 0.0, "Q": 0.1}) == []

@@ -27,6 +27,8 @@ from edge.interpret.events import BeatEvent, EpisodeEvent, EpisodeState
 
 #: Beat classes whose RR intervals carry the atrial rhythm (supraventricular conduction).
 SUPRAVENTRICULAR = ("N",)
+#: Beat classes whose P waves (or their absence) are the atrial evidence: every supraventricular beat.
+ATRIAL_EVIDENCE = ("N", "S")
 #: RR intervals (s) outside this range are detection errors, not rhythm.
 RR_RANGE_S = (0.24, 2.5)
 
@@ -77,11 +79,13 @@ class AFConfig:
         min_rr: fewest clean intervals before any call (a 10 s record at 60 bpm has 9).
         nmsd_on, nmsd_off: robust irregularity (median |ΔRR| / median RR) to switch AF on / keep it on.
         tpr_range: turning-point ratio range of an irregular (not alternating, not smooth) series.
-        p_present: fraction of segmented beats with a P wave at or above which AF is not called (sinus with
-            ectopy, sinus arrhythmia).
+        p_present: fraction of segmented beats with a consistent P wave at or above which AF is not called (sinus
+            with ectopy, sinus arrhythmia).
         p_absent: fraction at or below which the irregularity threshold is scaled by ``absent_scale`` (AF with a
             fairly regular response).
         absent_scale: factor on ``nmsd_on`` / ``nmsd_off`` when P waves are absent.
+        pr_tolerance_ms: a P wave counts as present when its PR interval lies within this many ms of the median PR
+            of the window's P waves (the segmenter's "P waves" in fibrillation are f waves at random PR).
         on_beats, off_beats: consecutive beats the call must hold before switching on / off.
     """
 
@@ -93,6 +97,7 @@ class AFConfig:
     p_present: float = 0.6
     p_absent: float = 0.3
     absent_scale: float = 0.6
+    pr_tolerance_ms: float = 20.0
     on_beats: int = 4
     off_beats: int = 4
 
@@ -115,8 +120,11 @@ class AFDetector:
 
     * ``nmsd`` (median |ΔRR| / median RR) ≥ ``nmsd_on`` (≥ ``nmsd_off`` to stay on), and
     * the turning-point ratio lies in ``tpr_range`` (bigeminal alternation gives ~1, smooth sinus arrhythmia less),
-    * and, when the segmenter reported on at least half the beats of the window: the fraction with a P wave is
-      below ``p_present``; at or below ``p_absent`` the irregularity thresholds are scaled by ``absent_scale``.
+    * and, when the segmenter reported on at least half of the window's last ``window_rr`` supraventricular beats
+      (class N, S or none; S beats with a P wave included, as a premature atrial beat's P wave is atrial evidence):
+      the fraction with a *consistent* P wave (PR within ``pr_tolerance_ms`` of the median PR of those beats' P
+      waves) is below ``p_present``; at or below ``p_absent`` the irregularity thresholds are scaled by
+      ``absent_scale``.
 
     The call must hold for ``on_beats`` beats to start an episode and fail for ``off_beats`` to end it. Onset and
     offset are dated to the beat at the middle of the window when the call switched, which centres the window's
@@ -132,7 +140,7 @@ class AFDetector:
         c = self.config
         self._rr: deque[float] = deque(maxlen=c.window_rr)
         self._times: deque[float] = deque(maxlen=c.window_rr)
-        self._p: deque[bool | None] = deque(maxlen=c.window_rr)
+        self._atrial: deque[tuple[bool | None, float | None]] = deque(maxlen=c.window_rr)  # (P wave, PR ms)
         self._prev_sv = True
         self._prev_seen = False
         self._streak = 0
@@ -159,8 +167,7 @@ class AFDetector:
             self.evidence = {"n_rr": len(self._rr)}
             return None
         feats = rr_irregularity(np.fromiter(self._rr, float))
-        seen = [p for p in self._p if p is not None]
-        p_frac = sum(seen) / len(seen) if len(seen) * 2 >= len(self._p) else None
+        p_frac = self.p_fraction()
         scale = c.absent_scale if p_frac is not None and p_frac <= c.p_absent else 1.0
         thr = (c.nmsd_off if self.state.active else c.nmsd_on) * scale
         irregular = feats["nmsd"] >= thr and c.tpr_range[0] <= feats["tpr"] <= c.tpr_range[1]
@@ -169,12 +176,25 @@ class AFDetector:
                          "p_fraction": None if p_frac is None else round(p_frac, 2), "threshold": round(thr, 3)}
         return bool(irregular and atrial_ok)
 
+    def p_fraction(self) -> float | None:
+        """Fraction of the window's segmented supraventricular beats with a consistent P wave (PR within
+        ``pr_tolerance_ms`` of the median PR of their P waves); None when fewer than half were segmented."""
+        seen = [(p, pr) for p, pr in self._atrial if p is not None]
+        if not seen or len(seen) * 2 < len(self._atrial):
+            return None
+        prs = [pr for p, pr in seen if p and pr is not None]
+        if not prs:
+            return 0.0
+        med, tol = float(np.median(prs)), self.config.pr_tolerance_ms
+        return sum(1 for p, pr in seen if p and pr is not None and abs(pr - med) <= tol) / len(seen)
+
     def push(self, beat: BeatEvent) -> list[EpisodeEvent]:
         """Feed one beat; returns the AFIB start / end events it decides."""
+        if (beat.cls is None or beat.cls in ATRIAL_EVIDENCE) and beat.quality != "noisy":
+            self._atrial.append((beat.p_wave, beat.pr_ms if beat.p_wave else None))
         if self._clean(beat):
             self._rr.append(float(beat.rr_s))  # type: ignore[arg-type]
             self._times.append(beat.time_s)
-            self._p.append(beat.p_wave)
         elif not self._conducted(beat):
             return []  # an ectopic beat carries no atrial evidence: the call stands
         af = self.call()

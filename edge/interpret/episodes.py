@@ -16,7 +16,7 @@ SBR / STACH   median HR of the last ``rate_beats`` (8) N–N intervals < ``brady
               (100), off again 2 bpm inside the limit
 PAUSE         no beat for > ``pause_s`` (2 s)                                                              beats+clock
 ASYSTOLE      no beat for ≥ ``asystole_s`` (4 s) while the signal stayed usable (never on lead-off/noise) beats+signal
-PACED         ≥ ``paced_fraction`` (60 %) of the last ``paced_beats`` (16) beats classed Q                  classes
+PACED         ≥ ``paced_fraction`` (60 %) of the last ``paced_beats`` (16) beats classed Q by the classifier  classes
 NOISE         the lead is lead-off or noise (:class:`edge.interpret.signal_quality.SignalQuality`)           signal
 ============  ==========================================================================================  ==========
 
@@ -137,7 +137,9 @@ class RateDetector:
 
 
 class PacedDetector:
-    """PACED while at least ``fraction`` of the last ``beats`` classed beats are Q (paced / unclassifiable)."""
+    """PACED while at least ``fraction`` of the last ``beats`` classed beats are paced: class Q that the classifier
+    itself gave (Q first in ``class_probs``, or no probabilities), not a beat the noise gate made Q
+    (:mod:`edge.interpret.beat_noise`: flutter waves and artefact are unreadable, not paced)."""
 
     def __init__(self, fraction: float, beats: int):
         self.fraction = float(fraction)
@@ -151,7 +153,9 @@ class PacedDetector:
     def push(self, beat: BeatEvent) -> list[EpisodeEvent]:
         if beat.cls is None:
             return []
-        self._q.append((beat.time_s, beat.cls == "Q"))
+        probs = beat.class_probs
+        paced = beat.cls == "Q" and (not probs or max(probs, key=probs.__getitem__) == "Q")
+        self._q.append((beat.time_s, paced))
         if len(self._q) < self._q.maxlen:  # type: ignore[operator]
             return []
         frac = sum(q for _, q in self._q) / len(self._q)

@@ -31,6 +31,7 @@ class BeatEvent:
         class_probs: class probabilities by class name, None when there is no classifier.
         p_wave: True / False when the wave segmenter found / did not find a P wave before this QRS; None when the
             beat was not segmented.
+        pr_ms: PR interval (P onset to QRS onset, ms) of the segmented beat, None without a P wave or QRS onset.
         quality: ``"good"`` / ``"noisy"`` from the segmenter, None when unknown.
     """
 
@@ -40,6 +41,7 @@ class BeatEvent:
     class_probs: Mapping[str, float] | None = None
     p_wave: bool | None = None
     quality: str | None = None
+    pr_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.cls is not None and self.cls not in AAMI_CLASSES:

@@ -108,6 +108,7 @@ class DeviceInterpretation:
             class_probs=payload.get("class_probs"),
             p_wave=None if waves is None or quality not in BEAT_QUALITIES else waves.get("P") is not None,
             quality=quality if quality in BEAT_QUALITIES else None,
+            pr_ms=(payload.get("intervals_ms") or {}).get("PR") if quality in BEAT_QUALITIES else None,
         )
         if quality == "good":
             self._good.append(payload.get("intervals_ms") or {})
