@@ -257,7 +257,7 @@ def download(
     typer.echo(f"downloaded {DATABASES[dataset]} to {target}")
 
 
-from train.engine_build import build_engine_command  # noqa: E402
+from train.engine_build import build_engine_command, quantize_engine_command  # noqa: E402
 
 
 def _checked_build(command: Callable[..., None]) -> Callable[..., None]:
@@ -272,6 +272,7 @@ def _checked_build(command: Callable[..., None]) -> Callable[..., None]:
 
 
 app.command("build-engine")(_checked_build(build_engine_command))
+app.command("quantize-engine")(quantize_engine_command)
 
 if __name__ == "__main__":
     app()
