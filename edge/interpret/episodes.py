@@ -350,8 +350,12 @@ class EpisodeTracker:
         whereas the SBR / STACH episodes are sinus rhythms and use N–N intervals only)."""
         if len(self._beat_times) <= RATE_BEATS_ALL:
             return None
-        rr = np.diff(np.asarray(self._beat_times, dtype=float))
-        return round(60.0 / float(np.median(rr)), 1)
+        t = self._beat_times  # a few floats, read on every alarm update: plain Python, the same median as numpy's
+        ts = list(t)
+        rr = sorted(b - a for a, b in zip(ts[:-1], ts[1:], strict=True))
+        mid = len(rr) // 2
+        median = rr[mid] if len(rr) % 2 else (rr[mid - 1] + rr[mid]) / 2
+        return round(60.0 / median, 1)
 
     def af_burden_pct(self) -> float:
         """Percentage of the last hour (or of the stream, when shorter) spent in AFIB."""

@@ -175,10 +175,11 @@ def vf_leakage(x_mv: np.ndarray) -> float:
     return float(np.abs(a + b).sum() / max((np.abs(a) + np.abs(b)).sum(), 1e-12))
 
 
-def dominant_frequency_hz(x_mv: np.ndarray, fs_hz: float) -> float:
-    """Frequency (Hz) of the largest peak of the Hann-windowed power spectrum of ``x_mv``, 0.5–30 Hz."""
+def dominant_frequency_hz(x_mv: np.ndarray, fs_hz: float, hann: np.ndarray | None = None) -> float:
+    """Frequency (Hz) of the largest peak of the Hann-windowed power spectrum of ``x_mv``, 0.5–30 Hz (``hann``:
+    ``np.hanning(len(x_mv))``, passed by a caller that analyses many windows of one length)."""
     x = np.asarray(x_mv, dtype=float)
-    spec = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(x.size))) ** 2
+    spec = np.abs(np.fft.rfft((x - x.mean()) * (np.hanning(x.size) if hann is None else hann))) ** 2
     freqs = np.fft.rfftfreq(x.size, 1.0 / fs_hz)
     band = (freqs >= 0.5) & (freqs <= 30.0)
     return float(freqs[band][np.argmax(spec[band])]) if band.any() else 0.0
@@ -207,6 +208,7 @@ class VFDetector:
         self.hop = int(round(hop_s * fs_hz))
         self.leakage_thr, self.band_hz, self.min_ptp_mv = float(leakage_thr), band_hz, float(min_ptp_mv)
         self.on_windows, self.off_windows = int(on_windows), int(off_windows)
+        self._hann = np.hanning(self.window)
         self.state = EpisodeState("VFL")
         self.reset()
 
@@ -224,7 +226,7 @@ class VFDetector:
 
     def window_is_vf(self, x_mv: np.ndarray) -> bool:
         leak = vf_leakage(x_mv)
-        f = dominant_frequency_hz(x_mv, self.fs_hz)
+        f = dominant_frequency_hz(x_mv, self.fs_hz, self._hann if len(x_mv) == self.window else None)
         ptp = float(np.ptp(x_mv))
         self.evidence = {"leakage": round(leak, 3), "freq_hz": round(f, 2), "ptp_mv": round(ptp, 2)}
         return leak < self.leakage_thr and self.band_hz[0] <= f <= self.band_hz[1] and ptp >= self.min_ptp_mv
