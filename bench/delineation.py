@@ -17,8 +17,10 @@ loads only the segmentation engine (the classifier plays no part in the boundari
 Matching: every reference QRS (peak mark) is a reference beat; reference P waves are attached to the next QRS,
 T waves to the previous one. Reference beats are matched one-to-one to published beats (R peak ``time``) within
 150 ms by :func:`offline.scoring.match_pairs` (EC57: each reference, in time order, takes the nearest free one).
-Reference beats whose centred segmentation window (1.6 s each side of R) does not fit in the record are left out, as
-are published beats with quality ``stream_end``. For each boundary (P / QRS / T onset and offset) the
+Reference beats whose centred segmentation window (half the engine's window each side of R: 1.6 s at 800 samples)
+does not fit in the record are left out, or those within ``--ref-margin-s`` of either end when that is longer (to
+score engines with shorter windows on the same beats as the 800-sample one), as are published beats with quality
+``stream_end``. For each boundary (P / QRS / T onset and offset) the
 error is published − reference (ms); a boundary is **found** when the matched beat has that wave and the error is
 within 150 ms. Reported: share found (of all reference boundaries, missed beats and waves counted as not found), share
 within 40 ms, and mean ± sd of the found errors; QT (QRS onset → T offset) error mean ± sd where both have a QT.
@@ -293,15 +295,21 @@ def main() -> None:
     parser.add_argument("--qtdb-lead-in-s", type=float, default=30.0, help="signal kept before the first q1c mark")
     parser.add_argument("--qtdb-leads", default="", help="leads the edge segments on QTDB ('all', or a list; "
                                                          "default: the edge's default lead)")
+    parser.add_argument("--ref-margin-s", type=float, default=None,
+                        help="leave out reference beats closer than this to a record's start or end (s); beats "
+                             "within half the engine's window (1.6 s at 800 samples) are always left out; give 1.6 "
+                             "to score engines with shorter windows on the same beats as the 800-sample one")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this JSON file")
     args = parser.parse_args()
+    if args.ref_margin_s is not None and args.ref_margin_s < 0:
+        parser.error(f"--ref-margin-s must be >= 0 s, got {args.ref_margin_s}")
     console = Console(width=160)
     # the checkout's engines/ folder: run as a script, bench/engines.py would shadow the installed `engines` package
     shipped = sorted(p.parent for p in (ROOT / "engines").glob("*/manifest.json"))
     engine = args.engine or next(p for p in shipped if Manifest.load(p).task == "segment")
     manifest = Manifest.load(engine)
     window_s = manifest.window_samples / manifest.fs_hz
-    pre_s = post_s = window_s / 2
+    pre_s = post_s = max(window_s / 2, args.ref_margin_s or 0.0)
     results: dict[str, dict] = {}
     panels: dict[str, Scores] = {}
     health: dict[str, dict] = {}

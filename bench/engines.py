@@ -13,7 +13,9 @@ Examples::
     .venv/bin/python bench/engines.py --compare engines/wave-seg runs/int8/wave-seg-int8 --batches 1,8,64 \
         --json bench/results/engines-int8.json                                             # fp32 vs int8 folder
 
-``--compare BASE OTHER`` times two engine folders on ONNX Runtime instead (no PyTorch baseline): per batch size,
+``--compare BASE OTHER`` times two engine folders on ONNX Runtime instead (no PyTorch baseline; two segment engines
+may have different windows, e.g. one re-windowed by ``train quantize-engine --window-samples``, each timed on real
+windows of its own length, so windows/s then counts windows of different lengths): per batch size,
 ``--rounds`` alternating turns of ``--seconds / --rounds`` each (BASE, OTHER, BASE, ...), latencies pooled per
 engine, so that load from other processes on the box falls on both alike; the ratio column is OTHER's windows/s
 over BASE's. For segment engines it then scores both on the held-out LUDB test records
@@ -76,19 +78,21 @@ def time_runner(infer: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, 
 
 
 def time_interleaved(
-    runners: dict[str, Callable[[np.ndarray], np.ndarray]], windows: np.ndarray, seconds: float, rounds: int
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]], windows: dict[str, np.ndarray], seconds: float,
+    rounds: int,
 ) -> dict[str, dict[str, float]]:
-    """:func:`time_runner` for each runner in turn, ``rounds`` times (``seconds / rounds`` per turn), latencies
-    pooled per runner: the same keys as :func:`time_runner`, per runner name."""
+    """:func:`time_runner` for each runner in turn on its own ``windows[name]`` (the same number of rows for every
+    runner), ``rounds`` times (``seconds / rounds`` per turn), latencies pooled per runner: the same keys as
+    :func:`time_runner`, per runner name."""
     pooled: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, infer in runners.items():
-            pooled[name] += time_runner(infer, windows, seconds / rounds)["latencies_ms"]
+            pooled[name] += time_runner(infer, windows[name], seconds / rounds)["latencies_ms"]
     out = {}
     for name, values in pooled.items():
         lat = np.asarray(values)
         out[name] = {
-            "windows_per_s": 1e3 * len(windows) * len(lat) / float(lat.sum()),
+            "windows_per_s": 1e3 * len(windows[name]) * len(lat) / float(lat.sum()),
             "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)),
             "calls": len(lat),
@@ -139,20 +143,25 @@ def compare(args: argparse.Namespace, batches: list[int], data_dir: Path) -> Non
     folders = dict(zip(("base", "other"), args.compare, strict=True))
     engines = {k: load_engine(f, "onnxruntime", threads=args.threads) for k, f in folders.items()}
     base, other = engines["base"].manifest, engines["other"].manifest
-    if (base.task, base.input_shape) != (other.task, other.input_shape):
+    same = base.input_shape == other.input_shape or (base.task == "segment" and base.channels == other.channels)
+    if base.task != other.task or not same:
         raise SystemExit(f"error: {args.compare[1]} is not the same kind of engine as {args.compare[0]}")
-    windows = bench_windows(base, max(batches), data_dir)
+    windows = {k: bench_windows(e.manifest, max(batches), data_dir) for k, e in engines.items()}
     rows = []
     latencies: dict[tuple[str, int], list[float]] = {}
     for batch in batches:
-        timed = time_interleaved({k: e.infer for k, e in engines.items()}, windows[:batch], args.seconds, args.rounds)
+        timed = time_interleaved(
+            {k: e.infer for k, e in engines.items()}, {k: w[:batch] for k, w in windows.items()}, args.seconds,
+            args.rounds,
+        )
         for key, r in timed.items():
             latencies[(key, batch)] = r.pop("latencies_ms")
             ratio = r["windows_per_s"] / timed["base"]["windows_per_s"]
             rows.append({"engine": key, "folder": str(folders[key]), "batch": batch, **r, "vs_base": ratio})
     print(
-        f"{base.task} engines {args.compare[0]} (base, onnx {base.onnx_precision}) vs {args.compare[1]} (onnx "
-        f"{other.onnx_precision}), input (B, {base.channels}, {base.window_samples}), ONNX Runtime, threads "
+        f"{base.task} engines {args.compare[0]} (base, onnx {base.onnx_precision}, input (B, {base.channels}, "
+        f"{base.window_samples})) vs {args.compare[1]} (onnx {other.onnx_precision}, input (B, {other.channels}, "
+        f"{other.window_samples})), ONNX Runtime, threads "
         f"{args.threads}, {args.rounds} alternating rounds, load average {os.getloadavg()[0]:.2f}"
     )
     print("| engine | batch | windows/s | p50 ms | p99 ms | vs base |\n|---|---:|---:|---:|---:|---:|")
@@ -166,6 +175,7 @@ def compare(args: argparse.Namespace, batches: list[int], data_dir: Path) -> Non
         "other": str(folders["other"]),
         "task": base.task,
         "onnx_precision": {"base": base.onnx_precision, "other": other.onnx_precision},
+        "window_samples": {"base": base.window_samples, "other": other.window_samples},
         "threads": args.threads,
         "seconds": args.seconds,
         "rounds": args.rounds,

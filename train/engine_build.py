@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import onnx
 import torch
 import typer
 
@@ -90,6 +91,14 @@ WORKSPACE_BYTES = 1 << 30
 #: Real windows used for the export check (and for int8 calibration).
 CHECK_WINDOWS = 32
 CALIBRATION_WINDOWS = 256
+#: Re-windowed segment engines (:func:`receptive_field_need`): share of the output's sensitivity to the input that
+#: the receptive-field need holds, the perturbation (normalised units) and the neighbouring phases it is measured at.
+RECEPTIVE_FIELD_MASS = 0.9
+RECEPTIVE_FIELD_STEP = 0.05
+RECEPTIVE_FIELD_PHASES = 20
+#: Re-windowed segment engines (:func:`window_check`): smallest fraction of the short window's central samples whose
+#: wave class is the source engine's on the same samples of LUDB val windows.
+WINDOW_MIN_CENTRE_AGREEMENT = 0.95
 
 
 class BuildError(RuntimeError):
@@ -414,7 +423,14 @@ def quantize_onnx_file(
     }
 
 
-def quantize_engine(src: Path, out: Path, name: str | None = None, data_dir: Path = DEFAULT_DATA_DIR) -> Manifest:
+def quantize_engine(
+    src: Path,
+    out: Path,
+    name: str | None = None,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    window_samples: int | None = None,
+    min_centre_agreement: float = WINDOW_MIN_CENTRE_AGREEMENT,
+) -> Manifest:
     """Quantise an existing fp32 engine folder's ``model.onnx`` to int8 into ``out`` (no checkpoint needed).
 
     The same calibration, check and packaging as ``build-engine --onnx-int8`` (:func:`quantize_onnx_file`), from
@@ -423,36 +439,67 @@ def quantize_engine(src: Path, out: Path, name: str | None = None, data_dir: Pat
     ``name`` (default: ``out``'s folder name), ``files``, ``onnx_precision``, ``metrics.int8_check``, ``created_by``
     and ``created_at``.
 
+    With ``window_samples`` other than the source's (segment engines), the fp32 graph is first re-windowed
+    (:func:`rewindow_segment_onnx`, checked by :func:`window_check` against the source on the centre of LUDB val
+    windows, the result in ``metrics.window_check``) and then quantised and calibrated on windows of the new
+    length; the manifest gets the new ``window_samples``, ``input_shape`` and ``hop_samples`` (half the window),
+    and a ``model.plan`` (fixed to the old length) is left out. ``min_centre_agreement`` is the floor of that check
+    (``--min-centre-agreement``; lowered only to measure lengths the check refuses).
+
     Raises:
         BuildError: ``src`` is already int8, or is an engine :func:`_check_int8_task` refuses, or ``out`` exists and
-            is not an engine folder.
+            is not an engine folder, or ``window_samples`` is refused (:func:`window_problem`).
         ManifestError: ``src`` does not validate.
-        ExportCheckError: the int8 graph fails its check.
+        ExportCheckError: the int8 graph fails its check, or the re-windowed one disagrees with the source.
     """
     source = Manifest.load(src)
     if source.onnx_precision != "fp32":
         raise BuildError(f"{src}: {ONNX_FILE} is already {source.onnx_precision}; quantise from an fp32 engine")
     _check_int8_task(source.task, source.feature_names)
+    rewindow = window_samples is not None and window_samples != source.window_samples
+    if rewindow and source.task != "segment":
+        raise BuildError(f"--window-samples applies to segment engines only, not this {source.task} engine")
     out = Path(out).resolve()
     if out.exists() and not (out / MANIFEST_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise BuildError(f"{out} exists and is not an engine folder (no {MANIFEST_FILE}); choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        for file in source.files:
-            shutil.copy2(Path(src) / file, work / file)
-        check = quantize_onnx_file(
-            work / ONNX_FILE, source.task, source.leads, source.fs_hz, source.window_samples,
+        fields: dict[str, Any] = {}
+        metrics = dict(source.metrics)
+        if rewindow:
+            assert window_samples is not None
+            rewindow_segment_onnx(source, Path(src) / ONNX_FILE, work / ONNX_FILE, window_samples, data_dir)
+            metrics["window_check"] = window_check(
+                source, Path(src) / ONNX_FILE, work / ONNX_FILE, data_dir, min_centre_agreement
+            )
+            fields = {
+                "window_samples": window_samples,
+                "hop_samples": window_samples // 2,
+                "input_shape": (None, 1, window_samples),
+                "precision": "fp32",
+                "tensorrt": {},
+            }
+            files = [ONNX_FILE]  # a TensorRT plan is built for one input length: not carried over
+        else:
+            files = list(source.files)
+            for file in files:
+                shutil.copy2(Path(src) / file, work / file)
+        window = int(fields.get("window_samples", source.window_samples))
+        metrics["int8_check"] = quantize_onnx_file(
+            work / ONNX_FILE, source.task, source.leads, source.fs_hz, window,
             source.normalisation, source.activation, data_dir,
         )
         manifest = dataclasses.replace(
             source,
             name=name or out.name,
-            files={**source.files, ONNX_FILE: file_entry(work / ONNX_FILE)},
+            files={**{f: source.files[f] for f in files}, ONNX_FILE: file_entry(work / ONNX_FILE)},
             onnx_precision="int8",
-            metrics={**source.metrics, "int8_check": check},
-            created_by=f"beatssl-edge {_version()} train quantize-engine {src}",
+            metrics=metrics,
+            created_by=f"beatssl-edge {_version()} train quantize-engine {src}"
+            + (f" --window-samples {window_samples}" if rewindow else ""),
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            **fields,
         )
         manifest.write(work)
         Manifest.load(work)
@@ -460,6 +507,144 @@ def quantize_engine(src: Path, out: Path, name: str | None = None, data_dir: Pat
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def graph_downsampling(model: onnx.ModelProto) -> int:
+    """Total temporal down-sampling of a segment graph (samples): the product of its ``ConvTranspose`` strides, by
+    which the decoder brings each level back to the resolution of its skip connection. An input length that is
+    not a multiple of it gives skip and up-sampled tensors of different lengths (the ``Concat`` fails)."""
+    factor = 1
+    for node in model.graph.node:
+        if node.op_type == "ConvTranspose":
+            strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [1])
+            factor *= math.prod(strides)
+    return factor
+
+
+def _with_length(model: onnx.ModelProto, window_samples: int) -> onnx.ModelProto:
+    """A copy of a one-input, one-output ``(batch, C, T)`` graph with ``T = window_samples`` on its input and
+    output, intermediate shapes dropped (re-inferred by the checker)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for value in (out.graph.input[0], out.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        dims[len(dims) - 1].Clear()
+        dims[len(dims) - 1].dim_value = window_samples
+    del out.graph.value_info[:]
+    return out
+
+
+def receptive_field_need(source: Manifest, onnx_path: Path, data_dir: Path = DEFAULT_DATA_DIR) -> int:
+    """Half-width (samples) of the input that drives a segment graph's output at a sample: the smallest ``h`` such
+    that :data:`RECEPTIVE_FIELD_MASS` of the output's sensitivity lies within ``h`` samples of it.
+
+    Measured on the fp32 graph ``onnx_path`` of the engine ``source`` at its own window: one LUDB val lead
+    (normalised as the manifest says) is perturbed by
+    :data:`RECEPTIVE_FIELD_STEP` at each of :data:`RECEPTIVE_FIELD_PHASES` neighbouring samples of its centre (the
+    strides make the field depend on the phase), and the summed ``|change of the logits|`` at distance ``d`` from
+    the perturbed sample, over the phases, is the sensitivity profile. On the shipped wave-seg: 128 samples (its
+    exact field reaches about 265 samples each side; 95 % of the sensitivity lies within 178, 99 % within 206).
+    """
+    length = source.window_samples
+    session = OnnxRuntimeBackend(onnx_path, INPUT_NAME, OUTPUT_NAME)
+    lead = normalise(ludb_part_windows(source.leads, True, source.fs_hz, length, "val", 1, data_dir),
+                     source.normalisation)
+    centre = (length - RECEPTIVE_FIELD_PHASES) // 2
+    batch = np.repeat(lead, RECEPTIVE_FIELD_PHASES + 1, axis=0)
+    for k in range(RECEPTIVE_FIELD_PHASES):
+        batch[k + 1, 0, centre + k] += RECEPTIVE_FIELD_STEP
+    logits = session.run(batch)
+    change = np.abs(logits[1:] - logits[:1]).sum(axis=1)  # (phases, length)
+    distance = np.abs(np.arange(length)[None, :] - (centre + np.arange(RECEPTIVE_FIELD_PHASES))[:, None])
+    profile = np.bincount(distance.ravel(), weights=change.ravel())
+    return int(np.searchsorted(np.cumsum(profile) / profile.sum(), RECEPTIVE_FIELD_MASS))
+
+
+def window_problem(window_samples: int, factor: int, need: int) -> str | None:
+    """Why a segment graph cannot take ``window_samples`` (one line), or None: it must be a multiple of the graph's
+    down-sampling ``factor`` and at least twice the receptive-field ``need`` (:func:`receptive_field_need`), so
+    that the window's centre sample sees its field on both sides."""
+    if window_samples % factor:
+        return f"--window-samples {window_samples} is not a multiple of the network's down-sampling ({factor} samples)"
+    if window_samples < 2 * need:
+        return (
+            f"--window-samples {window_samples} is shorter than 2 x the network's receptive-field need of {need} "
+            f"samples ({2 * need})"
+        )
+    return None
+
+
+def rewindow_segment_onnx(
+    source: Manifest, src: Path, dst: Path, window_samples: int, data_dir: Path = DEFAULT_DATA_DIR
+) -> None:
+    """Write a copy ``dst`` of the fully convolutional fp32 graph ``src`` of the segment engine ``source`` that
+    takes ``(batch, 1, window_samples)`` windows.
+
+    The same weights; only the input and output lengths change (the graph holds no length but those). The copy
+    passes ``onnx.checker`` with full shape inference and loads in ONNX Runtime, where one zero window must give
+    ``(1, n_classes, window_samples)`` logits.
+
+    Raises:
+        BuildError: the length is refused by :func:`window_problem`, or the copy does not check or load.
+    """
+    model = onnx.load(str(src))
+    problem = window_problem(window_samples, graph_downsampling(model), receptive_field_need(source, src, data_dir))
+    if problem:
+        raise BuildError(problem)
+    resized = _with_length(model, window_samples)
+    try:
+        onnx.checker.check_model(resized, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise BuildError(f"the {window_samples}-sample graph does not check: {str(e).splitlines()[0]}") from e
+    onnx.save(resized, str(dst))
+    logits = OnnxRuntimeBackend(dst, INPUT_NAME, OUTPUT_NAME).run(np.zeros((1, 1, window_samples), np.float32))
+    if logits.shape[0] != 1 or logits.shape[2] != window_samples:
+        raise BuildError(f"the {window_samples}-sample graph gives logits of shape {logits.shape}")
+
+
+def window_check(
+    source: Manifest,
+    src_onnx: Path,
+    new_onnx: Path,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    min_agreement: float = WINDOW_MIN_CENTRE_AGREEMENT,
+) -> dict:
+    """Agreement of a re-windowed segment graph with its source on the same samples of real LUDB val leads.
+
+    Each of :data:`train.quantize.INT8_CHECK_WINDOWS` source-length val windows runs through the source; its centre
+    ``window_samples`` samples, cut out and normalised on their own (as the edge cuts a window per beat), through
+    the new graph. Compared: the wave-class argmax on the central half of the short window, the part the new
+    engine answers for (a beat's waves; one hop). Fails below ``min_agreement``.
+
+    Returns:
+        The manifest's ``metrics.window_check``: the source window, the windows, the compared samples and the
+        argmax agreement.
+
+    Raises:
+        ExportCheckError: the agreement is below the floor.
+    """
+    new_window = onnx.load(str(new_onnx)).graph.input[0].type.tensor_type.shape.dim[2].dim_value
+    full = ludb_part_windows(source.leads, True, source.fs_hz, source.window_samples, "val", INT8_CHECK_WINDOWS,
+                             data_dir)
+    lo = (source.window_samples - new_window) // 2
+    want = OnnxRuntimeBackend(src_onnx, INPUT_NAME, OUTPUT_NAME).run(normalise(full, source.normalisation))
+    crop = np.ascontiguousarray(full[:, :, lo : lo + new_window])
+    got = OnnxRuntimeBackend(new_onnx, INPUT_NAME, OUTPUT_NAME).run(normalise(crop, source.normalisation))
+    a, b = new_window // 4, new_window - new_window // 4
+    agreement = float(np.mean(got[:, :, a:b].argmax(axis=1) == want[:, :, lo + a : lo + b].argmax(axis=1)))
+    if agreement < min_agreement:
+        raise ExportCheckError(
+            f"the {new_window}-sample graph agrees with the {source.window_samples}-sample source on "
+            f"{agreement:.2%} < {min_agreement:.0%} of the central samples of {len(full)} LUDB val "
+            "windows"
+        )
+    return {
+        "source_window_samples": source.window_samples,
+        "windows": len(full),
+        "source": f"LUDB val part, centre {new_window} samples of the first {source.window_samples} of each lead",
+        "compared_samples": f"central half of the window ({a}..{b})",
+        "argmax_agreement": agreement,
+    }
 
 
 def _replace_folder(new: Path, out: Path) -> None:
@@ -787,13 +972,41 @@ def quantize_engine_command(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Folder with ludb/ (calibration and check windows).")
     ] = DEFAULT_DATA_DIR,
+    window_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--window-samples",
+            min=1,
+            help="Segment engines: write the copy for this input window, in samples at the engine rate (250 Hz: "
+            "4 ms each; hop = half of it). Must be a multiple of the network's down-sampling (20 for wave-seg) "
+            "and at least 2 x its measured receptive-field need (2 x 128 = 256 for wave-seg); fails (exit 1) if "
+            "the copy disagrees with ENGINE on the centre of LUDB val windows. Default: ENGINE's window.",
+        ),
+    ] = None,
+    min_centre_agreement: Annotated[
+        float,
+        typer.Option(
+            "--min-centre-agreement",
+            min=0.0,
+            max=1.0,
+            help="With --window-samples: floor of that check, the fraction (0-1) of the central half of the new "
+            "window's samples whose wave class is ENGINE's. Lower it only to measure lengths it refuses.",
+        ),
+    ] = WINDOW_MIN_CENTRE_AGREEMENT,
 ) -> None:
     """Quantise an fp32 engine folder's model.onnx to int8 for ONNX Runtime on CPU, without its checkpoint: the
-    calibration and check of build-engine --onnx-int8; fails (exit 1) if int8 disagrees with fp32 on LUDB val."""
+    calibration and check of build-engine --onnx-int8; fails (exit 1) if int8 disagrees with fp32 on LUDB val.
+    With --window-samples, a segment engine is first re-windowed to that input length (same weights)."""
     try:
-        m = quantize_engine(engine, out, name, data_dir)
+        m = quantize_engine(engine, out, name, data_dir, window_samples, min_centre_agreement)
     except (BuildError, ExportCheckError, ManifestError, OSError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
-    typer.echo(f"{out}: {m.task} engine {m.name!r} from {engine}")
+    typer.echo(f"{out}: {m.task} engine {m.name!r} from {engine}, {m.window_samples} samples at {m.fs_hz:g} Hz")
+    if "window_check" in m.metrics and m.metrics["window_check"]["source_window_samples"] != m.window_samples:
+        c = m.metrics["window_check"]
+        typer.echo(
+            f"  model.onnx  re-windowed from {c['source_window_samples']} samples: wave-class argmax agreement with "
+            f"the source on the {c['compared_samples']} of {c['windows']} LUDB val windows {c['argmax_agreement']:.2%}"
+        )
     typer.echo(f"  model.onnx  {_int8_line(m.metrics['int8_check'])}")
