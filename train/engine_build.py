@@ -92,10 +92,12 @@ WORKSPACE_BYTES = 1 << 30
 CHECK_WINDOWS = 32
 CALIBRATION_WINDOWS = 256
 #: Re-windowed segment engines (:func:`receptive_field_need`): share of the output's sensitivity to the input that
-#: the receptive-field need holds, the perturbation (normalised units) and the neighbouring phases it is measured at.
+#: the receptive-field need holds, the perturbation (normalised units), the neighbouring phases and the LUDB val
+#: leads it is measured at.
 RECEPTIVE_FIELD_MASS = 0.9
 RECEPTIVE_FIELD_STEP = 0.05
 RECEPTIVE_FIELD_PHASES = 20
+RECEPTIVE_FIELD_LEADS = 12
 #: Re-windowed segment engines (:func:`window_check`): smallest fraction of the short window's central samples whose
 #: wave class is the source engine's on the same samples of LUDB val windows.
 WINDOW_MIN_CENTRE_AGREEMENT = 0.95
@@ -538,24 +540,24 @@ def receptive_field_need(source: Manifest, onnx_path: Path, data_dir: Path = DEF
     """Half-width (samples) of the input that drives a segment graph's output at a sample: the smallest ``h`` such
     that :data:`RECEPTIVE_FIELD_MASS` of the output's sensitivity lies within ``h`` samples of it.
 
-    Measured on the fp32 graph ``onnx_path`` of the engine ``source`` at its own window: one LUDB val lead
-    (normalised as the manifest says) is perturbed by
+    Measured on the fp32 graph ``onnx_path`` of the engine ``source`` at its own window: each of
+    :data:`RECEPTIVE_FIELD_LEADS` LUDB val leads (normalised as the manifest says) is perturbed by
     :data:`RECEPTIVE_FIELD_STEP` at each of :data:`RECEPTIVE_FIELD_PHASES` neighbouring samples of its centre (the
     strides make the field depend on the phase), and the summed ``|change of the logits|`` at distance ``d`` from
-    the perturbed sample, over the phases, is the sensitivity profile. On the shipped wave-seg: 128 samples (its
-    exact field reaches about 265 samples each side; 95 % of the sensitivity lies within 178, 99 % within 206).
+    the perturbed sample, over leads and phases, is the sensitivity profile. On the shipped wave-seg: 104 samples
+    (0.42 s; its exact field reaches about 265 samples each side).
     """
-    length = source.window_samples
+    length, phases = source.window_samples, RECEPTIVE_FIELD_PHASES
     session = OnnxRuntimeBackend(onnx_path, INPUT_NAME, OUTPUT_NAME)
-    lead = normalise(ludb_part_windows(source.leads, True, source.fs_hz, length, "val", 1, data_dir),
-                     source.normalisation)
-    centre = (length - RECEPTIVE_FIELD_PHASES) // 2
-    batch = np.repeat(lead, RECEPTIVE_FIELD_PHASES + 1, axis=0)
-    for k in range(RECEPTIVE_FIELD_PHASES):
-        batch[k + 1, 0, centre + k] += RECEPTIVE_FIELD_STEP
-    logits = session.run(batch)
-    change = np.abs(logits[1:] - logits[:1]).sum(axis=1)  # (phases, length)
-    distance = np.abs(np.arange(length)[None, :] - (centre + np.arange(RECEPTIVE_FIELD_PHASES))[:, None])
+    leads = ludb_part_windows(source.leads, True, source.fs_hz, length, "val", RECEPTIVE_FIELD_LEADS, data_dir)
+    leads = normalise(leads, source.normalisation)
+    centre = (length - phases) // 2
+    batch = np.repeat(leads, phases + 1, axis=0).reshape(len(leads), phases + 1, length)
+    for k in range(phases):
+        batch[:, k + 1, centre + k] += RECEPTIVE_FIELD_STEP
+    logits = session.run(batch.reshape(-1, 1, length)).reshape(len(leads), phases + 1, -1, length)
+    change = np.abs(logits[:, 1:] - logits[:, :1]).sum(axis=(0, 2))  # (phases, length)
+    distance = np.abs(np.arange(length)[None, :] - (centre + np.arange(phases))[:, None])
     profile = np.bincount(distance.ravel(), weights=change.ravel())
     return int(np.searchsorted(np.cumsum(profile) / profile.sum(), RECEPTIVE_FIELD_MASS))
 
@@ -979,7 +981,7 @@ def quantize_engine_command(
             min=1,
             help="Segment engines: write the copy for this input window, in samples at the engine rate (250 Hz: "
             "4 ms each; hop = half of it). Must be a multiple of the network's down-sampling (20 for wave-seg) "
-            "and at least 2 x its measured receptive-field need (2 x 128 = 256 for wave-seg); fails (exit 1) if "
+            "and at least 2 x its measured receptive-field need (2 x 104 = 208 for wave-seg); fails (exit 1) if "
             "the copy disagrees with ENGINE on the centre of LUDB val windows. Default: ENGINE's window.",
         ),
     ] = None,
