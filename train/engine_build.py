@@ -8,7 +8,8 @@ cuda-python and a GPU are present, and checked too (fp32 against PyTorch, fp16 /
 :func:`plan_problem`); otherwise the build says why and ships the ONNX engine alone (or fails with
 ``require_tensorrt``). With ``onnx_int8`` the checked fp32 export (from which any plan is built) is then quantised
 to int8 for ONNX Runtime on CPU and checked against fp32 (:func:`quantize_onnx_file`, :mod:`train.quantize`);
-:func:`quantize_engine` does the same to an existing fp32 engine folder. See ``docs/engines.md``.
+:func:`quantize_engine` does the same to an existing fp32 engine folder, and can first re-window a segment engine to
+another input length (:func:`rewindow_segment_onnx`, :func:`window_check`). See ``docs/engines.md``.
 """
 
 from __future__ import annotations
