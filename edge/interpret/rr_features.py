@@ -12,12 +12,7 @@ Per beat ``i`` with R times ``t`` (s, strictly increasing):
 - ``long_rr_s``: mean RR of all intervals ending at beat ``i`` whose first beat is within :data:`LONG_WINDOW_S`
   before it, ``(t[i] - t[j]) / (i - j)`` with ``j`` the first beat with ``t[j] >= t[i] - LONG_WINDOW_S`` (all
   beats so far during the first 5 min; the pre-RR when no earlier beat is in the window);
-- ``p90_rr_s``: the 90th percentile (``numpy.percentile``, linear) of the same intervals as ``long_rr_s`` (the RR
-  ``t[k+1] - t[k]`` for ``j <= k < i``; the pre-RR when there is none): the patient's own slow (sinus) cycle. A mean
-  RR is pulled down by the ectopic beats it averages, so on a record where most beats are premature (frequent APCs
-  in sinus bradycardia) an APC's ``pre/local`` is about 1; the percentile stays on the sinus cycle as long as more
-  than 10 % of the window's intervals are sinus ones;
-- the ratios ``pre/local``, ``post/local``, ``pre/long``, ``post/pre``, ``pre/p90`` and ``post/p90`` (dimensionless).
+- the ratios ``pre/local``, ``post/local``, ``pre/long`` and ``post/pre`` (dimensionless).
 
 The streaming object needs the next beat for the post-RR: a beat's features come out **one beat late**, when the
 following R peak is pushed (or at :meth:`RRContext.flush`).
@@ -32,29 +27,18 @@ import numpy as np
 #: Names of the feature columns, in order (units: ``_s`` seconds, the rest dimensionless ratios).
 FEATURE_NAMES: tuple[str, ...] = (
     "pre_rr_s", "post_rr_s", "local_rr_s", "long_rr_s", "pre_over_local", "post_over_local", "pre_over_long",
-    "post_over_pre", "p90_rr_s", "pre_over_p90", "post_over_p90",
+    "post_over_pre",
 )  # fmt: skip
 #: Intervals averaged by the local mean RR (beats).
 LOCAL_BEATS = 10
 #: Span of the long mean RR (s).
 LONG_WINDOW_S = 300.0
-#: Percentile of the RR in the long window taken as the slow (sinus) cycle (%).
-SLOW_PERCENTILE = 90.0
 #: RR assumed for a lone beat with no neighbour (s).
 DEFAULT_RR_S = 0.8
 
 
-def _row(pre: float, post: float, local: float, long: float, slow: float) -> np.ndarray:
-    return np.array(
-        [pre, post, local, long, pre / local, post / local, pre / long, post / pre, slow, pre / slow, post / slow],
-        dtype=np.float64,
-    )
-
-
-def _slow_rr(rr: np.ndarray, pre: float) -> float:
-    """The slow cycle (s) of one beat from the RR intervals of its long window (s, in series order); ``pre`` (s)
-    when the window holds none."""
-    return float(np.percentile(rr, SLOW_PERCENTILE)) if rr.size else pre
+def _row(pre: float, post: float, local: float, long: float) -> np.ndarray:
+    return np.array([pre, post, local, long, pre / local, post / local, pre / long, post / pre], dtype=np.float64)
 
 
 def rr_features(r_times_s: np.ndarray) -> np.ndarray:
@@ -76,7 +60,7 @@ def rr_features(r_times_s: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.empty((0, len(FEATURE_NAMES)))
     if n == 1:
-        return _row(DEFAULT_RR_S, DEFAULT_RR_S, DEFAULT_RR_S, DEFAULT_RR_S, DEFAULT_RR_S)[None]
+        return _row(DEFAULT_RR_S, DEFAULT_RR_S, DEFAULT_RR_S, DEFAULT_RR_S)[None]
     rr = t[1:] - t[:-1]
     pre = np.concatenate([rr[:1], rr])
     post = np.concatenate([rr, rr[-1:]])
@@ -86,11 +70,7 @@ def rr_features(r_times_s: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         local = np.where(i > j_local, (t - t[j_local]) / (i - j_local), pre)
         long = np.where(i > j_long, (t - t[j_long]) / (i - j_long), pre)
-    slow = np.array([_slow_rr(rr[j:k], p) for j, k, p in zip(j_long, i, pre, strict=True)])
-    return np.stack(
-        [pre, post, local, long, pre / local, post / local, pre / long, post / pre, slow, pre / slow, post / slow],
-        axis=1,
-    )
+    return np.stack([pre, post, local, long, pre / local, post / local, pre / long, post / pre], axis=1)
 
 
 class RRContext:
@@ -145,7 +125,7 @@ class RRContext:
         """Features of beat ``i`` (series index); ``post`` None: the last beat of the series."""
         if i == 0:
             pre = DEFAULT_RR_S if post is None else post
-            return _row(pre, pre, pre, pre, pre)
+            return _row(pre, pre, pre, pre)
         t_i = self._time(i)
         pre = t_i - self._time(i - 1)
         post = pre if post is None else post
@@ -153,11 +133,9 @@ class RRContext:
         local = (t_i - self._time(j_local)) / (i - j_local)
         j_long = self.first + bisect_left(self.times, t_i - LONG_WINDOW_S)
         long = (t_i - self._time(j_long)) / (i - j_long) if i > j_long else pre
-        window = np.array(self.times[j_long - self.first : i - self.first + 1], dtype=np.float64)
-        slow = _slow_rr(window[1:] - window[:-1], pre)
         # times no later beat needs: before both windows of beat i (later beats' windows start later)
         drop = min(j_local, j_long) - self.first
         if drop > 0:
             del self.times[:drop]
             self.first += drop
-        return _row(pre, post, local, long, slow)
+        return _row(pre, post, local, long)
