@@ -194,6 +194,10 @@ class EpisodeTracker:
         self.asystole = EpisodeState("ASYSTOLE")
         self.noise = EpisodeState("NOISE")
         self._beat_detectors = (self.af, self.vt, self.svta, self.bigeminy, self.trigeminy, self.rate, self.paced)
+        #: the detectors that read only a beat's time, RR and class: fed as soon as the class is known
+        #: (:meth:`push_class`), before the beat's waves
+        self._class_detectors = (self.vt, self.svta, self.bigeminy, self.trigeminy, self.paced)
+        self._wave_detectors = tuple(d for d in self._beat_detectors if d not in self._class_detectors)
         #: each rhythm code's on/off state (the objects live as long as the tracker; reset() keeps them)
         self._states: dict[str, EpisodeState] = {
             "NOISE": self.noise, "ASYSTOLE": self.asystole, "VFL": self.vf.state, "VT": self.vt.state,
@@ -247,19 +251,33 @@ class EpisodeTracker:
         self.now_s = max(self.now_s or time_s, time_s)
         return self._finish(events)
 
-    def push_beat(self, beat: BeatEvent) -> list[EpisodeEvent | RhythmCall]:
-        """Feed one beat with its class and waves (in time order); returns the episode events and rhythm-call
-        change it causes."""
+    def push_class(self, beat: BeatEvent) -> list[EpisodeEvent | RhythmCall]:
+        """Feed one beat's time, RR and class as soon as the classifier has spoken (in time order, before the beat's
+        waves): the ectopic counts and the class detectors (VT, SVTA, B, T, PACED) take it now, so a V run is called
+        without waiting for the segmentation; :meth:`push_beat` with ``classed=True`` then gives the rest."""
         out: list[EpisodeEvent | RhythmCall] = []
         if self.last_beat_s is None or beat.time_s > self.last_beat_s:
             out += self.note_beat(beat.time_s)
-        events: list[EpisodeEvent] = []
-        if beat.cls in ("V", "S"):
+        return out + self._finish(self._feed(beat, self._class_detectors, count=True))
+
+    def push_beat(self, beat: BeatEvent, classed: bool = False) -> list[EpisodeEvent | RhythmCall]:
+        """Feed one beat with its class and waves (in time order); returns the episode events and rhythm-call
+        change it causes. ``classed``: :meth:`push_class` already had this beat (only the wave detectors, AF and
+        the sinus rates, take it here)."""
+        out: list[EpisodeEvent | RhythmCall] = []
+        if self.last_beat_s is None or beat.time_s > self.last_beat_s:
+            out += self.note_beat(beat.time_s)
+        detectors = self._wave_detectors if classed else self._beat_detectors
+        return out + self._finish(self._feed(beat, detectors, count=not classed))
+
+    def _feed(self, beat: BeatEvent, detectors: tuple[Any, ...], count: bool) -> list[EpisodeEvent]:
+        if count and beat.cls in ("V", "S"):
             self._ectopic.append((beat.time_s, beat.cls))
+        events: list[EpisodeEvent] = []
         if not self._noisy_at(beat.time_s):
-            for det in self._beat_detectors:
+            for det in detectors:
                 events += det.push(beat)
-        return out + self._finish(events)
+        return events
 
     def push_signal(self, chunk_mv: np.ndarray, t0_s: float) -> list[EpisodeEvent | RhythmCall]:
         """Feed band-passed samples ``(n,)`` mV at ``fs_hz`` whose first sample is at device time ``t0_s`` (s)."""

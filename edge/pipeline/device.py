@@ -35,6 +35,9 @@ FLAT_STD_MV = 0.005
 QUALITY_WINDOW_S = 2.0
 #: How often the quality window is evaluated (s of device time).
 QUALITY_PERIOD_S = 0.5
+#: Output kind of a beat whose class is known (its time, RR and class for the episode layer, ahead of its waves);
+#: consumed by :meth:`DeviceStream._interpret`, never published.
+CLASSIFIED = "classified"
 
 
 @dataclass
@@ -190,10 +193,9 @@ class DeviceStream:
         inf = self._ending.get(generation) or (self._inf if generation == self._generation else None)
         if inf is None:
             return []
-        if request.kind == "seg":
-            out = [Output("beats", payload) for payload in inf.on_seg(key, output)]
-        elif request.kind == "beat":
-            out = [Output("beats", payload) for payload in inf.on_beat(key, output)]
+        if request.kind in ("seg", "beat"):
+            ready = inf.on_seg(key, output) if request.kind == "seg" else inf.on_beat(key, output)
+            out = self._classified(inf) + [Output("beats", payload) for payload in ready]
         else:
             out = [Output("rhythm", inf.rhythm_result(key, output, request.ready_wall))]
         if inf is not self._inf and not inf.outstanding:
@@ -211,9 +213,12 @@ class DeviceStream:
         counts and median intervals; then the alarms are updated once."""
         done: list[Output] = []
         for o in out:
+            if o.kind == CLASSIFIED:
+                done += self.interpretation.beat_classified(o.payload)
+                continue
             done.append(o)
             if o.kind == "beats":
-                done += self.interpretation.beat_done(o.payload)
+                done += self.interpretation.beat_done(o.payload, classed=self.plan is not None)
             elif o.kind == "rhythm":
                 o.payload.update(self.interpretation.rhythm_fields())
         return done + self.interpretation.update_alarms()
@@ -322,7 +327,8 @@ class DeviceStream:
             requests, rhythm = inf.flush(time.monotonic())
             self._requests += [self._tag(r) for r in requests]
             out += [Output("rhythm", payload) for payload in rhythm]
-            out += [Output("beats", payload) for payload in inf.unsegmented(reason)]
+            ready = inf.unsegmented(reason)
+            out += self._classified(inf) + [Output("beats", payload) for payload in ready]
             if inf.outstanding:
                 self._ending[self._generation] = inf
         return out
@@ -336,8 +342,14 @@ class DeviceStream:
                 out.append(Output("beats", payload))
                 continue
             r_internal = int(round(beat.sample * self._beats.internal_fs_hz / self.fs_hz))
-            out += [Output("beats", ready) for ready in self._inf.add_beat(payload, r_internal, beat.rr_s)]
+            ready = self._inf.add_beat(payload, r_internal, beat.rr_s)
+            out += self._classified(self._inf) + [Output("beats", payload) for payload in ready]
         return out
+
+    @staticmethod
+    def _classified(inf: DeviceInference) -> list[Output]:
+        """The run's newly classed beats, for the episode layer only (never published: :meth:`_interpret`)."""
+        return [Output(CLASSIFIED, event) for event in inf.classified()]
 
     def _beat_payload(self, beat: Beat, arrival: float) -> dict[str, Any]:
         sample = self._run_base + beat.sample

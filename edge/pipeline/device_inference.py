@@ -170,9 +170,14 @@ class _PendingBeat:
     ready_wall: float = 0.0
 
     @property
+    def classed(self) -> bool:
+        """The class is settled: given, or none will come (no classifier, or given up at a run end)."""
+        return not self.cls_wanted or self.class_probs is not None
+
+    @property
     def done(self) -> bool:
         seg_done = not self.seg_wanted or len(self.results) == self.seg_leads
-        return seg_done and (not self.cls_wanted or self.class_probs is not None)
+        return seg_done and self.classed
 
 
 class DeviceInference:
@@ -220,6 +225,7 @@ class DeviceInference:
         hop = int(round(plan.rhythm_hop_s * self.fs))
         self.next_hop = hop + rhythm_phase(device, hop)
         self._pending: deque[_PendingBeat] = deque()  # in beat order; released from the left when done
+        self._unclassed: deque[_PendingBeat] = deque()  # in beat order; announced from the left once classed
         self._by_id: dict[int, _PendingBeat] = {}
         self._beat_times: deque[tuple[float, float | None]] = deque()
         self._next_id = 0
@@ -330,7 +336,19 @@ class DeviceInference:
         self._by_id[self._next_id] = beat
         self._next_id += 1
         self._pending.append(beat)
+        self._unclassed.append(beat)
         return self._release()
+
+    def classified(self) -> list[dict[str, Any]]:
+        """The beats whose class became settled since the last call, in beat order (a beat waits for the ones
+        before it), as ``time`` (s), ``rr_s`` (s), ``class`` and ``class_probs``: what the class detectors of the
+        episode layer need, about a segmentation window earlier than the finished beat (docs/alarms.md)."""
+        out = []
+        while self._unclassed and self._unclassed[0].classed:
+            beat = self._unclassed.popleft()
+            out.append({"time": beat.payload["time"], "rr_s": beat.payload["rr_s"], "class": beat.cls,
+                        "class_probs": beat.class_probs or None})
+        return out
 
     def _release(self) -> list[dict[str, Any]]:
         """The finished beats at the head of the queue, as payloads (beats go out in order)."""

@@ -7,7 +7,10 @@ interpretation objects of :mod:`edge.interpret` (:class:`~edge.interpret.episode
 * every chunk of signal (band-passed 0.5–40 Hz here, on the preferred lead): signal quality, VF, asystole;
 * every beat as soon as the detector decides it (:meth:`beat_detected`, ~0.3 s after R): the silence clock behind
   pause and asystole never waits for an engine;
-* every beat once its engine results are in (:meth:`beat_done`): class and P wave feed VT, bigeminy, AF …
+* every beat once its class is known (:meth:`beat_classified`, in beat order, ~0.5–0.9 s after R): the class
+  detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts;
+* every beat once all its engine results are in (:meth:`beat_done`, after its segmentation window): the P wave and
+  the rest feed AF, the sinus rates and the interval medians;
 
 so the life-threatening alarms (asystole, VF) come from the detector's and the signal's own state, and those that
 need beat classes (VT) from the beat classifier, never from the segmentation window. Pure logic: no I/O.
@@ -97,8 +100,17 @@ class DeviceInterpretation:
         self._dirty = True
         return self._events(self.episodes.note_beat(time_s))
 
-    def beat_done(self, payload: dict[str, Any]) -> list[Output]:
-        """A beat message is complete (waves, class): feed it to the episode detectors and the interval medians."""
+    def beat_classified(self, event: dict[str, Any]) -> list[Output]:
+        """A beat's class is known (``time`` s, ``rr_s`` s, ``class``, ``class_probs``; before its waves): feed the
+        class detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts."""
+        self._dirty = True
+        return self._events(self.episodes.push_class(BeatEvent(
+            time_s=event["time"], rr_s=event["rr_s"] or None, cls=event.get("class"),
+            class_probs=event.get("class_probs"))))
+
+    def beat_done(self, payload: dict[str, Any], classed: bool = False) -> list[Output]:
+        """A beat message is complete (waves, class): feed it to the episode detectors and the interval medians
+        (``classed``: :meth:`beat_classified` already had it, only the wave detectors take it now)."""
         waves = payload.get("waves")
         quality = payload.get("quality")
         event = BeatEvent(
@@ -113,7 +125,7 @@ class DeviceInterpretation:
         if quality == "good":
             self._good.append(payload.get("intervals_ms") or {})
         self._dirty = True
-        return self._events(self.episodes.push_beat(event))
+        return self._events(self.episodes.push_beat(event, classed=classed))
 
     def acknowledge(self, alarm_type: str) -> list[Output]:
         """An operator acknowledged ``alarm_type`` (raises ValueError for an unknown type)."""
