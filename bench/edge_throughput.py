@@ -24,7 +24,9 @@ every device sent beats and a rhythm message every hop (at most one missing), no
 dropped no publication, its input queue never held more than ``--p99-ms`` of input (sampled at each health
 message, every 5 s: depth × chunk / N), the simulator kept its schedule (max lag
 ≤ 0.5 s), p99 of ``proc_ms`` and of ``e2e_ms`` are ≤ ``--p99-ms``, and rhythm messages leave at most one hop
-(2 s) after their window closed (p99; beyond that the classifier builds a backlog). N grows along ``--devices``
+(2 s) after their window closed (p99; beyond that the classifier builds a backlog). What the edge publishes once
+the bench stops it (its SIGTERM flush: every run's last rhythm window, seconds after the replay ended) is not
+counted: it used to be, and those few messages decided the rhythm p99 of some steps. N grows along ``--devices``
 until the first step that fails; the largest N that passed is the result of that mode.
 
 ``--processes N`` runs every mode a second time as ``run --processes N`` (N worker processes under one supervisor;
@@ -130,6 +132,7 @@ class Listener:
     def __init__(self, settings: MqttSettings):
         self.items: list[tuple[float, str, bytes]] = []
         self.clock: list[tuple[float, float]] = []  # device 0: (arrival wall, chunk end device time)
+        self._cut = False  # set before the edge is stopped: its shutdown flush is not real-time traffic
         self._subscribed = threading.Event()
         self._sample_topic = proto.samples_topic(f"{DEVICE_PREFIX}-000")
         topics = [proto.output_subscription("beats"), proto.output_subscription("rhythm"),
@@ -143,7 +146,14 @@ class Listener:
         if not self._subscribed.wait(10):
             raise RuntimeError("bench listener could not subscribe")
 
+    def cut(self) -> None:
+        """Stop recording: what the edge publishes from now on (its SIGTERM flush: the last rhythm window of every
+        run, seconds after the replay ended) is not measured."""
+        self._cut = True
+
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        if self._cut:
+            return
         now = time.time()
         if msg.topic == self._sample_topic:
             m = proto.decode_samples(msg.payload)
@@ -261,6 +271,7 @@ def run_step(mode: str, n: int, args: argparse.Namespace, console: Console,
             step.cpu_s["sim"] = round(sim_cpu * args.measure_s / duration, 2)  # its whole run, scaled to the part
             step.cpu_pct = {k: round(100 * v / elapsed, 1) for k, v in step.cpu_s.items()}
         finally:
+            listener.cut()
             terminate(edge)
             edge_log.close()
             if sim is not None and sim.poll() is None:
