@@ -188,6 +188,11 @@ def main() -> None:
         raise SystemExit(f"no MIT-BIH folder at {args.data / 'mitdb'}")
     if args.speed <= 0 or args.parallel < 1 or args.min_rate_s < 0:
         raise SystemExit("--speed must be > 0, --parallel >= 1 and --min-rate-s >= 0")
+    names = " ".join((args.records, args.dev_records, args.gap_records, args.clean_records)).split()
+    missing = [n for n in names if not (args.data / "mitdb" / f"{n}.hea").is_file()]
+    if missing:
+        raise SystemExit(f"no MIT-BIH record {', '.join(missing)} in {args.data / 'mitdb'} (record lists are "
+                         f"space-separated names, e.g. --records \"205 223\")")
     engines = tuple(sorted(p.parent for p in (ROOT / "engines").glob("*/manifest.json")))
     limits = AlarmLimits(latching=frozenset())
     cases = build_cases(args, limits)
