@@ -893,7 +893,8 @@ def build_engine_command(
     checkpoint: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Training checkpoint (.pt).")],
     out: Annotated[Path, typer.Option("--out", help="Engine folder to write, e.g. engines/wave-seg (created).")],
     precision: Annotated[
-        str, typer.Option("--precision", help="TensorRT plan precision: fp32, fp16 or int8 (model.onnx is fp32).")
+        str, typer.Option("--precision",
+                          help="TensorRT plan precision: fp32, fp16 or int8 (model.onnx is fp32 unless --onnx-int8).")
     ] = "fp32",
     max_batch: Annotated[
         int, typer.Option("--max-batch", min=1, help="Top of the TensorRT profile (batch 1..B); bigger is split.")
