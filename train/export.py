@@ -108,9 +108,22 @@ def reference_windows(
     records_file = ludb / "RECORDS"
     if not records_file.is_file():
         raise FileNotFoundError(f"{records_file} is missing: the export check needs real LUDB records (--data-dir)")
+    paths = [ludb / name for name in records_file.read_text().split()]
+    return first_windows(paths, leads, per_lead, fs_hz, window_samples, n_windows)
+
+
+def first_windows(paths: list[Path], leads: tuple[str, ...], per_lead: bool, fs_hz: float, window_samples: int,
+                  n_windows: int) -> np.ndarray:
+    """The first ``window_samples`` of each LUDB record in ``paths`` (in order) at ``fs_hz`` (Hz), until there are
+    ``n_windows`` rows: ``(n, C, window_samples)`` float32 mV, one row per lead when ``per_lead`` (``C = 1``), else
+    one per record with ``leads`` in order.
+
+    Raises:
+        ValueError: records shorter than a window.
+    """
     windows: list[np.ndarray] = []
-    for name in records_file.read_text().split():
-        record = read_record(ludb / name, leads=None if per_lead else leads)
+    for path in paths:
+        record = read_record(path, leads=None if per_lead else leads)
         sig = to_internal_rate(record.signal_mv.T, record.fs_hz, fs_hz)
         if sig.shape[1] < window_samples:
             raise ValueError(f"LUDB records are {sig.shape[1]} samples at {fs_hz} Hz, shorter than {window_samples}")

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from offline.records import read_record
 from train.config import DataConfig
 from train.data import ludb
-from train.data.rate import to_internal_rate
+from train.export import first_windows
 
 #: Calibration rows read from the LUDB train part (every lead of a record is one row for a segment engine).
 INT8_CALIBRATION_WINDOWS = 256
@@ -74,17 +73,7 @@ def ludb_part_windows(
         raise FileNotFoundError(f"{root / 'RECORDS'} is missing: int8 calibration needs real LUDB records (--data-dir)")
     cfg = DataConfig()
     names = ludb.split(ludb.record_names(root), cfg.split_seed, cfg.test_fraction, cfg.val_fraction)[part]
-    rows: list[np.ndarray] = []
-    for name in names:
-        record = read_record(root / "data" / name, leads=None if per_lead else leads)
-        sig = to_internal_rate(record.signal_mv.T, record.fs_hz, fs_hz)
-        if sig.shape[1] < window_samples:
-            raise ValueError(f"LUDB records are {sig.shape[1]} samples at {fs_hz} Hz, shorter than {window_samples}")
-        window = sig[:, :window_samples]
-        rows.extend(window[:, None, :] if per_lead else window[None])
-        if len(rows) >= n_windows:
-            break
-    return np.stack(rows[:n_windows]).astype(np.float32)
+    return first_windows([root / "data" / name for name in names], leads, per_lead, fs_hz, window_samples, n_windows)
 
 
 def quantize_onnx_int8(fp32_path: Path, int8_path: Path, calibration: dict[str, np.ndarray]) -> None:
