@@ -212,11 +212,7 @@ def build_engine_from_model(
         raise BuildError(f"the checkpoint runs at {meta['fs_hz']} Hz; the edge feeds engines at {INTERNAL_FS_HZ} Hz")
     if onnx_int8:
         _check_int8_task(task, tuple(meta.get("feature_names", ())))
-    out = Path(out).resolve()
-    if out.exists() and not (out / MANIFEST_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise BuildError(f"{out} exists and is not an engine folder (no {MANIFEST_FILE}); choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    out, work = _work_folder(out)
     try:
         result = _build_into(
             work, model, meta, name or out.name, precision, max_batch, require_tensorrt, hop_samples, data_dir,
@@ -462,11 +458,7 @@ def quantize_engine(
     rewindow = window_samples is not None and window_samples != source.window_samples
     if rewindow and source.task != "segment":
         raise BuildError(f"--window-samples applies to segment engines only, not this {source.task} engine")
-    out = Path(out).resolve()
-    if out.exists() and not (out / MANIFEST_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise BuildError(f"{out} exists and is not an engine folder (no {MANIFEST_FILE}); choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    out, work = _work_folder(out)
     try:
         fields: dict[str, Any] = {}
         metrics = dict(source.metrics)
@@ -648,6 +640,16 @@ def window_check(
         "compared_samples": f"central half of the window ({a}..{b})",
         "argmax_agreement": agreement,
     }
+
+
+def _work_folder(out: Path) -> tuple[Path, Path]:
+    """``out`` resolved, and a new empty folder beside it to build in (moved into place by :func:`_replace_folder`
+    once checked). Raises BuildError when ``out`` exists and is neither an engine folder nor empty."""
+    out = Path(out).resolve()
+    if out.exists() and not (out / MANIFEST_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise BuildError(f"{out} exists and is not an engine folder (no {MANIFEST_FILE}); choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out, Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
 
 
 def _replace_folder(new: Path, out: Path) -> None:
