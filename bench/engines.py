@@ -214,12 +214,18 @@ def compare(args: argparse.Namespace, batches: list[int], data_dir: Path) -> Non
     for engine in engines.values():
         engine.close()
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
-        for (key, batch), values in latencies.items():
-            png = args.json.with_name(f"{args.json.stem}-{key}-b{batch}.png")
-            plot_latency_histogram(values, png, f"{folders[key]}: ONNX Runtime, batch {batch}, latency per call (ms)")
-            print(f"wrote {png}")
+        write_results(args.json, result, latencies, lambda key: f"{folders[key]}: ONNX Runtime")
+
+
+def write_results(path: Path, result: dict, latencies: dict[tuple[str, int], list[float]],
+                  label: Callable[[str], str]) -> None:
+    """The JSON at ``path`` and one latency histogram per (runner, batch) beside it, titled ``label(runner)``."""
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    for (key, batch), values in latencies.items():
+        png = path.with_name(f"{path.stem}-{key}-b{batch}.png")
+        plot_latency_histogram(values, png, f"{label(key)}, batch {batch}, latency per call (ms)")
+        print(f"wrote {png}")
 
 
 def torch_runner(checkpoint: Path, threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
@@ -363,12 +369,7 @@ def main() -> None:
         "rows": rows,
     }
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
-        for (name, batch), values in latencies.items():
-            png = args.json.with_name(f"{args.json.stem}-{name}-b{batch}.png")
-            plot_latency_histogram(values, png, f"{manifest.name}: {name}, batch {batch}, latency per call (ms)")
-            print(f"wrote {png}")
+        write_results(args.json, result, latencies, lambda name: f"{manifest.name}: {name}")
 
 
 if __name__ == "__main__":
