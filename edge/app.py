@@ -28,6 +28,12 @@ Back-pressure, one rule per queue:
   * results and control items are never dropped: they bypass the inbox bound (their number is bounded by the
     schedulers' own bound).
 
+Blocks: a chunk whose device already has chunks waiting in the inbox (nothing but engine results queued after them)
+joins them, up to :data:`BLOCK_CHUNKS`, and the worker processes them as one block of samples
+(:meth:`DeviceStream.push_many`: the same beats, classes and episodes as chunk by chunk). A worker that keeps up
+sees blocks of one; one that fell behind pays each device's per-chunk cost once per block instead of once per chunk,
+so a backlog shrinks instead of feeding itself.
+
 Shutdown order (:meth:`EdgeApp.stop`): ingest (unsubscribe; after the UNSUBACK no chunk comes) → devices (inboxes
 drained, every stream flushed, so beats in the detectors' look-ahead go out) → schedulers (every window submitted so
 far is run and its result handed back to the still-running workers: in-flight beats keep their waves) → workers →
@@ -186,43 +192,72 @@ class _Handover:
     """Inbox item: the cluster's live nodes changed; flush and forget the devices this node no longer owns."""
 
 
+#: Most chunks of one device an inbox joins into one item (1 s of 40 ms chunks): the most a worker processes in one
+#: step for one device once it has fallen behind.
+BLOCK_CHUNKS = 25
+
+
+@dataclass
+class _Chunks:
+    """Inbox item: chunks of one device in arrival order, each ``(payload, content_type, arrival)`` (``arrival``:
+    monotonic wall time it came in)."""
+
+    device: str
+    parts: list[tuple[bytes, str | None, float]]
+
+
 class Inbox:
     """A worker's input: chunks bounded by ``capacity`` (the producer waits up to a timeout for room), results and
-    control items unbounded (never dropped). FIFO across both."""
+    control items unbounded (never dropped). FIFO across both, with one exception that keeps a worker that fell
+    behind from paying its per-chunk cost over and over: a chunk whose device already has a :class:`_Chunks` item
+    waiting joins that item (up to ``block`` chunks) when only chunks and engine results were queued after it. A
+    device's chunks stay in order and never pass a control item; passing an engine result of the same device is what
+    a slower engine would have done anyway."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, block: int = BLOCK_CHUNKS):
         self._items: deque[Any] = deque()
         self._chunks = 0
         self._queued: dict[str, int] = {}  # chunks queued per device
+        self._open: dict[str, _Chunks] = {}  # per device: its queued item later chunks may still join
         self._capacity = capacity
+        self._block = block
         self._cond = threading.Condition()
 
-    def put_chunk(self, item: Any, timeout_s: float) -> bool:
-        """Queue a chunk; False when there was no room within ``timeout_s``."""
+    def put_chunk(self, device: str, part: tuple[bytes, str | None, float], timeout_s: float) -> bool:
+        """Queue a chunk of ``device``; False when there was no room within ``timeout_s``."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._chunks < self._capacity, timeout_s):
                 return False
-            self._items.append(item)
+            item = self._open.get(device)
+            if item is not None and len(item.parts) < self._block:
+                item.parts.append(part)
+            else:
+                self._open[device] = item = _Chunks(device, [part])
+                self._items.append(item)
             self._chunks += 1
-            self._queued[item[0]] = self._queued.get(item[0], 0) + 1
+            self._queued[device] = self._queued.get(device, 0) + 1
             self._cond.notify_all()
             return True
 
     def put(self, item: Any) -> None:
-        """Queue a result or control item (never refused)."""
+        """Queue a result or control item (never refused). Chunks queued after a control item come after it."""
         with self._cond:
             self._items.append(item)
+            if not isinstance(item, _Result):
+                self._open.clear()
             self._cond.notify_all()
 
     def get(self) -> Any:
         with self._cond:
             self._cond.wait_for(lambda: bool(self._items))
             item = self._items.popleft()
-            if isinstance(item, tuple):
-                self._chunks -= 1
-                left = self._queued.pop(item[0]) - 1
+            if isinstance(item, _Chunks):
+                if self._open.get(item.device) is item:
+                    del self._open[item.device]
+                self._chunks -= len(item.parts)
+                left = self._queued.pop(item.device) - len(item.parts)
                 if left:
-                    self._queued[item[0]] = left
+                    self._queued[item.device] = left
             self._cond.notify_all()
             return item
 
@@ -230,12 +265,18 @@ class Inbox:
         """Chunks of ``device`` waiting in this inbox (a device with a backlog is not silent)."""
         return self._queued.get(device, 0)
 
+    @property
+    def chunks(self) -> int:
+        """Chunks waiting in this inbox."""
+        return self._chunks
+
     def wait_empty(self, timeout_s: float) -> bool:
         """Block until nothing is queued; False after ``timeout_s``."""
         with self._cond:
             return self._cond.wait_for(lambda: not self._items, timeout_s)
 
     def __len__(self) -> int:
+        """Items waiting (a :class:`_Chunks` item counts once)."""
         return len(self._items)
 
 
@@ -492,8 +533,8 @@ class EdgeApp:
             return
         props = getattr(message, "properties", None)
         content_type = getattr(props, "ContentType", None) if props is not None else None
-        item = (device, message.payload, content_type, time.monotonic())
-        if not self._inbox(device).put_chunk(item, self.config.enqueue_timeout_s):
+        part = (message.payload, content_type, time.monotonic())
+        if not self._inbox(device).put_chunk(device, part, self.config.enqueue_timeout_s):
             self._reject("overload", f"worker queue full; chunk of {device} dropped")
 
     def _on_health(self, node: str, message: paho.MQTTMessage) -> None:
@@ -568,9 +609,10 @@ class EdgeApp:
                         if item.request.device in leaving:
                             self._forget_left(streams, leaving)
                 elif flushed:  # came after the UNSUBACK wait ran out: the streams are flushed, say so
-                    self._reject("shutting_down", f"chunk of {item[0]} came after the shutdown flush; dropped")
+                    for _ in item.parts:
+                        self._reject("shutting_down", f"chunk of {item.device} came after the shutdown flush; dropped")
                 else:
-                    self._ingest(streams, reading, *item)
+                    self._ingest(streams, reading, item)
         except BaseException as exc:
             self._die(f"worker {k} died: {type(exc).__name__}: {exc}")
             raise
@@ -600,21 +642,24 @@ class EdgeApp:
             self.counters.release_device(streams.pop(device).counters.beats)
             leaving.discard(device)
 
-    def _ingest(self, streams: dict[str, DeviceStream], reading: dict[str, float], device: str, payload: bytes,
-                content_type: str | None, arrival: float) -> None:
+    def _ingest(self, streams: dict[str, DeviceStream], reading: dict[str, float], item: _Chunks) -> None:
+        device = item.device
         if device not in streams:
             if not self.counters.claim_device(self.config.max_devices):
-                self._reject("device_cap", f"{self.config.max_devices} devices held; chunk of new device {device} "
-                                           f"dropped")
+                for _ in item.parts:
+                    self._reject("device_cap", f"{self.config.max_devices} devices held; chunk of new device "
+                                               f"{device} dropped")
                 return
             streams[device] = self._new_stream(device)
             self._take_up(streams[device], reading)
-        try:
-            msg = proto.decode_samples(payload, self.config.limits, content_type)
-        except proto.ProtocolError as exc:
-            self._emit(device, streams[device].error(exc.code, str(exc)))
-            return
-        self._guarded(streams, device, lambda s: s.push(msg, arrival))
+        chunks = []
+        for payload, content_type, arrival in item.parts:
+            try:
+                chunks.append((proto.decode_samples(payload, self.config.limits, content_type), arrival))
+            except proto.ProtocolError as exc:
+                self._emit(device, streams[device].error(exc.code, str(exc)))
+        if chunks:
+            self._guarded(streams, device, lambda s: s.push_many(chunks))
 
     def _guarded(self, streams: dict[str, DeviceStream], device: str,
                  step: Callable[[DeviceStream], list[Output]]) -> None:
@@ -768,7 +813,7 @@ class EdgeApp:
             "published": c.published,
             "publish_dropped": c.publish_dropped,
             "rejected": dict(c.rejected),
-            "queue_depth": sum(len(inbox) for inbox in self._inboxes),
+            "queue_depth": sum(inbox.chunks for inbox in self._inboxes),
             "broker_outages": len(self.outages),
             "last_outage_s": self.outages[-1] if self.outages else None,
             "detection_latency_s": pct(lat),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,13 +155,32 @@ class DeviceStream:
     # ------------------------------------------------------------------ input
     def push(self, msg: SamplesMessage, arrival: float | None = None) -> list[Output]:
         """Take one decoded chunk (``arrival``: monotonic wall time it came in); return what to publish."""
-        arrival = time.monotonic() if arrival is None else arrival
-        ordered, events = self.sequence.push(msg.seq, msg.t0_s, msg.t0_s + msg.n_samples / msg.fs_hz, (msg, arrival))
-        out = self._sequence_events(events)
-        if not any(e.kind == "duplicate" for e in events):
-            self.last_arrival = arrival  # a flood of duplicates must not keep a silent device alive
-        for chunk, when in ordered:
-            out += self._process(chunk, when)
+        return self.push_many([(msg, time.monotonic() if arrival is None else arrival)])
+
+    def push_many(self, chunks: Sequence[tuple[SamplesMessage, float]]) -> list[Output]:
+        """Take several decoded chunks of this device, in arrival order, each with the monotonic wall time it came in;
+        return what to publish.
+
+        The outputs are those of pushing the chunks one by one, at a fraction of the cost: consecutive chunks that
+        continue the run (same rate and leads, ``t0`` within the device clock's tolerance) go through the resampler,
+        the detector and the windows as one block of samples, which those stages turn into the same samples and
+        beats whatever the split. A beat's ``proc_ms`` counts from the arrival of the block's first chunk (never
+        less than it would have been), and a block reports its progress on ``status`` once. A worker hands a device
+        several chunks when its inbox held more than one of them (it had fallen behind).
+        """
+        out: list[Output] = []
+        block: list[tuple[SamplesMessage, float]] = []
+        for msg, arrival in chunks:
+            ordered, events = self.sequence.push(msg.seq, msg.t0_s, msg.t0_s + msg.n_samples / msg.fs_hz,
+                                                 (msg, arrival))
+            if events:  # a gap or a reboot restarts the run: what came before it is processed first
+                out += self._process_block(block)
+                block = []
+                out += self._sequence_events(events)
+            if not any(e.kind == "duplicate" for e in events):
+                self.last_arrival = arrival  # a flood of duplicates must not keep a silent device alive
+            block += ordered
+        out += self._process_block(block)
         return self._interpret(out)
 
     def flush(self) -> list[Output]:
@@ -168,8 +188,7 @@ class DeviceStream:
         stream stale. Engine results still due for this run are still taken (:meth:`on_result`)."""
         ordered, events = self.sequence.flush()
         out = self._sequence_events(events)
-        for chunk, when in ordered:
-            out += self._process(chunk, when)
+        out += self._process_block(ordered)
         out += self._end_run("stream_end")
         self.sequence.reset()
         self.clock = None
@@ -243,7 +262,20 @@ class DeviceStream:
                                                  f"(device reboot?); resumed")
         return out
 
-    def _process(self, msg: SamplesMessage, arrival: float) -> list[Output]:
+    def _process_block(self, chunks: Sequence[tuple[SamplesMessage, float]]) -> list[Output]:
+        """Process ordered chunks, as few blocks of contiguous samples as the run allows."""
+        out: list[Output] = []
+        done = 0
+        while done < len(chunks):
+            produced, taken = self._process(chunks[done:])
+            out += produced
+            done += taken
+        return out
+
+    def _process(self, chunks: Sequence[tuple[SamplesMessage, float]]) -> tuple[list[Output], int]:
+        """Process the first chunk and every following one that continues its run as one block of samples; return
+        the outputs and how many chunks were taken (at least one)."""
+        msg, arrival = chunks[0]
         out: list[Output] = []
         if self.fs_hz is not None and (msg.fs_hz != self.fs_hz or msg.leads != self.leads):
             what = "fs" if msg.fs_hz != self.fs_hz else "leads"
@@ -267,19 +299,28 @@ class DeviceStream:
             out += self._start_run(int(round(msg.t0_s * self.fs_hz)))
             if self._inf is not None and self._inf.cls_problem and self._generation == 1:
                 out += self.error("no_engine_for_leads", f"no rhythm labels for this stream: {self._inf.cls_problem}")
-        self.counters.chunks += 1
-        self.counters.samples += msg.n_samples
-        resampled, beats = self._beats.push(msg.data_mv)
+        block = [msg.data_mv]
+        for nxt, _ in chunks[1:]:
+            if nxt.fs_hz != self.fs_hz or nxt.leads != self.leads:
+                break
+            if self.clock.push(nxt.t0_s, nxt.n_samples) is not None:
+                break  # time jumped: the clock is left as it was, and the next call restarts the run at this chunk
+            block.append(nxt.data_mv)
+        data = block[0] if len(block) == 1 else np.concatenate(block)
+        self.counters.chunks += len(block)
+        self.counters.samples += len(data)
+        resampled, beats = self._beats.push(data)
         self._t_last_s = (self._run_base + self._beats.samples_in - 1) / self.fs_hz
         out += self._advance(resampled, beats, arrival)
         n_out = len(out)
-        self._update_quality(msg.data_mv, out)
+        for part in block:  # chunk by chunk, as the quality windows have always been kept
+            self._update_quality(part, out)
         if self._first_s is None:
             self._first_s = self._run_base / self.fs_hz
             out += self._resume()
         elif beats and len(out) == n_out:  # no status from the quality check: say how far the beats got
             out.append(self.status_output())
-        return out
+        return out, len(block)
 
     def _advance(self, resampled: np.ndarray, beats: list[Beat], arrival: float) -> list[Output]:
         """Hand a run's new internal-rate samples and beats on to inference; return what is ready to publish."""
