@@ -40,6 +40,10 @@ INTERVAL_NAMES = ("PR", "QRS", "QT", "QTc_bazett", "QTc_fridericia")
 #: The signal goes to the episode layer in blocks of this many internal samples (0.2 s at 250 Hz), and the alarms are
 #: re-evaluated at least that often (at once after an episode event): per-chunk calls cost more than the logic.
 SIGNAL_BLOCK = 50
+#: Episodes during which a beat the classifier calls S is published (and counted) as N: while the atria fibrillate or
+#: flutter, an early beat is irregular conduction, not a supraventricular ectopic beat (MIT-BIH's annotators label
+#: those beats N, as AAMI EC57 scores them). The AF detector itself keeps the classifier's class.
+ATRIAL_EPISODES = ("AFIB", "AFL")
 
 
 class DeviceInterpretation:
@@ -61,6 +65,7 @@ class DeviceInterpretation:
         self._block_len = 0
         self._dirty = False  # an input since the last alarm evaluation could change an alarm
         self._good: deque[dict[str, float | None]] = deque(maxlen=INTERVAL_BEATS)
+        self._conducted: set[float] = set()  # R times (s) of S beats called N in an atrial episode, until done
 
     def __repr__(self) -> str:
         return f"DeviceInterpretation({self.device!r}, {self.episodes!r}, {self.alarms!r})"
@@ -102,11 +107,15 @@ class DeviceInterpretation:
 
     def beat_classified(self, event: dict[str, Any]) -> list[Output]:
         """A beat's class is known (``time`` s, ``rr_s`` s, ``class``, ``class_probs``; before its waves): feed the
-        class detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts."""
+        class detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts. An S beat during an
+        :data:`ATRIAL_EPISODES` episode is N for them, and in its beat message (:meth:`beat_done`)."""
         self._dirty = True
+        cls = event.get("class")
+        if cls == "S" and any(name in ATRIAL_EPISODES for name in self.episodes.active()):
+            cls = "N"
+            self._conducted.add(event["time"])
         return self._events(self.episodes.push_class(BeatEvent(
-            time_s=event["time"], rr_s=event["rr_s"] or None, cls=event.get("class"),
-            class_probs=event.get("class_probs"))))
+            time_s=event["time"], rr_s=event["rr_s"] or None, cls=cls, class_probs=event.get("class_probs"))))
 
     def beat_done(self, payload: dict[str, Any], classed: bool = False) -> list[Output]:
         """A beat message is complete (waves, class): feed it to the episode detectors and the interval medians
@@ -124,6 +133,9 @@ class DeviceInterpretation:
         )
         if quality == "good":
             self._good.append(payload.get("intervals_ms") or {})
+        if self._conducted and payload["time"] in self._conducted:
+            self._conducted.discard(payload["time"])
+            payload["class"] = "N"  # class_probs stay the classifier's own
         self._dirty = True
         return self._events(self.episodes.push_beat(event, classed=classed))
 
@@ -137,6 +149,7 @@ class DeviceInterpretation:
         out = self._push_block()
         self._t_next = None
         self._dirty = True
+        self._conducted.clear()
         return out + self._events(self.episodes.flush())
 
     def update_alarms(self) -> list[Output]:
