@@ -2,7 +2,9 @@
 
 * :class:`RunDetector` — a run of consecutive beats of one class at a rate above a limit: VT (class V, ≥ 3 beats,
   rate limit from :class:`edge.interpret.episodes.EpisodeConfig`) and, configured with class S, SVTA (≥ 3 S beats,
-  > 100 bpm). Runs at or below the limit are not reported.
+  > 100 bpm). Runs at or below the limit are not reported. A V run also needs its V beats' median V probability
+  to be at least :data:`MIN_MEDIAN_PROB` (0.2), and a single fusion beat (F) between two V beats belongs to the
+  run (:data:`BRIDGE_CLASS`); see :class:`RunDetector`.
 * :class:`PatternDetector` — ventricular bigeminy (B: N V N V …) and trigeminy (T: N N V N N V …).
 * :class:`VFDetector` — ventricular flutter / fibrillation (VFL) from the band-passed signal, by the *VF filter*
   of Kuo S., Dillman R., *Computer detection of ventricular fibrillation*, Computers in Cardiology 1978:347–349
@@ -31,48 +33,88 @@ from edge.interpret.events import BeatEvent, EpisodeEvent, EpisodeState
 CONDUCTED = ("N", "S")
 #: Ended runs a :class:`RunDetector` keeps for readers that look between bursts of beats.
 ENDED_RUNS_KEPT = 16
+#: Least median probability of the run's class over the run's beats of that class, by run class (classes not listed:
+#: none). The beat classifier calls V from a probability of ~0.1 up (its V threshold is 0.126 of ``argmax(p / t)``),
+#: which catches the ambiguous beats of real VT; a run made only of such calls is no VT. 0.2: chosen on MIT-BIH DS1,
+#: below the weakest VT run found there (median 0.255; docs/method.md, "VT runs on the edge's classes").
+MIN_MEDIAN_PROB: dict[str, float] = {"V": 0.2}
+#: A single beat of this class between two beats of the run's class extends the run, by run class: a fusion beat (F)
+#: inside a V run (half ventricular; in VT it is where a sinus beat fuses with the run).
+BRIDGE_CLASS: dict[str, str] = {"V": "F"}
 
 
 class RunDetector:
-    """Runs of ≥ ``min_beats`` consecutive beats of class ``cls`` whose mean rate exceeds ``min_rate_bpm``.
+    """Runs of ≥ ``min_beats`` consecutive beats of class ``cls`` whose mean rate exceeds ``min_rate_bpm`` and whose
+    beats of class ``cls`` have a median probability of that class (``class_probs``) of at least
+    ``min_median_prob``.
 
-    The rate of a run of n beats is ``60 (n − 1) / (t_last − t_first)`` (bpm). The episode starts at the first beat
-    of the run (decided at the ``min_beats``-th) and ends at its last beat (decided at the next classed beat of
-    another class). :attr:`run_beats`, :attr:`run_rate_bpm` and :attr:`run_start_s` describe the current run
-    (the VT alarm reads them); :attr:`ended` holds the latest :data:`ENDED_RUNS_KEPT` runs that ended, as
-    ``(number, start_s, beats, rate_bpm)`` with ``number`` counting from 1 since the reset, so a reader that looks
-    less often than beats come (they arrive in bursts) still sees a run that began and ended between two looks.
+    The rate of a run of n beats is ``60 (n − 1) / (t_last − t_first)`` (bpm). A single beat of class ``bridge``
+    between two beats of the run belongs to it (it counts as a beat, not in the median); one at the end of a run
+    is not, and two in a row end it. A beat of class ``cls`` without probabilities counts as probability 1.
+    The episode starts at the first beat of the run (decided at the first beat at which the run meets all three
+    limits) and ends at its last beat (decided at the next classed beat that does not continue it).
+    :attr:`run_beats`, :attr:`run_rate_bpm` and :attr:`run_start_s` describe the current run once it has met the
+    probability limit (``run_beats`` is 0 until it has: the VT alarm reads them); :attr:`ended` holds the latest
+    :data:`ENDED_RUNS_KEPT` runs that ended having met it, as ``(number, start_s, beats, rate_bpm)`` with ``number``
+    counting from 1 since the reset, so a reader that looks less often than beats come (they arrive in bursts) still
+    sees a run that began and ended between two looks.
+
+    Args:
+        rhythm: the episode's rhythm code; cls: the run's beat class.
+        min_beats: beats in a run (≥ 2); min_rate_bpm: the rate (bpm) a run must exceed.
+        min_median_prob: least median class probability (0–1); None: :data:`MIN_MEDIAN_PROB` for ``cls``, else 0.
+        bridge: class of a single beat that may sit inside a run; None: :data:`BRIDGE_CLASS` for ``cls`` (else
+            none); ``""``: none.
     """
 
-    def __init__(self, rhythm: str, cls: str, min_beats: int = 3, min_rate_bpm: float = 100.0):
+    def __init__(self, rhythm: str, cls: str, min_beats: int = 3, min_rate_bpm: float = 100.0,
+                 min_median_prob: float | None = None, bridge: str | None = None):
         if min_beats < 2 or min_rate_bpm <= 0:
             raise ValueError(f"a run needs min_beats >= 2 and min_rate_bpm > 0, got {min_beats}, {min_rate_bpm}")
         self.cls, self.min_beats, self.min_rate_bpm = cls, int(min_beats), float(min_rate_bpm)
+        self.min_median_prob = float(MIN_MEDIAN_PROB.get(cls, 0.0) if min_median_prob is None else min_median_prob)
+        if not 0.0 <= self.min_median_prob <= 1.0:
+            raise ValueError(f"min_median_prob must be in [0, 1], got {self.min_median_prob}")
+        self.bridge = BRIDGE_CLASS.get(cls) if bridge is None else bridge
+        if self.bridge == cls:
+            raise ValueError(f"a run's bridge class must differ from its class {cls!r}")
         self.state = EpisodeState(rhythm)
         self.reset()
 
     def reset(self) -> None:
-        self._run: list[float] = []
+        self._run: list[float] = []  # R times (s) of the run's beats, bridge beats included
+        self._probs: list[float] = []  # class probability of the run's beats of class cls
+        self._bridge_s: float | None = None  # R time (s) of a bridge beat after the run, waiting for the next beat
+        self._probable = False  # the run has met min_median_prob (it stays probable until it ends)
         self.ended: deque[tuple[int, float, int, float | None]] = deque(maxlen=ENDED_RUNS_KEPT)
         self._count = 0
         self.state.reset()
 
     def _end_run(self) -> None:
-        if self._run:
+        if self._run and self.probable:
             self._count += 1
-            self.ended.append((self._count, self._run[0], len(self._run), self.run_rate_bpm))
-        self._run = []
+            self.ended.append((self._count, self._run[0], len(self._run), self._rate_bpm()))
+        self._run, self._probs, self._bridge_s, self._probable = [], [], None, False
+
+    @property
+    def probable(self) -> bool:
+        """Whether the current run's median class probability has met ``min_median_prob`` at one of its beats since
+        it had ``min_beats`` beats (False before)."""
+        return self._probable
 
     @property
     def run_beats(self) -> int:
-        return len(self._run)
+        return len(self._run) if self.probable else 0
 
     @property
     def run_start_s(self) -> float | None:
-        return self._run[0] if self._run else None
+        return self._run[0] if self._run and self.probable else None
 
     @property
     def run_rate_bpm(self) -> float | None:
+        return self._rate_bpm() if self.probable else None
+
+    def _rate_bpm(self) -> float | None:
         if len(self._run) < 2 or self._run[-1] <= self._run[0]:
             return None
         return 60.0 * (len(self._run) - 1) / (self._run[-1] - self._run[0])
@@ -80,13 +122,25 @@ class RunDetector:
     def push(self, beat: BeatEvent) -> list[EpisodeEvent]:
         if beat.cls is None:
             return []
+        if beat.cls == self.bridge and self._run and self._bridge_s is None:
+            self._bridge_s = beat.time_s  # inside the run if the next classed beat continues it
+            return []
         if beat.cls != self.cls:
             events = self.state.end(self._run[-1], beat.time_s) if self._run else []
             self._end_run()
             return events
+        if self._bridge_s is not None:
+            self._run.append(self._bridge_s)
+            self._bridge_s = None
         self._run.append(beat.time_s)
-        rate = self.run_rate_bpm
-        if len(self._run) >= self.min_beats and rate is not None and rate > self.min_rate_bpm:
+        self._probs.append(1.0 if beat.class_probs is None else float(beat.class_probs.get(self.cls, 1.0)))
+        if not self._probable and len(self._run) >= self.min_beats:
+            probs = sorted(self._probs)  # a few floats per beat: plain Python
+            mid = len(probs) // 2
+            median = probs[mid] if len(probs) % 2 else (probs[mid - 1] + probs[mid]) / 2
+            self._probable = median >= self.min_median_prob
+        rate = self._rate_bpm()
+        if len(self._run) >= self.min_beats and rate is not None and rate > self.min_rate_bpm and self.probable:
             return self.state.start(self._run[0], beat.time_s)
         return []
 
@@ -96,7 +150,8 @@ class RunDetector:
         return events
 
     def __repr__(self) -> str:
-        return f"RunDetector({self.state.rhythm}, run={self.run_beats} beats, rate={self.run_rate_bpm})"
+        return (f"RunDetector({self.state.rhythm}, run={len(self._run)} beats, rate={self._rate_bpm()}, "
+                f"probable={self.probable})")
 
 
 class PatternDetector:
