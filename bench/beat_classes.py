@@ -10,7 +10,12 @@ its beats are Q; shown, not pooled). Two R-peak sources per record:
   is matched one-to-one to a reference beat within ±150 ms (EC57). A reference beat no detection matches is
   "missed" (a false negative of its class); a detection matching no reference beat is "extra" (a false positive
   of the class it is given);
-* ``reference``: the ``.atr`` R peaks and their beat features (the classifier alone).
+* ``reference``: the ``.atr`` R peaks and their beat features (the classifier alone);
+* ``pipeline``: the classes the edge publishes — the whole live pipeline offline (:func:`edge.pipeline.runner.
+  run_recording`, what ``beatssl-edge detect`` runs) with every engine beside ``--engine`` (the shipped segmenter
+  too), so the rhythm context rules are in: S during an AFIB episode is N (:mod:`edge.pipeline.interpretation`).
+  ``pipeline, no AF rule`` undoes that one rule from the same run (a published N whose ``class_probs`` decide S).
+  ``--no-pipeline`` skips it (~1 min per 30 min record on 2 cores).
 
 Windows are cut from the preferred lead resampled to 250 Hz by the edge's streaming resampler and run through the
 engine with ONNX Runtime (:func:`edge.inference.load_engine`), decided by the manifest's thresholds
@@ -41,14 +46,19 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
+from edge.app import EdgeConfig, load_plan
 from edge.detection.beats import detect_record
 from edge.dsp.resample import StreamingResampler
 from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ
 from edge.inference import load_engine
 from edge.inference.engine import Engine, to_probabilities
 from edge.interpret.beat_class import beat_features, beat_unreadable, decide, feature_columns, gate_classes
+from edge.pipeline.device_inference import InferencePlan
+from edge.pipeline.runner import run_recording
+from edge.transport.mqtt import BrokerAddress, MqttSettings
 from offline.plots import plot_confusion
 from offline.records import read_record
 from offline.scoring import match_pairs
@@ -68,6 +78,8 @@ BASELINES: dict[str, tuple[float, float, float, float]] = {
 TARGETS = (95.0, 95.0, 80.0, 70.0)
 #: R-peak sources, each scored gated (as named) and ungated (``"<source> ungated"``).
 SOURCES = ("edge", "reference")
+#: The published classes (the whole pipeline), with and without the AF rule.
+PIPELINE_SOURCES = ("pipeline", "pipeline, no AF rule")
 _K = len(AAMI_CLASSES)
 
 
@@ -129,24 +141,56 @@ def record_matrices(engine: Engine, path: Path) -> dict[str, dict[str, np.ndarra
     det_preds = classify(engine, signal, leads, rescale_samples(det_samples, rec.fs_hz), det_t)
     ref_samples = np.round(ref_t * rec.fs_hz).astype(np.int64)
     match = match_index(ref_samples, det_samples, MATCH_WINDOW_S * rec.fs_hz)
-    taken = np.zeros(len(det_samples), dtype=bool)
-    taken[match[match >= 0]] = True
     for suffix, det_pred in zip(("", " ungated"), det_preds[::-1], strict=True):
-        edge = {}
-        for key, keep_ref, keep_det in (("all", np.ones(len(ref_t), bool), np.ones(len(det_t), bool)),
-                                        ("after_5min", ref_t >= LEARNING_S, det_t >= LEARNING_S)):  # fmt: skip
-            m = np.zeros((_K + 1, _K + 1), dtype=np.int64)
-            scored = keep_ref & (ref_labels >= 0)
-            got = np.where(match >= 0, det_pred[np.maximum(match, 0)], _K)  # unmatched: missed (column K)
-            got = np.where(got < 0, _K, got)  # matched, but its window is not inside the record: not classified
-            np.add.at(m, (ref_labels[scored], got[scored]), 1)
-            extra = keep_det & ~taken & (det_pred >= 0)
-            np.add.at(m, (np.full(extra.sum(), _K), det_pred[extra]), 1)
-            edge[key] = m
-        out[f"edge{suffix}"] = edge
+        out[f"edge{suffix}"] = detection_matrices(ref_t, ref_labels, det_t, det_pred, match)
     hit = match >= 0
     out["offsets_ms"] = 1000.0 * (det_t[match[hit]] - ref_t[hit])
     return out
+
+
+def detection_matrices(ref_t: np.ndarray, ref_labels: np.ndarray, det_t: np.ndarray, det_pred: np.ndarray,
+                       match: np.ndarray) -> dict[str, np.ndarray]:
+    """6 x 6 confusion matrices (``all`` / ``after_5min``) of classed detections matched to reference beats
+    (``match``: the detection index of each reference beat, -1 none): the last row counts extra detections, the
+    last column missed reference beats (and matched ones without a class, ``det_pred`` < 0)."""
+    taken = np.zeros(len(det_t), dtype=bool)
+    taken[match[match >= 0]] = True
+    out = {}
+    for key, keep_ref, keep_det in (("all", np.ones(len(ref_t), bool), np.ones(len(det_t), bool)),
+                                    ("after_5min", ref_t >= LEARNING_S, det_t >= LEARNING_S)):  # fmt: skip
+        m = np.zeros((_K + 1, _K + 1), dtype=np.int64)
+        scored = keep_ref & (ref_labels >= 0)
+        got = np.where(match >= 0, det_pred[np.maximum(match, 0)], _K)  # unmatched: missed (column K)
+        got = np.where(got < 0, _K, got)  # matched, but not classified
+        np.add.at(m, (ref_labels[scored], got[scored]), 1)
+        extra = keep_det & ~taken & (det_pred >= 0)
+        np.add.at(m, (np.full(extra.sum(), _K), det_pred[extra]), 1)
+        out[key] = m
+    return out
+
+
+def pipeline_matrices(plan: InferencePlan, engines: dict[str, Engine], path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Confusion matrices of the classes the whole pipeline publishes on one record (``pipeline``) and of the same
+    run without the AF rule (``pipeline, no AF rule``: a published N whose ``class_probs`` decide S is S)."""
+    rec = read_record(path)
+    beats = mitdb.read_beats(path)
+    published = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, engines, plan)["beats"]
+    det_t = np.array([b["time"] for b in published])
+    det_samples = np.array([b["sample"] for b in published], dtype=np.int64)
+    classes = np.array([AAMI_CLASSES.index(b["class"]) if b.get("class") in AAMI_CLASSES else -1 for b in published])
+    manifest = engines["beat-classify"].manifest
+    thresholds = manifest.threshold_vector
+    undone = classes.copy()
+    n_idx, s_idx = AAMI_CLASSES.index("N"), AAMI_CLASSES.index("S")
+    for i, b in enumerate(published):
+        if classes[i] == n_idx and b.get("class_probs"):
+            probs = np.array([[b["class_probs"][c] for c in manifest.class_names]])
+            if int(decide(probs, thresholds)[0]) == s_idx:
+                undone[i] = s_idx
+    ref_samples = np.round(beats.r_times_s * rec.fs_hz).astype(np.int64)
+    match = match_index(ref_samples, det_samples, MATCH_WINDOW_S * rec.fs_hz)
+    return {"pipeline": detection_matrices(beats.r_times_s, beats.labels, det_t, classes, match),
+            "pipeline, no AF rule": detection_matrices(beats.r_times_s, beats.labels, det_t, undone, match)}
 
 
 def throughput(engine: Engine, n: int = 4096, repeats: int = 5) -> float:
@@ -236,6 +280,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding mitdb/")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="fine-tuning run folders (metrics.json)")
     parser.add_argument("--ds1", action="store_true", help="also score all 22 DS1 records (the gate's tuning set)")
+    parser.add_argument("--no-pipeline", action="store_true",
+                        help="skip the pipeline source (the published classes; ~1 min per 30 min record)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/beat_classes.json"))
     args = parser.parse_args()
     console = Console(width=140)
@@ -247,6 +293,15 @@ def main() -> None:
         raise SystemExit(f"error: {args.engine}: {exc}") from None
     if tuple(m.class_names) != AAMI_CLASSES:
         raise SystemExit(f"error: {args.engine} is not an AAMI beat classifier (classes {list(m.class_names)})")
+    sources = SOURCES if args.no_pipeline else (*SOURCES, *PIPELINE_SOURCES)
+    plan, engines = None, {}
+    if not args.no_pipeline:
+        folders = tuple(sorted({args.engine, *(p.parent for p in args.engine.parent.glob("*/manifest.json"))}))
+        try:
+            plan, engines = load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=folders,
+                                                 backend="onnxruntime"))
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"error: the pipeline's engines ({', '.join(map(str, folders))}): {exc}") from None
     groups = {"DS2 dev-test": DEV_TEST, "DS1 val": mitdb.VAL_RECORDS}
     if args.ds1:
         groups["DS1"] = mitdb.DS1
@@ -255,9 +310,12 @@ def main() -> None:
                      "thresholds": m.thresholds, "groups": {}}  # fmt: skip
     for group, names in groups.items():
         per_record = {n: record_matrices(engine, args.data / "mitdb" / n) for n in names}
+        if plan is not None:
+            for n in track(names, description=f"{group}: the whole pipeline"):
+                per_record[n].update(pipeline_matrices(plan, engines, args.data / "mitdb" / n))
         results["groups"][group] = {}
-        for source in (*SOURCES, *(f"{src} ungated" for src in SOURCES)):
-            for key in ("all", "after_5min") if source in SOURCES else ("all",):
+        for source in (*sources, *(f"{src} ungated" for src in SOURCES)):
+            for key in ("all", "after_5min") if source in sources else ("all",):
                 title = f"{group}: {source} R peaks, {'all beats' if key == 'all' else 'first 5 min excluded'}"
                 results["groups"][group][f"{source}/{key}"] = print_group(console, title, per_record, source, key)
         offsets = np.abs(np.concatenate([per_record[n]["offsets_ms"] for n in names]))
