@@ -94,3 +94,39 @@ def test_the_alarm_sees_a_run_only_once_it_is_probable() -> None:
     events = det.push(BeatEvent(7.0, cls="F"))  # two in a row end the run at its last V beat
     assert [(e.kind, e.start_s, e.end_s) for e in events] == [("end", 5.0, 6.2)]
     assert list(det.ended) == [(1, 5.0, 4, pytest.approx(150.0))]
+
+
+def _edge_episodes(data_dir: Path, record: str, from_s: float, to_s: float, edge_engines) -> list[dict]:
+    """The edge's episode start / end messages on ``[from_s, to_s)`` of an MIT-BIH record (device time, s)."""
+    plan, engines = edge_engines
+    rec = read_record(data_dir / "mitdb" / record)
+    a, b = int(from_s * rec.fs_hz), int(to_s * rec.fs_hz)
+    return run_recording(rec.signal_mv[a:b], rec.fs_hz, rec.leads, engines, plan, t0_s=a / rec.fs_hz)["episodes"]
+
+
+def test_no_vt_run_starts_inside_the_edges_vfl_episode(data_dir: Path, edge_engines) -> None:
+    """MIT-BIH 207, 230-270 s (reference VFL 242.3-246.6 and 248.1-261.7 s, no VT): the classifier calls the flutter
+    waves V, and two V runs at 257.1 and 258.3 s used to start VT episodes while the edge's own VFL episode (from
+    249.0 s, decided at 253.5 s) was on. Beats inside an edge VFL episode no longer enter a VT run. The two runs
+    whose VT onset was decided before the VFL onset was (242.4 and 251.3 s) still start, and end at their last beat
+    before the VFL."""
+    episodes = _edge_episodes(data_dir, "207", 230.0, 270.0, edge_engines)
+    vfl = [(e["start"], e["at"], e["end"]) for e in episodes if e["type"] == "VFL" and e["state"] == "end"]
+    assert [(s, e) for s, _, e in vfl] == [(242.0, 248.0), (249.0, 262.5)], vfl
+    opened = {e["start"]: e["at"] for e in episodes if e["type"] == "VFL" and e["state"] == "start"}
+    vt = [(e["start"], e["at"]) for e in episodes if e["type"] == "VT" and e["state"] == "start"]
+    inside = [(s, at) for s, at in vt for v0, _, v1 in vfl if opened[v0] <= at < v1]
+    assert not inside, inside  # before: (257.08, 257.71) and (258.30, 258.94)
+    assert [round(s, 1) for s, _ in vt] == [242.4, 251.3], vt
+    ends = [e["end"] for e in episodes if e["type"] == "VT" and e["state"] == "end"]
+    assert ends[0] < 246.5 and ends[1] < 253.5, ends  # measured 245.46 / 252.48 (before 246.26 / 253.99)
+
+
+def test_a_vt_run_just_after_the_edges_vfl_episode_is_found(data_dir: Path, edge_engines) -> None:
+    """MIT-BIH 207, 0-70 s: the annotated VT at 61.8 s follows the reference VFL (54.9-60.6 s) at once, and the
+    edge's VFL episode ends at 61.0 s but is decided only at 63.0 s. Beats are judged by their own time against the
+    VFL span, so the V beats after 61.0 s still make a VT episode (62.55 s) that overlaps the reference VT; both
+    annotated VT episodes (38.5 and 61.8 s) are found."""
+    vt, _, ref_vt = _edge_vt(data_dir, "207", 0.0, 70.0, edge_engines)
+    assert [round(s, 1) for s, _ in ref_vt] == [38.5, 61.8], ref_vt
+    assert all(overlap(vt, [r]) > 0 for r in ref_vt), vt
