@@ -22,6 +22,7 @@ pattern: the class detectors need classes, and without any they stay silent.
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 
 import numpy as np
@@ -135,10 +136,7 @@ class RunDetector:
         self._run.append(beat.time_s)
         self._probs.append(1.0 if beat.class_probs is None else float(beat.class_probs.get(self.cls, 1.0)))
         if not self._probable and len(self._run) >= self.min_beats:
-            probs = sorted(self._probs)  # a few floats per beat: plain Python
-            mid = len(probs) // 2
-            median = probs[mid] if len(probs) % 2 else (probs[mid - 1] + probs[mid]) / 2
-            self._probable = median >= self.min_median_prob
+            self._probable = statistics.median(self._probs) >= self.min_median_prob
         rate = self._rate_bpm()
         if len(self._run) >= self.min_beats and rate is not None and rate > self.min_rate_bpm and self.probable:
             return self.state.start(self._run[0], beat.time_s)
