@@ -411,6 +411,10 @@ class EpisodeTracker:
         """Active episode types, in call priority."""
         return [name for name in CALL_PRIORITY if self._active_start(name) is not None]
 
+    def is_active(self, name: str) -> bool:
+        """Whether an episode of type ``name`` (one of :data:`CALL_PRIORITY`) is on now."""
+        return self._states[name].active
+
     def snapshot(self) -> dict[str, Any]:
         """Printable state: the call, active episodes, HR (``hr_all_from_s``: R time of the oldest beat behind
         ``hr_all_bpm``), counts, burden, lead status, the live V run and the latest ended ones (``vt_ended_runs``:

@@ -40,10 +40,11 @@ INTERVAL_NAMES = ("PR", "QRS", "QT", "QTc_bazett", "QTc_fridericia")
 #: The signal goes to the episode layer in blocks of this many internal samples (0.2 s at 250 Hz), and the alarms are
 #: re-evaluated at least that often (at once after an episode event): per-chunk calls cost more than the logic.
 SIGNAL_BLOCK = 50
-#: Episodes during which a beat the classifier calls S is published (and counted) as N: while the atria fibrillate or
-#: flutter, an early beat is irregular conduction, not a supraventricular ectopic beat (MIT-BIH's annotators label
-#: those beats N, as AAMI EC57 scores them). The AF detector itself keeps the classifier's class.
-ATRIAL_EPISODES = ("AFIB", "AFL")
+#: Episodes during which a beat the classifier calls S is published (and counted) as N: while the atria fibrillate,
+#: an early beat is irregular conduction, not a supraventricular ectopic beat (MIT-BIH's annotators label those beats
+#: N, as AAMI EC57 scores them). The AF detector itself keeps the classifier's class. (Flutter is not told apart: it
+#: is called AFIB, docs/method.md.)
+ATRIAL_EPISODES = ("AFIB",)
 
 
 class DeviceInterpretation:
@@ -111,7 +112,7 @@ class DeviceInterpretation:
         :data:`ATRIAL_EPISODES` episode is N for them, and in its beat message (:meth:`beat_done`)."""
         self._dirty = True
         cls = event.get("class")
-        if cls == "S" and any(name in ATRIAL_EPISODES for name in self.episodes.active()):
+        if cls == "S" and any(self.episodes.is_active(name) for name in ATRIAL_EPISODES):
             cls = "N"
             self._conducted.add(event["time"])
         return self._events(self.episodes.push_class(BeatEvent(
