@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.app import Inbox, _Chunks, _Expire, _Result
+from edge.app import EdgeConfig, Inbox, _Chunks, _Expire, _Result, load_plan
 from edge.inference.batching import InferenceRequest
 from edge.pipeline.device import DeviceStream, StreamConfig
 from edge.pipeline.device_inference import REQUEST_TASK
 from edge.pipeline.runner import answer
 from edge.protocol import SamplesMessage
+from edge.transport.mqtt import BrokerAddress, MqttSettings
 from offline.records import read_record
 
 ENGINES = tuple(sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "engines").glob("*/manifest.json")))
@@ -26,9 +27,6 @@ TIMING = ("proc_ms", "wall_time", "latency_s", "at")
 
 @pytest.fixture(scope="module")
 def plan_engines():
-    from edge.app import EdgeConfig, load_plan
-    from edge.transport.mqtt import BrokerAddress, MqttSettings
-
     plan, engines = load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=ENGINES))
     if "beat-classify" not in engines:
         pytest.skip("no beat-classify engine in engines/")

@@ -164,9 +164,11 @@ class DeviceStream:
         The outputs are those of pushing the chunks one by one, at a fraction of the cost: consecutive chunks that
         continue the run (same rate and leads, ``t0`` within the device clock's tolerance) go through the resampler,
         the detector and the windows as one block of samples, which those stages turn into the same samples and
-        beats whatever the split. A beat's ``proc_ms`` counts from the arrival of the block's first chunk (never
-        less than it would have been), and a block reports its progress on ``status`` once. A worker hands a device
-        several chunks when its inbox held more than one of them (it had fallen behind).
+        beats whatever the split. What says *when* differs: a beat's ``proc_ms`` counts from the arrival of the
+        block's first chunk (never less than it would have been), a beat's ``latency_s`` and an episode's ``at`` are
+        taken at the block's end (where the stream now is), rhythm messages carry the counts known at that point, and
+        a block reports its progress on ``status`` once. A worker hands a device several chunks when its inbox held
+        more than one of them (it had fallen behind).
         """
         out: list[Output] = []
         block: list[tuple[SamplesMessage, float]] = []
@@ -267,15 +269,14 @@ class DeviceStream:
         out: list[Output] = []
         done = 0
         while done < len(chunks):
-            produced, taken = self._process(chunks[done:])
+            produced, done = self._process(chunks, done)
             out += produced
-            done += taken
         return out
 
-    def _process(self, chunks: Sequence[tuple[SamplesMessage, float]]) -> tuple[list[Output], int]:
-        """Process the first chunk and every following one that continues its run as one block of samples; return
-        the outputs and how many chunks were taken (at least one)."""
-        msg, arrival = chunks[0]
+    def _process(self, chunks: Sequence[tuple[SamplesMessage, float]], first: int) -> tuple[list[Output], int]:
+        """Process ``chunks[first]`` and every following chunk that continues its run as one block of samples; return
+        the outputs and the index of the first chunk not taken (at least ``first + 1``)."""
+        msg, arrival = chunks[first]
         out: list[Output] = []
         if self.fs_hz is not None and (msg.fs_hz != self.fs_hz or msg.leads != self.leads):
             what = "fs" if msg.fs_hz != self.fs_hz else "leads"
@@ -300,7 +301,8 @@ class DeviceStream:
             if self._inf is not None and self._inf.cls_problem and self._generation == 1:
                 out += self.error("no_engine_for_leads", f"no rhythm labels for this stream: {self._inf.cls_problem}")
         block = [msg.data_mv]
-        for nxt, _ in chunks[1:]:
+        for i in range(first + 1, len(chunks)):
+            nxt = chunks[i][0]
             if nxt.fs_hz != self.fs_hz or nxt.leads != self.leads:
                 break
             if self.clock.push(nxt.t0_s, nxt.n_samples) is not None:
@@ -320,7 +322,7 @@ class DeviceStream:
             out += self._resume()
         elif beats and len(out) == n_out:  # no status from the quality check: say how far the beats got
             out.append(self.status_output())
-        return out, len(block)
+        return out, first + len(block)
 
     def _advance(self, resampled: np.ndarray, beats: list[Beat], arrival: float) -> list[Output]:
         """Hand a run's new internal-rate samples and beats on to inference; return what is ready to publish."""
