@@ -36,7 +36,7 @@ def test_the_runtime_loads_no_optional_extra(statement: str) -> None:
 def test_extras_fit_their_use() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     runtime = {d.split(">")[0].split("=")[0].split(";")[0].strip() for d in project["dependencies"]}
-    assert runtime == {"numpy", "scipy", "paho-mqtt", "typer", "rich", "onnxruntime", "tomli"}
+    assert runtime == {"numpy", "numba", "scipy", "paho-mqtt", "typer", "rich", "onnxruntime", "tomli"}
     extras = project["optional-dependencies"]
     assert extras["demo"] == ["beatssl-edge[sim,broker]"]  # no torch in `make demo`
     assert "torch==2.13.0" in extras["train"] and "tensorrt>=10,<11" in extras["tensorrt"]
