@@ -81,9 +81,16 @@ class AFConfig:
         tpr_range: turning-point ratio range of an irregular (not alternating, not smooth) series.
         p_present: fraction of segmented beats with a consistent P wave at or above which AF is not called (sinus
             with ectopy, sinus arrhythmia).
-        p_absent: fraction at or below which the irregularity threshold is scaled by ``absent_scale`` (AF with a
-            fairly regular response).
+        p_absent: fraction at or below which, when P waves are also rarely found at all (``found_absent``), the
+            irregularity threshold is scaled by ``absent_scale`` (AF with a fairly regular response).
+        found_absent: fraction of segmented supraventricular beats with any P wave (whatever its PR) at or below
+            which P waves count as absent. A sinus rhythm whose P waves the segmenter finds on half the beats at
+            scattered PR has few *consistent* P waves but is not P-less (DS1 AF windows: 95th percentile 0.40).
         absent_scale: factor on ``nmsd_on`` / ``nmsd_off`` when P waves are absent.
+        entropy_min: Shannon entropy (:func:`shannon_entropy`, 16 bins) of the window's intervals at or above which
+            it can be AF. Fibrillation spreads the intervals over the range (DS1 and CPSC 8 + 21 AF windows: 5th
+            percentile 0.66-0.77); sinus rhythm with runs of premature beats and pauses puts them in two clusters
+            (few bins, entropy ~0.3). Dash et al. 2009 use 0.7 on 128 trimmed intervals.
         pr_tolerance_ms: a P wave counts as present when its PR interval lies within this many ms of the median PR
             of the window's P waves (the segmenter's "P waves" in fibrillation are f waves at random PR).
         on_beats, off_beats: consecutive beats the call must hold before switching on / off.
@@ -96,7 +103,9 @@ class AFConfig:
     tpr_range: tuple[float, float] = (0.45, 0.9)
     p_present: float = 0.6
     p_absent: float = 0.3
+    found_absent: float = 0.4
     absent_scale: float = 0.6
+    entropy_min: float = 0.5
     pr_tolerance_ms: float = 20.0
     on_beats: int = 4
     off_beats: int = 4
@@ -106,6 +115,9 @@ class AFConfig:
             raise ValueError(f"AF window needs 4 <= min_rr <= window_rr, got {self.min_rr}, {self.window_rr}")
         if not 0 < self.nmsd_off <= self.nmsd_on:
             raise ValueError(f"AF needs 0 < nmsd_off <= nmsd_on, got {self.nmsd_off}, {self.nmsd_on}")
+        if not 0 <= self.entropy_min <= 1 or not 0 <= self.found_absent <= 1:
+            raise ValueError(f"AF needs entropy_min and found_absent in [0, 1], got {self.entropy_min}, "
+                             f"{self.found_absent}")
 
 
 class AFDetector:
@@ -120,11 +132,12 @@ class AFDetector:
 
     * ``nmsd`` (median |ΔRR| / median RR) ≥ ``nmsd_on`` (≥ ``nmsd_off`` to stay on), and
     * the turning-point ratio lies in ``tpr_range`` (bigeminal alternation gives ~1, smooth sinus arrhythmia less),
+    * the intervals' histogram entropy is at least ``entropy_min`` (not two clusters: premature runs and pauses),
     * and, when the segmenter reported on at least half of the window's last ``window_rr`` supraventricular beats
       (class N, S or none; S beats with a P wave included, as a premature atrial beat's P wave is atrial evidence):
       the fraction with a *consistent* P wave (PR within ``pr_tolerance_ms`` of the median PR of those beats' P
-      waves) is below ``p_present``; at or below ``p_absent`` the irregularity thresholds are scaled by
-      ``absent_scale``.
+      waves) is below ``p_present``; at or below ``p_absent``, with a P wave of any PR found on at most
+      ``found_absent`` of them, the irregularity thresholds are scaled by ``absent_scale``.
 
     The call must hold for ``on_beats`` beats to start an episode and fail for ``off_beats`` to end it. Onset and
     offset are dated to the beat at the middle of the window when the call switched, which centres the window's
@@ -167,20 +180,33 @@ class AFDetector:
             self.evidence = {"n_rr": len(self._rr)}
             return None
         feats = rr_irregularity(np.fromiter(self._rr, float))
-        p_frac = self.p_fraction()
-        scale = c.absent_scale if p_frac is not None and p_frac <= c.p_absent else 1.0
-        thr = (c.nmsd_off if self.state.active else c.nmsd_on) * scale
-        irregular = feats["nmsd"] >= thr and c.tpr_range[0] <= feats["tpr"] <= c.tpr_range[1]
+        p_frac, p_found = self.p_fraction(), self.p_found_fraction()
+        absent = p_frac is not None and p_frac <= c.p_absent and p_found is not None and p_found <= c.found_absent
+        thr = (c.nmsd_off if self.state.active else c.nmsd_on) * (c.absent_scale if absent else 1.0)
+        irregular = (feats["nmsd"] >= thr and c.tpr_range[0] <= feats["tpr"] <= c.tpr_range[1]
+                     and feats["entropy"] >= c.entropy_min)
         atrial_ok = p_frac is None or p_frac < c.p_present
         self.evidence = {"n_rr": len(self._rr), **{k: round(v, 3) for k, v in feats.items()},
-                         "p_fraction": None if p_frac is None else round(p_frac, 2), "threshold": round(thr, 3)}
+                         "p_fraction": None if p_frac is None else round(p_frac, 2),
+                         "p_found": None if p_found is None else round(p_found, 2), "threshold": round(thr, 3)}
         return bool(irregular and atrial_ok)
+
+    def _segmented(self) -> list[tuple[bool, float | None]]:
+        """(P wave, PR ms) of the window's segmented supraventricular beats; empty when fewer than half were."""
+        seen = [(p, pr) for p, pr in self._atrial if p is not None]
+        return seen if seen and len(seen) * 2 >= len(self._atrial) else []
+
+    def p_found_fraction(self) -> float | None:
+        """Fraction of the window's segmented supraventricular beats with a P wave at any PR; None when fewer than
+        half were segmented."""
+        seen = self._segmented()
+        return sum(1 for p, _ in seen if p) / len(seen) if seen else None
 
     def p_fraction(self) -> float | None:
         """Fraction of the window's segmented supraventricular beats with a consistent P wave (PR within
         ``pr_tolerance_ms`` of the median PR of their P waves); None when fewer than half were segmented."""
-        seen = [(p, pr) for p, pr in self._atrial if p is not None]
-        if not seen or len(seen) * 2 < len(self._atrial):
+        seen = self._segmented()
+        if not seen:
             return None
         prs = [pr for p, pr in seen if p and pr is not None]
         if not prs:
