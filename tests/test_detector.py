@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.detection.beats import BeatStream, detect_record
-from edge.detection.qrs import OnlineQRSDetector
+from edge.detection.qrs import OnlineQRSDetector, _correlate, _numpy_sum, _scan
 from offline.records import read_annotations, read_record
 from offline.scoring import BEAT_SYMBOLS, beat_samples, match_beats
 
@@ -120,3 +122,54 @@ def test_twelve_lead_500_hz_record():
     hr = [b.hr_bpm for b in beats[1:]]
     assert all(40 < h < 150 for h in hr)
     assert samples.size > 0
+
+
+x86_64 = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="einsum's order is x86-64's")
+
+
+@x86_64
+@pytest.mark.parametrize("m", [1, 10, 4096])
+def test_compiled_fir_sums_in_einsum_order(m):
+    taps = OnlineQRSDetector(250.0, 2)._slope_taps
+    x = np.random.default_rng(m).standard_normal(m + taps.size + 5)
+    out, scratch = np.empty(m), np.empty(m)
+    _correlate(x, 3, taps, out, scratch)
+    expected = np.einsum("nk,k->n", sliding_window_view(x, taps.size)[3 : 3 + m], taps)
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 12, 17, 40])
+def test_lead_sum_is_numpys(n):
+    rng = np.random.default_rng(n)
+    for _ in range(200):
+        values = rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 3, n)
+        assert _numpy_sum(values.tolist()) == float(values.sum())
+
+
+def test_candidate_features_match_their_numpy_definition(mitdb):
+    record, _ = mitdb("119")
+    internal = BeatStream(record.fs_hz, 2).resampler.push(record.signal_mv[: 360 * 60])
+    d = OnlineQRSDetector(250.0, 2)
+    d.push(internal)
+    lo, hi = d.half + d.window + 1, d.samples_in - d.half
+    d._grow(hi - lo)
+    half, window, delay, min_energy, scale, _, band_reversed, _ = d._constants
+    count = _scan(d._energy.data, d._x.data, -d._energy.start, -d._x.start, lo, hi, d.samples_in, False, half, window,
+                  delay, min_energy, scale, band_reversed, d._found)
+    assert count > 90  # beats, T waves and noise peaks of 60 s (119: 98)
+    e, xs = d._energy, d._x
+    for j, r_sample, energy, slope, *leads in d._found[:count].tolist():
+        k = e.column(int(j))
+        mwi = e.data[1]
+        assert mwi[k] * scale == energy >= min_energy
+        assert mwi[k - half : k].max() < mwi[k] >= mwi[k + 1 : k + 1 + half].max()
+        assert slope == float(np.sqrt(np.diff(e.data[0, k - window : k + 1]).max() * 1e-6))
+        per_lead = e.data[2:, k - half - window + 1 : k + 1 + half]
+        sums = np.cumsum(per_lead, axis=1)
+        lead_mwi = sums[:, window - 1 :].copy()
+        lead_mwi[:, 1:] -= sums[:, :-window]
+        assert leads == (lead_mwi.max(axis=1) * scale).tolist()
+        kx = xs.column(int(j))
+        segment = xs.data[:, kx - window - d._band.size + 2 : kx + 1]
+        power = sum(np.convolve(lead, d._band, mode="valid") ** 2 for lead in segment)
+        assert r_sample == max(0, int(j) - window + 1 + int(np.argmax(power)) - delay)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import resample_poly, sosfilt, sosfilt_zi
 
 from edge.dsp.filters import StreamingSOS, display_bandpass, impulse_response, qrs_bandpass
-from edge.dsp.resample import StreamingResampler
+from edge.dsp.resample import StreamingResampler, dot
 from offline.records import RecordError, read_annotations, read_record
 
 DATA = Path(__file__).parent.parent.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "mitdb").is_dir(), reason=f"no PhysioNet data at {DATA}")
+# the compiled kernels sum in the order of numpy's x86-64 build (einsum's SSE2 loops)
+x86_64 = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="einsum's order is x86-64's")
 
 
 def _push_in_chunks(stage, x: np.ndarray, sizes: list[int]) -> np.ndarray:
@@ -128,3 +132,28 @@ def test_read_annotations_and_clear_errors(tmp_path):
     (tmp_path / "bad.hea").write_text("bad 1 360 10\nbad.dat 212 200 11 1024 0 0 0 MLII\n")
     with pytest.raises(RecordError, match="bad"):
         read_record(tmp_path / "bad")
+
+
+@x86_64
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 15, 16, 17, 132])
+def test_dot_sums_in_einsum_order(n):
+    rng = np.random.default_rng(n)
+    a, b = rng.standard_normal((2, 200, n)) * 10.0 ** rng.uniform(-3, 3, (2, 200, n))
+    assert [dot(x, y) for x, y in zip(a, b, strict=True)] == np.einsum("sk,sk->s", a, b).tolist()
+
+
+@x86_64
+@pytest.mark.parametrize(("fs_in", "fs_out"), [(360, 250), (500, 250), (128, 250)])
+def test_resampler_equals_the_numpy_gather_and_einsum_bit_for_bit(mitdb_100, fs_in, fs_out):
+    x = mitdb_100[: 360 * 10]
+    resampler = StreamingResampler(fs_in, fs_out, 2)
+    y = _push_in_chunks(resampler, x, [14, 1, 333])
+    # the stream extended with its first sample (as push does), channel-major, then every output's window and taps
+    keep = resampler._history.keep
+    padded = np.concatenate([np.repeat(x[:1], keep, axis=0), x]).T
+    k = np.arange(y.shape[0])
+    q, r = np.divmod(k, resampler.up)
+    oldest = q * resampler.down + resampler._shift + resampler._first[r] + keep
+    windows = sliding_window_view(padded, resampler._weights.shape[1], axis=1)[:, oldest]
+    expected = np.einsum("csk,sk->cs", windows, resampler._weights[r]).T.astype(np.float32)
+    np.testing.assert_array_equal(y, expected)

@@ -89,7 +89,7 @@ class BeatStream:
         """
         internal = self.resampler.push(chunk_mv)
         peaks = self.detector.push(internal) if internal.shape[0] else []
-        return internal, self._to_beats(peaks)
+        return internal, self._to_beats(peaks) if peaks else []
 
     def flush(self) -> tuple[np.ndarray, list[Beat]]:
         """End of stream: the resampler's held-back tail (internal rate, as :meth:`push` returns it) and the beats

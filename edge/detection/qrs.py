@@ -325,7 +325,9 @@ class OnlineQRSDetector:
         # rows: running sum of the lead-summed quantised slope energy, integrated energy, then the quantised slope
         # energy of every lead (all in integer units)
         self._energy = History(2 + self.n_leads, keep=look, dtype=np.int64)
-        self._scratch = np.empty((2, _BLOCK))  # the slope of one lead and one block, and its second partial sums
+        # _push's fixed arguments; its scratch: the slope of one lead and one block, and its second partial sums
+        self._constants = (self.half, self.window, self.filter_delay, self.min_energy, self._energy_scale,
+                           self._slope_taps, self._band_reversed, np.empty((2, _BLOCK)))
         self.reset()
 
     def reset(self) -> None:
@@ -364,31 +366,33 @@ class OnlineQRSDetector:
     def push(self, x: np.ndarray) -> list[Peak]:
         """Feed ``x`` ``(n, n_leads)`` mV and return the beats decided with it, in time order."""
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.n_leads:
-            raise ValueError(f"expected a chunk of shape (n, {self.n_leads}), got {x.shape}")
-        n = x.shape[0]
+        shape = x.shape
+        if len(shape) != 2 or shape[1] != self.n_leads:
+            raise ValueError(f"expected a chunk of shape (n, {self.n_leads}), got {shape}")
+        n = shape[0]
         if n == 0:
             return []
+        xs, energy = self._x, self._energy
         if self.samples_in == 0:
-            self._x.reset(fill=x[0])  # the stream is taken as constant before its start: no start-up step
-        self._x.reserve(n)
-        self._energy.reserve(n)
+            xs.reset(fill=x[0])  # the stream is taken as constant before its start: no start-up step
+        xs.reserve(n)
+        energy.reserve(n)
         lo, stop = self._next_eval, self.samples_in + n
         if stop - lo > self._room:
             self._grow(stop - lo)
-        count = _push(x, self._x.data, self._energy.data, -self._x.start, -self._energy.start, lo, stop, self.half,
-                      self.window, self.filter_delay, self.min_energy, self._energy_scale, self._slope_taps,
-                      self._band_reversed, self._scratch, self._found)
+        count = _push(x, xs.data, energy.data, -xs.start, -energy.start, lo, stop, *self._constants, self._found)
         if not self._learned and self.samples_in < self.learning:
             ecol = self._energy.end - n
             learn = self._energy.data[1, ecol : ecol + min(n, self.learning - self.samples_in)]
             self._learn_max = max(self._learn_max, float(learn.max()) * self._energy_scale)
             self._learn_sum += float(learn.sum()) * self._energy_scale
         self.samples_in = stop
-        if count == 0 and self._learned and (self._deadline is None or self._deadline >= stop - self.half):
-            self._next_eval = max(lo, stop - self.half)  # nothing to decide (most chunks)
+        end = stop - self.half
+        if count == 0 and self._learned and (self._deadline is None or self._deadline >= end):
+            if end > lo:
+                self._next_eval = end  # nothing to decide (most chunks)
             return []
-        return self._decide_up_to(stop - self.half, count)
+        return self._decide_up_to(end, count)
 
     def flush(self) -> list[Peak]:
         """End of stream: test the last samples with the look-ahead there is and decide what is pending."""
@@ -397,9 +401,9 @@ class OnlineQRSDetector:
         if stop > lo:
             if stop - lo > self._room:
                 self._grow(stop - lo)
+            half, window, delay, min_energy, scale, _, band_reversed, _ = self._constants
             count = _scan(self._energy.data, self._x.data, -self._energy.start, -self._x.start, lo, stop, stop, True,
-                          self.half, self.window, self.filter_delay, self.min_energy, self._energy_scale,
-                          self._band_reversed, self._found)
+                          half, window, delay, min_energy, scale, band_reversed, self._found)
         return self._decide_up_to(stop, count, final=True)
 
     # ------------------------------------------------------------------------------------------ candidates

@@ -53,15 +53,16 @@ class History:
         """Append ``n`` samples to be written in place (``data[:, column : end]``) and return their first column;
         samples older than ``keep`` before the newest are dropped when the buffer is full (``data`` may then be a
         new array: read it after this call)."""
-        if self.end + n > self.data.shape[1]:
+        end = self.end + n
+        if end > self.data.shape[1]:
             tail = self.data[:, self.end - self.keep : self.end].copy()
             if self.keep + n > self.data.shape[1]:
                 self.data = np.zeros((self.n_channels, 2 * (self.keep + n)), dtype=self.dtype)
             self.data[:, : self.keep] = tail
             self.start += self.end - self.keep
-            self.end = self.keep
-        self.end += n
-        return self.end - n
+            end = self.keep + n
+        self.end = end
+        return end - n
 
     def column(self, index: int) -> int:
         """Column of ``data`` that holds global sample ``index``."""

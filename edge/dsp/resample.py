@@ -81,7 +81,7 @@ def _tables(up: int, down: int, half_len: int) -> tuple[np.ndarray, int, np.ndar
 
 @numba.njit(cache=True)
 def _polyphase(
-    data: np.ndarray, column: int, x: np.ndarray, k: int, up: int, down: int, base: int, first: np.ndarray,
+    data: np.ndarray, column: int, x: np.ndarray, k: int, base: int, up: int, down: int, first: np.ndarray,
     weights: np.ndarray, out: np.ndarray,
 ) -> None:
     """Copy chunk ``x`` ``(n, C)`` into ``data[:, column : column + n]`` (the channel-major history) and write
@@ -129,6 +129,7 @@ class StreamingResampler:
         self.half_len = 0 if self.up == self.down else half_len_factor * max(self.up, self.down)
         #: the low-pass filter at the upsampled rate (DC gain ``up``), as ``resample_poly(window=...)`` would use it
         self.filter, self._shift, self._first, self._weights = _tables(self.up, self.down, self.half_len)
+        self._phases = (self.up, self.down, self._first, self._weights)  # _polyphase's fixed arguments
         n_taps = self._weights.shape[1]
         # the oldest input of the next output's phase period stays readable (``oldest`` in push is >= 0)
         self._history = History(self.n_channels, keep=n_taps + int(self._first[self.up - 1]))
@@ -190,6 +191,5 @@ class StreamingResampler:
         # last k with floor((k * down + half_len) / up) <= samples_in - 1
         self.samples_out = k_end = max(k, (self.samples_in * self.up - 1 - self.half_len) // self.down + 1)
         out = np.empty((k_end - k, self.n_channels), dtype=np.float32)
-        _polyphase(history.data, column, x, k, self.up, self.down, self._shift - history.start, self._first,
-                   self._weights, out)
+        _polyphase(history.data, column, x, k, self._shift - history.start, *self._phases, out)
         return out
