@@ -1,0 +1,237 @@
+"""Pacemaker stimulus artefacts (pacing spikes) on the raw input, before resampling.
+
+A pacing spike is the pacemaker's own stimulus seen through the recorder: a pulse as narrow as the recording's band
+lets anything be (about 3 samples at half height on MIT-BIH 104, 360 Hz and 0.1–100 Hz; 1–2 samples, 2–4 ms, on
+the 500 Hz CinC / PTB-XL paced records), shown at the same instant in every lead, just before (or on) the wide
+paced QRS. The live path resamples to 250 Hz before QRS detection, which would smear it, so it is looked for here
+on the device-rate samples.
+
+Per lead, a sample ``n`` is a *narrow pulse* when, with ``y`` the signal turned so the pulse points up:
+
+* it is a local peak of ``y`` that stands above both ``y[n - k]`` and ``y[n + k]`` (``k`` = :data:`HALF_WIDTH_S`);
+* its height ``H`` above the higher of the two side minima within ``±K`` (``K`` = :data:`CONTEXT_S`) is at least
+  :data:`MIN_HEIGHT_MV` and :data:`NOISE_RATIO` times the lead's noise level (the largest of the last
+  :data:`NOISE_BLOCKS` block medians of ``|x[m] - x[m - k]|``, blocks of :data:`NOISE_BLOCK_S`: muscle noise and
+  motion artefact raise it);
+* its width at half that height is at most :data:`MAX_WIDTH_S` (QRS waves, even the sharpest R waves and Q notches
+  of MIT-BIH, are wider).
+
+A *spike* is a sample where at least :func:`leads_needed` leads (2 of a Holter's 2 or 3, a third of 12) have a
+narrow pulse within :data:`COINCIDENCE_S` of it (a stimulus reaches every lead at once; a narrow QRS notch or an
+electrode artefact seldom shows in several), at least :data:`REFRACTORY_S` after the previous spike. Thresholds
+were chosen on MIT-BIH 104 against the 28 other MIT-BIH records, 60 LUDB and the 16 QTDB records (docs/method.md,
+"Pacing").
+
+:func:`detect_spikes` takes a whole record; :class:`SpikeStream` the same chunk by chunk (the same spikes whatever
+the chunking). Sample indices are at the input rate, counted from the first sample pushed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+#: ``k``: a pulse must stand above the signal this far (s) on both sides of its peak (8 ms; at least 1 sample).
+HALF_WIDTH_S = 0.008
+#: ``K``: the pulse's base is the higher of the two side minima within this far (s) of its peak.
+CONTEXT_S = 0.030
+#: Largest width at half height of a pacing spike (s). 104's spikes: 7.8–9.4 ms (5th–95th percentile, both leads).
+MAX_WIDTH_S = 0.010
+#: Smallest spike height above its base (mV).
+MIN_HEIGHT_MV = 0.15
+#: A spike's height must be at least this many times the lead's noise level.
+NOISE_RATIO = 8.0
+#: Noise level: block length (s) and number of preceding blocks whose largest median is the level.
+NOISE_BLOCK_S = 0.25
+NOISE_BLOCKS = 4
+#: Narrow pulses of different leads within this (s) of each other are one spike (peaks of a smeared spike differ by
+#: a sample or two between leads).
+COINCIDENCE_S = 0.006
+#: Shortest interval between two spikes (s): one stimulus, not its ringing, is one spike; an AV-sequential pacer's
+#: atrial and ventricular stimuli (100–250 ms apart) are two.
+REFRACTORY_S = 0.1
+
+
+def leads_needed(n_leads: int) -> int:
+    """How many leads must show a narrow pulse at once for a spike: a third of them, at least 2 (all of a 1-lead
+    stream)."""
+    return min(n_leads, max(2, math.ceil(n_leads / 3)))
+
+
+def _scales(fs_hz: float) -> tuple[int, int]:
+    k = max(1, round(HALF_WIDTH_S * fs_hz))
+    return k, max(k + 1, round(CONTEXT_S * fs_hz))
+
+
+def narrow_pulses(x: np.ndarray, fs_hz: float, level_mv: np.ndarray) -> np.ndarray:
+    """Narrow pulses of one lead.
+
+    Args:
+        x: ``(m,)`` samples of one lead in mV at ``fs_hz`` (Hz); only ``x[K:m - K]`` are judged (``K`` samples of
+            :data:`CONTEXT_S` either side are context).
+        level_mv: ``(m,)`` the lead's noise level at each sample (mV; ``inf`` where unknown).
+
+    Returns:
+        Indices into ``x`` (sorted) of the samples that are narrow pulses (module docstring).
+    """
+    k, big_k = _scales(fs_hz)
+    m = len(x)
+    if m < 2 * big_k + 1:
+        return np.zeros(0, np.int64)
+    c = x[big_k:m - big_k]
+    a = c - x[big_k - k:m - big_k - k]
+    b = c - x[big_k + k:m - big_k + k]
+    up, down = (a > 0) & (b > 0), (a < 0) & (b < 0)
+    sign = np.where(up, 1.0, -1.0)
+    prev, nxt = x[big_k - 1:m - big_k - 1], x[big_k + 1:m - big_k + 1]
+    peak = (up | down) & (sign * (c - prev) >= 0) & (sign * (c - nxt) > 0)
+    idx = np.flatnonzero(peak)
+    if not len(idx):
+        return np.zeros(0, np.int64)
+    w = sliding_window_view(x, 2 * big_k + 1)[idx] * sign[idx, None]  # y around each peak; y[big_k] is the peak
+    base = np.maximum(w[:, :big_k].min(axis=1), w[:, big_k + 1:].min(axis=1))
+    height = w[:, big_k] - base
+    half = (base + height / 2)[:, None]
+    above = w > half
+    # the run of samples above half height that holds the peak, and its width with linear interpolation at the ends
+    left_in = big_k - np.argmin(above[:, big_k::-1], axis=1) + 1  # first sample of the run (peak side)
+    right_in = big_k + np.argmin(above[:, big_k:], axis=1) - 1  # last sample of the run
+    rows = np.arange(len(idx))
+    lo, hi = np.maximum(left_in - 1, 0), np.minimum(right_in + 1, 2 * big_k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = lo + (half[:, 0] - w[rows, lo]) / (w[rows, left_in] - w[rows, lo])
+        right = right_in + (w[rows, right_in] - half[:, 0]) / (w[rows, right_in] - w[rows, hi])
+    width = np.nan_to_num(right - left, nan=np.inf)
+    ok = (height >= np.maximum(MIN_HEIGHT_MV, NOISE_RATIO * level_mv[big_k + idx])) & (width <= MAX_WIDTH_S * fs_hz)
+    ok &= ~above[:, 0] & ~above[:, -1]  # the pulse ends inside the context
+    return (idx[ok] + big_k).astype(np.int64)
+
+
+def detect_spikes(signal_mv: np.ndarray, fs_hz: float) -> np.ndarray:
+    """The pacing spikes of a whole record: sample indices (at ``fs_hz``, Hz) of ``signal_mv``, ``(n, L)`` or
+    ``(n,)`` mV; the same as :class:`SpikeStream` fed in any chunks and flushed."""
+    x = np.asarray(signal_mv, dtype=np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    stream = SpikeStream(fs_hz, x.shape[1])
+    return np.concatenate([stream.push(x), stream.flush()])
+
+
+class SpikeStream:
+    """Pacing spikes of a stream, chunk by chunk: ``push(chunk) -> spike sample indices``, ``flush()``, ``reset()``.
+
+    A sample is judged once :data:`CONTEXT_S` plus :data:`COINCIDENCE_S` of signal after it have arrived (~36 ms),
+    so a spike is reported with the chunk that brings them; the spikes are the same whatever the chunking.
+
+    Args:
+        fs_hz: input rate (Hz).
+        n_leads: columns of every chunk.
+
+    State: the last few context samples (``_tail``), the noise blocks (``_medians``: the medians of the last
+    :data:`NOISE_BLOCKS` complete blocks, ``_block``: the running block's ``|x[m] - x[m - k]|``), narrow pulses not
+    yet decided per lead (``_pending``), the next sample to judge (``_judged``) and to decide (``_decided``), and the
+    last spike (``_last``).
+    """
+
+    def __init__(self, fs_hz: float, n_leads: int):
+        self.fs_hz = float(fs_hz)
+        self.n_leads = int(n_leads)
+        self.k, self.big_k = _scales(self.fs_hz)
+        self.block = max(1, round(NOISE_BLOCK_S * self.fs_hz))
+        self.tol = max(1, round(COINCIDENCE_S * self.fs_hz))
+        self.refractory = max(1, round(REFRACTORY_S * self.fs_hz))
+        self.need = leads_needed(self.n_leads)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        self.samples_in = 0
+        self._tail = np.zeros((0, self.n_leads))  # the samples from _tail_start on
+        self._tail_start = 0
+        self._medians: deque[np.ndarray] = deque(maxlen=NOISE_BLOCKS)
+        self._block: list[np.ndarray] = []
+        self._block_len = 0
+        self._level_starts: deque[tuple[int, np.ndarray]] = deque()  # (first sample, level) of recent blocks
+        self._pending: list[np.ndarray] = [np.zeros(0, np.int64) for _ in range(self.n_leads)]
+        self._judged = self.big_k  # samples before this one have been judged
+        self._decided = 0  # narrow pulses before this sample have been decided
+        self._last = -self.refractory
+
+    def __repr__(self) -> str:
+        return (f"SpikeStream(fs_hz={self.fs_hz:g}, n_leads={self.n_leads}, samples_in={self.samples_in}, "
+                f"last_spike={self._last if self._last >= 0 else None})")
+
+    def push(self, chunk_mv: np.ndarray) -> np.ndarray:
+        """Feed ``(n, n_leads)`` mV at ``fs_hz``; returns the sample indices (int64, ascending) of the spikes decided
+        with this chunk."""
+        chunk = np.asarray(chunk_mv, dtype=np.float64).reshape(-1, self.n_leads)
+        if not len(chunk):
+            return np.zeros(0, np.int64)
+        x = np.concatenate([self._tail, chunk])
+        self._noise(x, len(chunk))
+        self.samples_in += len(chunk)
+        stop = self.samples_in - self.big_k  # samples before this have their full context
+        if stop > self._judged:
+            lo = self._judged - self.big_k - self._tail_start  # window start in x
+            window = x[lo:stop + self.big_k - self._tail_start]
+            level = self._levels(self._judged - self.big_k, len(window))
+            for i in range(self.n_leads):
+                found = narrow_pulses(window[:, i], self.fs_hz, level[:, i]) + (self._judged - self.big_k)
+                self._pending[i] = np.concatenate([self._pending[i], found])
+            self._judged = stop
+        keep = max(0, len(x) - 2 * self.big_k - self.k)
+        self._tail, self._tail_start = x[keep:], self._tail_start + keep
+        return self._decide(self._judged - self.tol)
+
+    def flush(self) -> np.ndarray:
+        """End of stream: decide the narrow pulses still waiting for other leads (the last :data:`CONTEXT_S` of the
+        stream is never judged). Call :meth:`reset` before pushing a new stream."""
+        return self._decide(self._judged)
+
+    def _noise(self, x: np.ndarray, n_new: int) -> None:
+        """Update the noise blocks with the ``n_new`` last samples of ``x`` (its first rows are the kept tail)."""
+        start = len(x) - n_new
+        d = np.abs(x[start:] - x[start - self.k:len(x) - self.k]) if start >= self.k else np.abs(
+            x[start:] - np.concatenate([np.repeat(x[:1], self.k, axis=0), x])[start:len(x)])
+        pos = 0
+        while pos < len(d):
+            take = min(len(d) - pos, self.block - self._block_len)
+            self._block.append(d[pos:pos + take])
+            self._block_len += take
+            pos += take
+            if self._block_len == self.block:
+                block_start = self.samples_in + pos - self.block  # first sample of the block just completed
+                self._medians.append(np.median(np.concatenate(self._block), axis=0))
+                self._block, self._block_len = [], 0
+                # the level from the next block on: the largest median of the last NOISE_BLOCKS blocks
+                self._level_starts.append((block_start + self.block, np.max(self._medians, axis=0)))
+
+    def _levels(self, first: int, n: int) -> np.ndarray:
+        """``(n, n_leads)`` noise level (mV) of samples ``first .. first + n - 1`` (inf before the first block)."""
+        while len(self._level_starts) > 1 and self._level_starts[1][0] <= first:
+            self._level_starts.popleft()
+        out = np.full((n, self.n_leads), np.inf)
+        for j, (start, level) in enumerate(self._level_starts):
+            end = self._level_starts[j + 1][0] if j + 1 < len(self._level_starts) else first + n
+            lo, hi = max(start - first, 0), min(end - first, n)
+            if hi > lo:
+                out[lo:hi] = level
+        return out
+
+    def _decide(self, until: int) -> np.ndarray:
+        """Spikes among the narrow pulses before sample ``until`` (every lead's pulses up to ``until + tol`` known)."""
+        pulses = np.unique(np.concatenate(self._pending))
+        spikes = []
+        for j in pulses[(pulses >= self._decided) & (pulses < until)]:
+            if j - self._last < self.refractory:
+                continue
+            near = sum(1 for p in self._pending if np.any(np.abs(p - j) <= self.tol))
+            if near >= self.need:
+                spikes.append(j)
+                self._last = j
+        self._decided = max(self._decided, until)
+        lo = until - self.tol  # pulses before this can no longer count for a later spike
+        self._pending = [p[p >= lo] for p in self._pending]
+        return np.array(spikes, np.int64)
