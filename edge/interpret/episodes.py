@@ -16,7 +16,8 @@ SBR / STACH   median HR of the last ``rate_beats`` (8) N–N intervals < ``brady
               (100), off again 2 bpm inside the limit
 PAUSE         no beat for > ``pause_s`` (2 s)                                                              beats+clock
 ASYSTOLE      no beat for ≥ ``asystole_s`` (4 s) while the signal stayed usable (never on lead-off/noise) beats+signal
-PACED         ≥ ``paced_fraction`` (60 %) of the last ``paced_beats`` (16) beats classed Q by the classifier  classes
+PACED         ≥ ``paced_fraction`` (60 %) of the last ``paced_beats`` (16) beats paced: a pacing spike     spikes
+              before R (``BeatEvent.paced``; without spike evidence: classed Q by the classifier)
 NOISE         the lead is lead-off or noise (:class:`edge.interpret.signal_quality.SignalQuality`)           signal
 ============  ==========================================================================================  ==========
 
@@ -35,7 +36,8 @@ MIT-BIH engine outputs (only 207 has edge VFL) this removed 5 of DS1's 53 false 
 episode Se 97.4 → 97.4 %, +P 43.0 → 45.5 %); DS2 has no edge VFL and is unchanged.
 
 The rhythm call is the active episode highest in :data:`CALL_PRIORITY` (``N`` when none), with ``since`` its onset.
-Without classes VT, SVTA, B, T and PACED never start; AFIB, rates, PAUSE, ASYSTOLE, VFL and NOISE still work.
+Without classes VT, SVTA, B and T never start (PACED only from spikes); AFIB, rates, PAUSE, ASYSTOLE, VFL and NOISE
+still work.
 Silence is measured against the signal clock minus ``beat_latency_s`` (the beat detector decides a beat up to
 ~0.3 s after its R peak), so a beat still in the detector does not make a pause.
 """
@@ -146,9 +148,13 @@ class RateDetector:
 
 
 class PacedDetector:
-    """PACED while at least ``fraction`` of the last ``beats`` classed beats are paced: class Q that the classifier
-    itself gave (Q first in ``class_probs``, or no probabilities), not a beat the noise gate made Q
-    (:mod:`edge.interpret.beat_noise`: flutter waves and artefact are unreadable, not paced)."""
+    """PACED while at least ``fraction`` of the last ``beats`` beats are paced; off again below half that fraction.
+
+    A beat is paced when the edge's spike detector put a pacing spike before its R peak (``BeatEvent.paced``,
+    :mod:`edge.detection.pacing`). A beat without spike evidence (``paced`` None: reference classes, tests) is paced
+    when it is class Q that the classifier itself gave (Q first in ``class_probs``, or no probabilities), not a beat
+    the noise gate made Q (:mod:`edge.interpret.beat_noise`: flutter waves and artefact are unreadable, not paced).
+    The episode starts at the first paced beat of the window."""
 
     def __init__(self, fraction: float, beats: int):
         self.fraction = float(fraction)
@@ -160,10 +166,13 @@ class PacedDetector:
         self.state.reset()
 
     def push(self, beat: BeatEvent) -> list[EpisodeEvent]:
-        if beat.cls is None:
+        if beat.paced is not None:
+            paced = beat.paced
+        elif beat.cls is None:
             return []
-        probs = beat.class_probs
-        paced = beat.cls == "Q" and (not probs or max(probs, key=probs.__getitem__) == "Q")
+        else:
+            probs = beat.class_probs
+            paced = beat.cls == "Q" and (not probs or max(probs, key=probs.__getitem__) == "Q")
         self._q.append((beat.time_s, paced))
         if len(self._q) < self._q.maxlen:  # type: ignore[operator]
             return []

@@ -33,6 +33,9 @@ class BeatEvent:
             beat was not segmented.
         pr_ms: PR interval (P onset to QRS onset, ms) of the segmented beat, None without a P wave or QRS onset.
         quality: ``"good"`` / ``"noisy"`` from the segmenter, None when unknown.
+        paced: True when a pacing spike (:mod:`edge.detection.pacing`) came just before this beat's R peak (its
+            ``cls`` is then ``"Q"``), False when the edge looked and found none, None when no spike detector ran
+            (beats from annotations, tests).
     """
 
     time_s: float
@@ -42,6 +45,7 @@ class BeatEvent:
     p_wave: bool | None = None
     quality: str | None = None
     pr_ms: float | None = None
+    paced: bool | None = None
 
     def __post_init__(self) -> None:
         if self.cls is not None and self.cls not in AAMI_CLASSES:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge.detection.beats import Beat, BeatStream
+from edge.detection.pacing import SpikeStream
 from edge.ecg import preferred_lead
 from edge.inference.batching import InferenceRequest
 from edge.interpret.alarms import AlarmLimits
@@ -74,6 +75,7 @@ class DeviceStream:
 
     The stages, in order: :class:`~edge.pipeline.sequence.SequenceTracker` (order, duplicates, gaps, counter
     restarts), :class:`~edge.pipeline.clock.DeviceClock` (is ``t0`` where the sample count says?),
+    :class:`~edge.detection.pacing.SpikeStream` (pacing spikes on the raw samples, before resampling smears them),
     :class:`~edge.detection.beats.BeatStream` (resample, detect) and
     :class:`~edge.pipeline.device_inference.DeviceInference` (windows for the engines, results to messages).
     A *run* is a stretch of contiguous signal; a gap, a clock jump or a change of rate or leads ends the run (its
@@ -140,6 +142,7 @@ class DeviceStream:
         self.state = "new"
         self.leads_off: tuple[str, ...] = ()
         self._beats: BeatStream | None = None
+        self._spikes: SpikeStream | None = None
         self._inf: DeviceInference | None = None
         self._ending: dict[int, DeviceInference] = {}  # ended runs whose engine results are still due
         self._requests: list[InferenceRequest] = []
@@ -311,6 +314,7 @@ class DeviceStream:
         data = block[0] if len(block) == 1 else np.concatenate(block)
         self.counters.chunks += len(block)
         self.counters.samples += len(data)
+        self._spikes_found(self._spikes.push(data))
         resampled, beats = self._beats.push(data)
         self._t_last_s = (self._run_base + self._beats.samples_in - 1) / self.fs_hz
         out += self._advance(resampled, beats, arrival)
@@ -323,6 +327,11 @@ class DeviceStream:
         elif beats and len(out) == n_out:  # no status from the quality check: say how far the beats got
             out.append(self.status_output())
         return out, first + len(block)
+
+    def _spikes_found(self, samples: np.ndarray) -> None:
+        """Hand the run's new pacing spikes (run sample indices) to the interpretation, as device times."""
+        if len(samples):
+            self.interpretation.spikes(((self._run_base + samples) / self.fs_hz).tolist())
 
     def _advance(self, resampled: np.ndarray, beats: list[Beat], arrival: float) -> list[Output]:
         """Hand a run's new internal-rate samples and beats on to inference; return what is ready to publish."""
@@ -339,6 +348,7 @@ class DeviceStream:
         """Start a detector run (and its inference state) at device sample ``base``; returns what the previous run's
         interpretation still had to say."""
         self._beats = BeatStream(self.fs_hz, len(self.leads))
+        self._spikes = SpikeStream(self.fs_hz, len(self.leads))
         self._run_base = base
         out = self.interpretation.start_run(base / self.fs_hz)
         self._recent.clear()
@@ -361,8 +371,9 @@ class DeviceStream:
         windows); beats that can no longer be segmented go out without waves (``quality = reason``)."""
         if self._beats is None:
             return []
+        self._spikes_found(self._spikes.flush())
         out = self._advance(*self._beats.flush(), time.monotonic())
-        self._beats = None
+        self._beats = self._spikes = None
         self._recent.clear()
         self._recent_len = 0
         inf, self._inf = self._inf, None

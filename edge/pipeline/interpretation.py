@@ -7,6 +7,7 @@ interpretation objects of :mod:`edge.interpret` (:class:`~edge.interpret.episode
 * every chunk of signal (band-passed 0.5–40 Hz here, on the preferred lead): signal quality, VF, asystole;
 * every beat as soon as the detector decides it (:meth:`beat_detected`, ~0.3 s after R): the silence clock behind
   pause and asystole never waits for an engine;
+* every chunk's pacing spikes, found on the raw input (:meth:`spikes`): a beat with one just before R is paced;
 * every beat once its class is known (:meth:`beat_classified`, in beat order, ~0.5–0.9 s after R): the class
   detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts;
 * every beat once all its engine results are in (:meth:`beat_done`, after its segmentation window): the P wave and
@@ -45,6 +46,12 @@ SIGNAL_BLOCK = 50
 #: N, as AAMI EC57 scores them). The AF detector itself keeps the classifier's class. (Flutter is not told apart: it
 #: is called AFIB, docs/method.md.)
 ATRIAL_EPISODES = ("AFIB",)
+#: A beat is paced when a pacing spike (:mod:`edge.detection.pacing`) lies in ``[R - PACED_BEFORE_S, R +
+#: PACED_AFTER_S]`` (s): the stimulus comes up to ~200 ms before the wide paced QRS (LUDB, CinC) or on its onset,
+#: where the detector can put R itself (MIT-BIH 104). It is published (and counted) as Q, AAMI's class of paced and
+#: fusion-of-paced beats, never as a V: paced beats make no PVCs and no VT, bigeminy or trigeminy runs.
+PACED_BEFORE_S = 0.25
+PACED_AFTER_S = 0.02
 
 
 class DeviceInterpretation:
@@ -67,6 +74,8 @@ class DeviceInterpretation:
         self._dirty = False  # an input since the last alarm evaluation could change an alarm
         self._good: deque[dict[str, float | None]] = deque(maxlen=INTERVAL_BEATS)
         self._conducted: set[float] = set()  # R times (s) of S beats called N in an atrial episode, until done
+        self._spikes: deque[float] = deque()  # device times (s) of recent pacing spikes, oldest first
+        self._paced: set[float] = set()  # R times (s) of classed beats made Q by a spike, until done
 
     def __repr__(self) -> str:
         return f"DeviceInterpretation({self.device!r}, {self.episodes!r}, {self.alarms!r})"
@@ -101,6 +110,16 @@ class DeviceInterpretation:
         self._dirty = True
         return self._events(self.episodes.push_signal(band, t0))
 
+    def spikes(self, times_s: list[float]) -> None:
+        """Pacing spikes found on the raw input, at device times ``times_s`` (s, ascending)."""
+        self._spikes.extend(times_s)
+
+    def _spiked(self, time_s: float) -> bool:
+        """Whether a spike lies in the paced window of the beat with R at ``time_s`` (s; beats come in order)."""
+        while self._spikes and self._spikes[0] < time_s - PACED_BEFORE_S:
+            self._spikes.popleft()
+        return bool(self._spikes) and self._spikes[0] <= time_s + PACED_AFTER_S
+
     def beat_detected(self, time_s: float) -> list[Output]:
         """The detector found a beat with R at device time ``time_s`` (s)."""
         self._dirty = True
@@ -108,26 +127,37 @@ class DeviceInterpretation:
 
     def beat_classified(self, event: dict[str, Any]) -> list[Output]:
         """A beat's class is known (``time`` s, ``rr_s`` s, ``class``, ``class_probs``; before its waves): feed the
-        class detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts. An S beat during an
-        :data:`ATRIAL_EPISODES` episode is N for them, and in its beat message (:meth:`beat_done`)."""
+        class detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts. A paced beat (a spike
+        before R, :data:`PACED_BEFORE_S`) is Q for them, and in its beat message (:meth:`beat_done`); so is an S
+        beat during an :data:`ATRIAL_EPISODES` episode N."""
         self._dirty = True
         cls = event.get("class")
-        if cls == "S" and any(self.episodes.is_active(name) for name in ATRIAL_EPISODES):
+        paced = self._spiked(event["time"])
+        if paced and cls is not None:
+            cls = "Q"
+            self._paced.add(event["time"])
+        elif cls == "S" and any(self.episodes.is_active(name) for name in ATRIAL_EPISODES):
             cls = "N"
             self._conducted.add(event["time"])
         return self._events(self.episodes.push_class(BeatEvent(
-            time_s=event["time"], rr_s=event["rr_s"] or None, cls=cls, class_probs=event.get("class_probs"))))
+            time_s=event["time"], rr_s=event["rr_s"] or None, cls=cls, class_probs=event.get("class_probs"),
+            paced=paced)))
 
     def beat_done(self, payload: dict[str, Any], classed: bool = False) -> list[Output]:
         """A beat message is complete (waves, class): feed it to the episode detectors and the interval medians
         (``classed``: :meth:`beat_classified` already had it, only the wave detectors take it now)."""
         waves = payload.get("waves")
         quality = payload.get("quality")
+        paced = payload["time"] in self._paced if classed else self._spiked(payload["time"])
+        if classed and paced:
+            self._paced.discard(payload["time"])
+            payload["class"] = "Q"  # class_probs stay the classifier's own
         event = BeatEvent(
             time_s=payload["time"],
             rr_s=payload["rr_s"] if payload.get("rr_s") else None,
             cls=payload.get("class"),
             class_probs=payload.get("class_probs"),
+            paced=paced,
             p_wave=None if waves is None or quality not in BEAT_QUALITIES else waves.get("P") is not None,
             quality=quality if quality in BEAT_QUALITIES else None,
             pr_ms=(payload.get("intervals_ms") or {}).get("PR") if quality in BEAT_QUALITIES else None,
@@ -151,6 +181,7 @@ class DeviceInterpretation:
         self._t_next = None
         self._dirty = True
         self._conducted.clear()
+        self._paced.clear()
         return out + self._events(self.episodes.flush())
 
     def update_alarms(self) -> list[Output]:

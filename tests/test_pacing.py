@@ -1,0 +1,104 @@
+"""Pacing spikes (edge.detection.pacing) and paced beats through the edge pipeline, on real records.
+
+MIT-BIH 104 is paced ('/' paced, 'f' fusion of paced and normal beats; '(P' rhythm episodes); 100 and 119 are not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from edge.detection.pacing import SpikeStream, detect_spikes
+from edge.pipeline.runner import episodes_table, run_recording
+from offline.records import read_record
+
+
+@pytest.fixture(scope="module")
+def edge_engines():
+    """The inference plan and engines of a default edge with the shipped wave-seg and beat-cls."""
+    from edge.app import EdgeConfig, load_plan
+    from edge.transport.mqtt import BrokerAddress, MqttSettings
+
+    root = Path(__file__).resolve().parent.parent
+    engines = (root / "engines" / "wave-seg", root / "engines" / "beat-cls")
+    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=engines))
+
+
+def _hit(spikes_s: np.ndarray, beats_s: np.ndarray, before_s: float = 0.1, after_s: float = 0.03) -> np.ndarray:
+    """Whether each beat (annotation time, s) has a spike in [t - before_s, t + after_s]."""
+    j = np.searchsorted(spikes_s, beats_s - before_s)
+    return np.array([i < len(spikes_s) and spikes_s[i] <= t + after_s for i, t in zip(j, beats_s, strict=True)])
+
+
+def test_spikes_before_the_paced_beats_of_104(data_dir: Path) -> None:
+    rec = read_record(data_dir / "mitdb" / "104")
+    ann = wfdb.rdann(str(data_dir / "mitdb" / "104"), "atr")
+    sym, t = np.array(ann.symbol), ann.sample / rec.fs_hz
+    spikes = detect_spikes(rec.signal_mv, rec.fs_hz) / rec.fs_hz
+    # measured: a spike before 1298 of the 1380 '/' beats (94.1 %), before none of the 163 'N' beats
+    assert _hit(spikes, t[sym == "/"]).mean() >= 0.9
+    assert _hit(spikes, t[sym == "N"]).sum() <= 3
+
+
+@pytest.mark.parametrize("name", ["100", "119"])
+def test_almost_no_spikes_on_non_paced_records(data_dir: Path, name: str) -> None:
+    rec = read_record(data_dir / "mitdb" / name)
+    spikes = detect_spikes(rec.signal_mv, rec.fs_hz)
+    assert len(spikes) / (rec.duration_s / 3600) < 2.0  # measured: 0 on both (30 min each)
+
+
+def test_spike_stream_is_chunking_invariant(data_dir: Path) -> None:
+    rec = read_record(data_dir / "mitdb" / "104")
+    x = rec.signal_mv[: int(300 * rec.fs_hz)]
+    whole = detect_spikes(x, rec.fs_hz)
+    stream = SpikeStream(rec.fs_hz, x.shape[1])
+    step = int(round(0.04 * rec.fs_hz))
+    chunked = np.concatenate([stream.push(x[i:i + step]) for i in range(0, len(x), step)] + [stream.flush()])
+    assert len(whole) > 150  # 171 spikes in the first 5 min
+    np.testing.assert_array_equal(chunked, whole)
+    rng = np.random.default_rng(0)
+    stream.reset()
+    parts = np.split(x, np.sort(rng.choice(np.arange(1, len(x)), 3000, replace=False)))
+    uneven = np.concatenate([stream.push(p) for p in parts] + [stream.flush()])
+    np.testing.assert_array_equal(uneven, whole)
+
+
+def test_104_through_the_pipeline_is_paced_not_ventricular(data_dir: Path, edge_engines) -> None:
+    plan, engines = edge_engines
+    path = data_dir / "mitdb" / "104"
+    rec = read_record(path)
+    out = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, engines, plan)
+    classes = [b.get("class") for b in out["beats"]]
+    ann = wfdb.rdann(str(path), "atr")
+    ref, cur = [], None  # the annotated '(P' episodes (s)
+    for sample, symbol, note in zip(ann.sample, ann.symbol, ann.aux_note, strict=True):
+        if symbol == "+":
+            if cur is not None:
+                ref.append((cur, sample / rec.fs_hz))
+            cur = sample / rec.fs_hz if note.strip("\x00 ") == "(P" else None
+    if cur is not None:
+        ref.append((cur, rec.duration_s))
+    paced = [(e["start"], e["end"]) for e in episodes_table(out["episodes"], rec.duration_s) if e["type"] == "PACED"]
+    found = sum(any(s < e2 and s2 < e for s2, e2 in paced) for s, e in ref)
+    # before the spike detector: of 2236 beats 1292 published V, 135 Q, 59 VT and 2 B episodes, PACED 0 of 23;
+    # measured with it: 353 V, 1608 Q, 7 VT and no B episode, PACED 22 of 23 (duration Se 95.2 %, +P 92.2 %)
+    assert len(ref) == 23
+    assert found >= 20
+    assert classes.count("V") < 450
+    assert classes.count("Q") > 0.65 * len(classes)
+    assert sum(e["type"] == "VT" and e["state"] == "start" for e in out["episodes"]) <= 12
+
+
+@pytest.mark.parametrize("record", ["ningbo/JS23463", "ptb-xl/HR12083"])
+def test_paced_12_lead_records_are_paced(data_dir: Path, edge_engines, record: str) -> None:
+    plan, engines = edge_engines
+    rec = read_record(data_dir / "cinc2021_sample" / record)
+    out = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, engines, plan)
+    classes = [b.get("class") for b in out["beats"] if b.get("class") is not None]
+    # measured: Q 8 of 11 (JS23463: 3 native beats without a spike) and 7 of 12 (HR12083: its last 5 beats show
+    # no narrow pulse in any lead, its first spike lies in the 0.25 s before a noise level is known); before the
+    # spike detector 6 and 0
+    assert classes.count("Q") >= 0.5 * len(classes)
