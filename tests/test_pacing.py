@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wfdb
+from numpy.lib.stride_tricks import sliding_window_view
 
+from edge.detection import pacing
 from edge.detection.pacing import SpikeStream, detect_spikes
 from edge.pipeline.runner import episodes_table, run_recording
 from offline.records import read_record
@@ -48,6 +50,64 @@ def test_almost_no_spikes_on_non_paced_records(data_dir: Path, name: str) -> Non
     rec = read_record(data_dir / "mitdb" / name)
     spikes = detect_spikes(rec.signal_mv, rec.fs_hz)
     assert len(spikes) / (rec.duration_s / 3600) < 2.0  # measured: 0 on both (30 min each)
+
+
+def _narrow_pulses_numpy(x: np.ndarray, fs_hz: float, level_mv: np.ndarray) -> np.ndarray:
+    """The narrow-pulse test of one lead written in numpy (the definition the compiled kernel must equal).
+
+    Args:
+        x: ``(m,)`` samples of one lead in mV at ``fs_hz`` (Hz); only ``x[K:m - K]`` are judged (``K`` samples of
+            :data:`CONTEXT_S` either side are context).
+        level_mv: ``(m,)`` the lead's noise level at each sample (mV; ``inf`` where unknown).
+
+    Returns:
+        Indices into ``x`` (sorted) of the samples that are narrow pulses (module docstring).
+    """
+    k, big_k = pacing._scales(fs_hz)
+    m = len(x)
+    if m < 2 * big_k + 1:
+        return np.zeros(0, np.int64)
+    c = x[big_k:m - big_k]
+    a = c - x[big_k - k:m - big_k - k]
+    b = c - x[big_k + k:m - big_k + k]
+    up, down = (a > 0) & (b > 0), (a < 0) & (b < 0)
+    sign = np.where(up, 1.0, -1.0)
+    prev, nxt = x[big_k - 1:m - big_k - 1], x[big_k + 1:m - big_k + 1]
+    peak = (up | down) & (sign * (c - prev) >= 0) & (sign * (c - nxt) > 0)
+    idx = np.flatnonzero(peak)
+    if not len(idx):
+        return np.zeros(0, np.int64)
+    w = sliding_window_view(x, 2 * big_k + 1)[idx] * sign[idx, None]  # y around each peak; y[big_k] is the peak
+    base = np.maximum(w[:, :big_k].min(axis=1), w[:, big_k + 1:].min(axis=1))
+    height = w[:, big_k] - base
+    half = (base + height / 2)[:, None]
+    above = w > half
+    # the run of samples above half height that holds the peak, and its width with linear interpolation at the ends
+    left_in = big_k - np.argmin(above[:, big_k::-1], axis=1) + 1  # first sample of the run (peak side)
+    right_in = big_k + np.argmin(above[:, big_k:], axis=1) - 1  # last sample of the run
+    rows = np.arange(len(idx))
+    lo, hi = np.maximum(left_in - 1, 0), np.minimum(right_in + 1, 2 * big_k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = lo + (half[:, 0] - w[rows, lo]) / (w[rows, left_in] - w[rows, lo])
+        right = right_in + (w[rows, right_in] - half[:, 0]) / (w[rows, right_in] - w[rows, hi])
+    width = np.nan_to_num(right - left, nan=np.inf)
+    floor = np.maximum(pacing.MIN_HEIGHT_MV, pacing.NOISE_RATIO * level_mv[big_k + idx])
+    ok = (height >= floor) & (width <= pacing.MAX_WIDTH_S * fs_hz)
+    ok &= ~above[:, 0] & ~above[:, -1]  # the pulse ends inside the context
+    return (idx[ok] + big_k).astype(np.int64)
+
+
+@pytest.mark.parametrize(("record", "seconds"), [("mitdb/104", 120), ("mitdb/124", 300), ("ludb/data/72", 10)])
+def test_compiled_narrow_pulses_equal_their_numpy_definition(data_dir: Path, record: str, seconds: int) -> None:
+    rec = read_record(data_dir / record)
+    x = rec.signal_mv[: int(seconds * rec.fs_hz)]
+    rng = np.random.default_rng(1)
+    level = np.where(rng.random(x.shape) < 0.05, np.inf, rng.uniform(0.0, 0.03, x.shape))
+    compiled = pacing.narrow_pulses(x, rec.fs_hz, level)
+    expected = [_narrow_pulses_numpy(x[:, i], rec.fs_hz, level[:, i]) for i in range(x.shape[1])]
+    assert sum(len(e) for e in expected) > 0
+    for got, want in zip(compiled, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_spike_stream_is_chunking_invariant(data_dir: Path) -> None:

@@ -31,8 +31,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import numba
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 #: ``k``: a pulse must stand above the signal this far (s) on both sides of its peak (8 ms; at least 1 sample).
 HALF_WIDTH_S = 0.008
@@ -66,48 +66,78 @@ def _scales(fs_hz: float) -> tuple[int, int]:
     return k, max(k + 1, round(CONTEXT_S * fs_hz))
 
 
-def narrow_pulses(x: np.ndarray, fs_hz: float, level_mv: np.ndarray) -> np.ndarray:
-    """Narrow pulses of one lead.
+@numba.njit(cache=True)
+def _narrow_pulses(x: np.ndarray, k: int, big_k: int, level: np.ndarray, min_height: float, ratio: float,
+                   max_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """The narrow pulses of every lead of ``x`` (``(m, L)``), the test of :func:`narrow_pulses`; returns (lead,
+    sample index into ``x``) pairs, ordered by lead and then sample. ``max_width`` is in samples."""
+    m, n_leads = x.shape
+    leads = np.empty(m * n_leads, np.int64)
+    samples = np.empty(m * n_leads, np.int64)
+    found = 0
+    w = np.empty(2 * big_k + 1)
+    for lead in range(n_leads):
+        for j in range(big_k, m - big_k):
+            c = x[j, lead]
+            a = c - x[j - k, lead]
+            b = c - x[j + k, lead]
+            if a > 0 and b > 0:
+                sign = 1.0
+            elif a < 0 and b < 0:
+                sign = -1.0
+            else:
+                continue
+            if not (sign * (c - x[j - 1, lead]) >= 0 and sign * (c - x[j + 1, lead]) > 0):
+                continue
+            for t in range(2 * big_k + 1):  # y around the peak; w[big_k] is the peak
+                w[t] = x[j - big_k + t, lead] * sign
+            left_min, right_min = w[0], w[big_k + 1]
+            for t in range(1, big_k):
+                left_min = min(left_min, w[t])
+            for t in range(big_k + 2, 2 * big_k + 1):
+                right_min = min(right_min, w[t])
+            base = max(left_min, right_min)
+            height = w[big_k] - base
+            half = base + height / 2
+            if w[0] > half or w[2 * big_k] > half:  # the pulse does not end inside the context
+                continue
+            if not height >= max(min_height, ratio * level[j, lead]):
+                continue
+            left_in = big_k  # the run of samples above half height that holds the peak: its first and last
+            while w[left_in - 1] > half:
+                left_in -= 1
+            right_in = big_k
+            while w[right_in + 1] > half:
+                right_in += 1
+            lo, hi = left_in - 1, right_in + 1  # linear interpolation at the run's ends
+            left = lo + (half - w[lo]) / (w[left_in] - w[lo])
+            right = right_in + (w[right_in] - half) / (w[right_in] - w[hi])
+            if right - left <= max_width:
+                leads[found], samples[found] = lead, j
+                found += 1
+    return leads[:found], samples[:found]
+
+
+def narrow_pulses(x: np.ndarray, fs_hz: float, level_mv: np.ndarray) -> list[np.ndarray]:
+    """Narrow pulses of every lead, in one compiled call.
 
     Args:
-        x: ``(m,)`` samples of one lead in mV at ``fs_hz`` (Hz); only ``x[K:m - K]`` are judged (``K`` samples of
+        x: ``(m, L)`` samples in mV at ``fs_hz`` (Hz); only ``x[K:m - K]`` are judged (``K`` samples of
             :data:`CONTEXT_S` either side are context).
-        level_mv: ``(m,)`` the lead's noise level at each sample (mV; ``inf`` where unknown).
+        level_mv: ``(m, L)`` each lead's noise level at each sample (mV; ``inf`` where unknown).
 
     Returns:
-        Indices into ``x`` (sorted) of the samples that are narrow pulses (module docstring).
+        Per lead, the indices into ``x`` (sorted, int64) of its samples that are narrow pulses (module docstring).
     """
     k, big_k = _scales(fs_hz)
-    m = len(x)
-    if m < 2 * big_k + 1:
-        return np.zeros(0, np.int64)
-    c = x[big_k:m - big_k]
-    a = c - x[big_k - k:m - big_k - k]
-    b = c - x[big_k + k:m - big_k + k]
-    up, down = (a > 0) & (b > 0), (a < 0) & (b < 0)
-    sign = np.where(up, 1.0, -1.0)
-    prev, nxt = x[big_k - 1:m - big_k - 1], x[big_k + 1:m - big_k + 1]
-    peak = (up | down) & (sign * (c - prev) >= 0) & (sign * (c - nxt) > 0)
-    idx = np.flatnonzero(peak)
-    if not len(idx):
-        return np.zeros(0, np.int64)
-    w = sliding_window_view(x, 2 * big_k + 1)[idx] * sign[idx, None]  # y around each peak; y[big_k] is the peak
-    base = np.maximum(w[:, :big_k].min(axis=1), w[:, big_k + 1:].min(axis=1))
-    height = w[:, big_k] - base
-    half = (base + height / 2)[:, None]
-    above = w > half
-    # the run of samples above half height that holds the peak, and its width with linear interpolation at the ends
-    left_in = big_k - np.argmin(above[:, big_k::-1], axis=1) + 1  # first sample of the run (peak side)
-    right_in = big_k + np.argmin(above[:, big_k:], axis=1) - 1  # last sample of the run
-    rows = np.arange(len(idx))
-    lo, hi = np.maximum(left_in - 1, 0), np.minimum(right_in + 1, 2 * big_k)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        left = lo + (half[:, 0] - w[rows, lo]) / (w[rows, left_in] - w[rows, lo])
-        right = right_in + (w[rows, right_in] - half[:, 0]) / (w[rows, right_in] - w[rows, hi])
-    width = np.nan_to_num(right - left, nan=np.inf)
-    ok = (height >= np.maximum(MIN_HEIGHT_MV, NOISE_RATIO * level_mv[big_k + idx])) & (width <= MAX_WIDTH_S * fs_hz)
-    ok &= ~above[:, 0] & ~above[:, -1]  # the pulse ends inside the context
-    return (idx[ok] + big_k).astype(np.int64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n_leads = x.shape[1]
+    if len(x) < 2 * big_k + 1:
+        return [np.zeros(0, np.int64) for _ in range(n_leads)]
+    leads, samples = _narrow_pulses(x, k, big_k, np.ascontiguousarray(level_mv, dtype=np.float64), MIN_HEIGHT_MV,
+                                    NOISE_RATIO, MAX_WIDTH_S * fs_hz)
+    cuts = np.searchsorted(leads, np.arange(n_leads + 1))
+    return [samples[cuts[i]:cuts[i + 1]] for i in range(n_leads)]
 
 
 def detect_spikes(signal_mv: np.ndarray, fs_hz: float) -> np.ndarray:
@@ -177,9 +207,10 @@ class SpikeStream:
             lo = self._judged - self.big_k - self._tail_start  # window start in x
             window = x[lo:stop + self.big_k - self._tail_start]
             level = self._levels(self._judged - self.big_k, len(window))
-            for i in range(self.n_leads):
-                found = narrow_pulses(window[:, i], self.fs_hz, level[:, i]) + (self._judged - self.big_k)
-                self._pending[i] = np.concatenate([self._pending[i], found])
+            offset = self._judged - self.big_k
+            for i, found in enumerate(narrow_pulses(window, self.fs_hz, level)):
+                if len(found):
+                    self._pending[i] = np.concatenate([self._pending[i], found + offset])
             self._judged = stop
         keep = max(0, len(x) - 2 * self.big_k - self.k)
         self._tail, self._tail_start = x[keep:], self._tail_start + keep
@@ -222,6 +253,9 @@ class SpikeStream:
 
     def _decide(self, until: int) -> np.ndarray:
         """Spikes among the narrow pulses before sample ``until`` (every lead's pulses up to ``until + tol`` known)."""
+        if not any(len(p) for p in self._pending):
+            self._decided = max(self._decided, until)
+            return np.zeros(0, np.int64)
         pulses = np.unique(np.concatenate(self._pending))
         spikes = []
         for j in pulses[(pulses >= self._decided) & (pulses < until)]:
