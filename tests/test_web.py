@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian chromium is not installed (/usr/bin/chromium); `make test` installs it")
 WINDOW = (1400, 900)
+
+
+def _to_fixed0(x: float) -> str:
+    """``Number(x).toFixed(0)`` as the page writes it: a tie goes up (418.5 -> "419"; Python's format gives "418")."""
+    return str(Decimal(x).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 class Chromium:
@@ -238,7 +244,7 @@ def test_page_shows_what_the_edge_publishes(broker, data_dir: Path, chromium: Ch
         assert source["hr_bpm"] is not None and abs(int(dev["hr"]) - source["hr_bpm"]) <= 0.5, (name, dev, source)
         shown_iv = rhythm[float(dev["intervalsT"])]  # median intervals and PVC/min come from a published message
         assert dev["intervals"] == "PR {} · QRS {} · QT {} · QTc {}".format(*(
-            "–" if shown_iv["median_intervals_ms"].get(k) is None else f"{shown_iv['median_intervals_ms'][k]:.0f}"
+            "–" if shown_iv["median_intervals_ms"].get(k) is None else _to_fixed0(shown_iv["median_intervals_ms"][k])
             for k in ("PR", "QRS", "QT", "QTc_bazett")))
         assert dev["call"] == shown_iv["rhythm"] or dev["call"] in {m["rhythm"] for m in rhythm.values()}
         assert dev["demo"] == (shown_rhythm.get("diagnosis_engine") in demo_engines())
