@@ -37,6 +37,9 @@ FLAT_STD_MV = 0.005
 QUALITY_WINDOW_S = 2.0
 #: How often the quality window is evaluated (s of device time).
 QUALITY_PERIOD_S = 0.5
+#: Raw samples (s of device time) gathered before they go through the pacing-spike detector at once, unless the
+#: detector emits a beat first (then they go at once, so a beat's spikes are always known when the beat goes out).
+SPIKE_BLOCK_S = 0.2
 #: Output kind of a beat whose class is known (its time, RR and class for the episode layer, ahead of its waves);
 #: consumed by :meth:`DeviceStream._interpret`, never published.
 CLASSIFIED = "classified"
@@ -143,6 +146,8 @@ class DeviceStream:
         self.leads_off: tuple[str, ...] = ()
         self._beats: BeatStream | None = None
         self._spikes: SpikeStream | None = None
+        self._spike_wait: list[np.ndarray] = []  # raw blocks not yet through the spike detector
+        self._spike_wait_len = 0
         self._inf: DeviceInference | None = None
         self._ending: dict[int, DeviceInference] = {}  # ended runs whose engine results are still due
         self._requests: list[InferenceRequest] = []
@@ -314,8 +319,11 @@ class DeviceStream:
         data = block[0] if len(block) == 1 else np.concatenate(block)
         self.counters.chunks += len(block)
         self.counters.samples += len(data)
-        self._spikes_found(self._spikes.push(data))
+        self._spike_wait.append(data)
+        self._spike_wait_len += len(data)
         resampled, beats = self._beats.push(data)
+        if beats or self._spike_wait_len >= SPIKE_BLOCK_S * self.fs_hz:
+            self._feed_spikes()
         self._t_last_s = (self._run_base + self._beats.samples_in - 1) / self.fs_hz
         out += self._advance(resampled, beats, arrival)
         n_out = len(out)
@@ -327,6 +335,14 @@ class DeviceStream:
         elif beats and len(out) == n_out:  # no status from the quality check: say how far the beats got
             out.append(self.status_output())
         return out, first + len(block)
+
+    def _feed_spikes(self) -> None:
+        """Run the raw samples gathered since the last call through the pacing-spike detector (in one call: its
+        per-call cost is paid every :data:`SPIKE_BLOCK_S` or per beat, not per chunk; the spikes are the same)."""
+        if self._spike_wait_len:
+            wait = self._spike_wait
+            self._spikes_found(self._spikes.push(wait[0] if len(wait) == 1 else np.concatenate(wait)))
+        self._spike_wait, self._spike_wait_len = [], 0
 
     def _spikes_found(self, samples: np.ndarray) -> None:
         """Hand the run's new pacing spikes (run sample indices) to the interpretation, as device times."""
@@ -371,6 +387,7 @@ class DeviceStream:
         windows); beats that can no longer be segmented go out without waves (``quality = reason``)."""
         if self._beats is None:
             return []
+        self._feed_spikes()
         self._spikes_found(self._spikes.flush())
         out = self._advance(*self._beats.flush(), time.monotonic())
         self._beats = self._spikes = None
