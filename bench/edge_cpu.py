@@ -416,7 +416,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"comma-separated, in run order: {', '.join(VARIANTS)}")
     p.add_argument("--repeats", type=int, default=2,
                    help="rounds: every variant once per round, in turn; the table shows medians and min-max")
-    p.add_argument("--baseline", default="35613ca", help="baseline commit (its own beatssl-edge entry from its pyproject.toml, either layout)")
+    p.add_argument("--baseline", default="35613ca",
+                   help="baseline commit (its own beatssl-edge entry from its pyproject.toml, either layout)")
     p.add_argument("--ludb", type=Path, default=ROOT.parent / "shared" / "data" / "ludb", help="LUDB folder")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "edge_cpu.json",
                    help="results file; the chart goes beside it (.png)")
