@@ -55,7 +55,16 @@ from edge.dsp.resample import StreamingResampler
 from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ
 from edge.inference import load_engine
 from edge.inference.engine import Engine, to_probabilities
-from edge.interpret.beat_class import beat_features, beat_unreadable, decide, feature_columns, gate_classes
+from edge.interpret.beat_class import (
+    BEAT_FEATURE_NAMES,
+    beat_features,
+    beat_unreadable,
+    decide,
+    feature_columns,
+    gate_classes,
+    veto_ventricular,
+)
+from edge.interpret.beat_morphology import MORPHOLOGY_NAMES
 from edge.pipeline.device_inference import InferencePlan
 from edge.pipeline.runner import run_recording
 from edge.transport.mqtt import BrokerAddress, MqttSettings
@@ -104,11 +113,14 @@ def classify(engine: Engine, signal_mv: np.ndarray, leads_mv: np.ndarray, r_inte
     m = engine.manifest
     windows, inside = mitdb.beat_windows(signal_mv, r_internal, m.r_offset_samples, m.window_samples)
     columns = feature_columns(m.feature_names)
-    features = beat_features(r_times_s, signal_mv, r_internal, INTERNAL_FS_HZ)[:, columns].astype(np.float32)[inside]
+    features_all = beat_features(r_times_s, signal_mv, r_internal, INTERNAL_FS_HZ)
+    features = features_all[:, columns].astype(np.float32)[inside]
     logits = engine.infer(windows[:, None, :], features=features)
     thresholds = m.threshold_vector
     pred = np.full(len(r_internal), -1, dtype=np.int64)
-    pred[inside] = decide(to_probabilities(logits, m.activation), thresholds)
+    probs = to_probabilities(logits, m.activation)
+    morph = features_all[inside][:, [BEAT_FEATURE_NAMES.index(n) for n in MORPHOLOGY_NAMES]]
+    pred[inside] = veto_ventricular(decide(probs, thresholds), probs, thresholds, morph, m.class_names)
     gated = gate_classes(pred, beat_unreadable(r_times_s, leads_mv, r_internal, INTERNAL_FS_HZ) & (pred >= 0),
                          m.class_names)
     return pred, gated

@@ -26,7 +26,7 @@ import numpy as np
 from edge.ecg import LEAD_PREFERENCE, preferred_lead
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
 from edge.inference.batching import InferenceRequest
-from edge.interpret.beat_class import decide, feature_columns, gate_classes
+from edge.interpret.beat_class import RecentVShare, decide, feature_columns, gate_classes, veto_beat
 from edge.interpret.beat_morphology import NEUTRAL, DominantBeat
 from edge.interpret.beat_noise import span_samples, unreadable
 from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms
@@ -165,6 +165,7 @@ class _PendingBeat:
     cls_sent: bool = False
     features: np.ndarray | None = None  # RR features (known one beat later)
     unreadable: bool = False  # the noise gate's decision (edge.interpret.beat_noise), taken with the class request
+    morphology: np.ndarray | None = None  # against the dominant beat, taken with the class request (the V veto)
     class_probs: dict[str, float] | None = None
     cls: str | None = None
     ready_wall: float = 0.0
@@ -209,6 +210,9 @@ class DeviceInference:
         self.beat_thresholds = plan.beat.threshold_vector if plan.beat is not None else None
         self._rr = RRContext()
         self._morph = DominantBeat(self.fs)
+        self._v_share = RecentVShare()
+        self._v_index = plan.beat.class_names.index("V") if plan.beat is not None and "V" in plan.beat.class_names \
+            else None
         #: the noise gate's leads (the classifier's, then the other the edge segments by default) and its span
         #: (samples before and after the R peak)
         self.gate_lead_idx = (self.beat_lead_idx, *(i for i in default_seg_leads(leads) if i != self.beat_lead_idx))
@@ -291,8 +295,8 @@ class DeviceInference:
         :data:`edge.interpret.beat_morphology.NEUTRAL`, as in training)."""
         before, after = self._morph.span
         off = self.plan.beat.r_offset_samples or 0
-        morph = self._morph.push(window[off - before : off + after]) if beat.r >= before else NEUTRAL
-        return np.concatenate([beat.features, morph])[self.beat_columns].astype(np.float32)
+        beat.morphology = self._morph.push(window[off - before : off + after]) if beat.r >= before else NEUTRAL
+        return np.concatenate([beat.features, beat.morphology])[self.beat_columns].astype(np.float32)
 
     def flush(self, arrival: float) -> tuple[list[InferenceRequest], list[dict[str, Any]]]:
         """The run ended: the last beat's RR features (its post-RR taken equal to its pre-RR), the windows the
@@ -406,8 +410,11 @@ class DeviceInference:
         else:
             p = to_probabilities(logits[None, :], manifest.activation)[0]
             beat.class_probs = {name: round(float(v), 4) for name, v in zip(manifest.class_names, p, strict=True)}
-            k = gate_classes(decide(p[None, :], self.beat_thresholds), np.array([beat.unreadable]),
-                             manifest.class_names)
+            k = int(decide(p[None, :], self.beat_thresholds)[0])
+            if self._v_index is not None:
+                k = veto_beat(k, p, self.beat_thresholds, beat.morphology, self._v_share.push(k == self._v_index),
+                              self._v_index)
+            k = gate_classes(np.array([k]), np.array([beat.unreadable]), manifest.class_names)
             beat.cls = manifest.class_names[int(k[0])]
         return self._release()
 
