@@ -11,7 +11,7 @@ import pytest
 
 from edge.interpret.beat_class import (
     VETO_V_SHARE,
-    RecentVShare,
+    RecentVCalls,
     matches_dominant,
     veto_ventricular,
 )
@@ -46,6 +46,17 @@ def test_232_premature_beats_with_the_dominant_qrs_are_not_ventricular(data_dir:
     assert classes["S"] >= 590, classes  # the vetoed beats mostly go to S (573 before, 599 after)
 
 
+def test_a_vt_run_on_223_is_not_broken(data_dir: Path, edge_engines) -> None:
+    """Before (the veto without its after-a-V condition): the 6th beat of 223's VT run at 1043.2 s (V probability
+    0.50, QRS matching the dominant template) was published N, which broke the run and delayed the vt alarm from
+    3.74 to 6.07 s after the onset."""
+    plan, engines = edge_engines
+    rec = read_record(data_dir / "mitdb" / "223")
+    out = run_recording(rec.signal_mv, rec.fs_hz, rec.leads, engines, plan)
+    run = [b["class"] for b in out["beats"] if 1043.4 <= b["time"] <= 1048.5]
+    assert run == ["V"] * 10, run
+
+
 def test_the_veto_spares_v_when_v_is_common_or_the_qrs_differs() -> None:
     n = 80
     probs = np.tile([0.5, 0.3, 0.2, 0.0, 0.0], (n, 1))  # V by its threshold: 0.2 / 0.126 > 0.3 / 0.4 > 0.5 / 1
@@ -53,8 +64,8 @@ def test_the_veto_spares_v_when_v_is_common_or_the_qrs_differs() -> None:
     morph = np.tile(SAME, (n, 1))
     # V calls every beat: the share of V among the calls before reaches VETO_V_SHARE at once, and V stays
     out = veto_ventricular(classes, probs, THRESHOLDS, morph, CLASSES)
-    share = RecentVShare()
-    recent = np.array([share.push(True) for _ in range(n)])
+    calls = RecentVCalls()
+    recent = np.array([calls.push(True)[0] for _ in range(n)])
     assert (out[recent >= VETO_V_SHARE] == 2).all() and (out[recent < VETO_V_SHARE] != 2).all()
     # isolated V calls among N: vetoed when the QRS matches, kept when it differs or when there is no template
     classes = np.where(np.arange(n) % 10 == 5, 2, 0)

@@ -8,9 +8,10 @@ usual one. A beat the classifier calls V whose QRS span matches the dominant tem
 :mod:`edge.interpret.beat_morphology` (``qrs_corr`` >= :data:`VETO_QRS_CORR`, ``qrs_diff`` <= :data:`VETO_QRS_DIFF`,
 ``|qrs_amp_log2|`` <= :data:`VETO_AMP_LOG2`) takes the best other class instead, unless V calls are common lately (at
 least :data:`VETO_V_SHARE` of the classifier's :data:`VETO_RECENT` calls before it: then the dominant beat may itself
-be ventricular, as in bigeminy or runs). The V threshold below 1 favours weak V probabilities; on MIT-BIH 232 that
+be ventricular, as in bigeminy) or the classifier's previous call was V (a run goes on: the veto broke a VT run on
+MIT-BIH 223 and delayed its alarm by 2.3 s). The V threshold below 1 favours weak V probabilities; on MIT-BIH 232 that
 called 74 premature S beats followed by a pause V although their QRS is the dominant one (median ``qrs_corr`` 0.98).
-Chosen on DS1 only, reference R peaks (docs/method.md, "Dominant-beat veto"): 91 false V fewer, 4 true V lost.
+Chosen on DS1 only, reference R peaks (docs/method.md, "Dominant-beat veto"): 74 false V fewer, 3 true V lost.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ def matches_dominant(morphology: np.ndarray) -> np.ndarray:
     return (corr >= VETO_QRS_CORR) & (diff <= VETO_QRS_DIFF) & (np.abs(amp) <= VETO_AMP_LOG2) & ~neutral
 
 
-class RecentVShare:
-    """Share of V among the classifier's last :data:`VETO_RECENT` calls of a stream: ``push(called_v) -> share``
-    of the calls before this one (0 for the first), ``reset()``."""
+class RecentVCalls:
+    """The classifier's last :data:`VETO_RECENT` calls of a stream: ``push(called_v) -> (share, after_v)``, the share
+    of V among the calls before this one (0 for the first) and whether the one just before was V; ``reset()``."""
 
     def __init__(self) -> None:
         self._calls: deque[bool] = deque(maxlen=VETO_RECENT)
@@ -61,18 +62,20 @@ class RecentVShare:
     def reset(self) -> None:
         self._calls.clear()
 
-    def push(self, called_v: bool) -> float:
+    def push(self, called_v: bool) -> tuple[float, bool]:
         share = sum(self._calls) / len(self._calls) if self._calls else 0.0
+        after_v = bool(self._calls) and self._calls[-1]
         self._calls.append(bool(called_v))
-        return share
+        return share, after_v
 
 
 def veto_beat(k: int, probabilities: np.ndarray, thresholds: np.ndarray, morphology: np.ndarray,
-              recent_v_share: float, v: int) -> int:
+              recent: tuple[float, bool], v: int) -> int:
     """The dominant-beat veto (module docstring) on one beat: its class index ``k`` from :func:`decide`, its ``(C,)``
-    probabilities, the thresholds, its ``(5,)`` morphology features, the share of V among the calls before it
-    (:class:`RecentVShare`) and the index of V → its class index."""
-    if k != v or recent_v_share >= VETO_V_SHARE or not matches_dominant(morphology)[0]:
+    probabilities, the thresholds, its ``(5,)`` morphology features, what :meth:`RecentVCalls.push` said of the calls
+    before it and the index of V → its class index."""
+    share, after_v = recent
+    if k != v or share >= VETO_V_SHARE or after_v or not matches_dominant(morphology)[0]:
         return k
     p = np.array(probabilities, dtype=float).reshape(1, -1)
     p[0, v] = 0.0
@@ -88,9 +91,9 @@ def veto_ventricular(classes: np.ndarray, probabilities: np.ndarray, thresholds:
     if "V" not in class_names:
         return out
     v = list(class_names).index("V")
-    share = RecentVShare()
+    recent = RecentVCalls()
     for i, k in enumerate(out):
-        out[i] = veto_beat(int(k), probabilities[i], thresholds, morphology[i], share.push(k == v), v)
+        out[i] = veto_beat(int(k), probabilities[i], thresholds, morphology[i], recent.push(k == v), v)
     return out
 
 

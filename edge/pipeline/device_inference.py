@@ -26,7 +26,7 @@ import numpy as np
 from edge.ecg import LEAD_PREFERENCE, preferred_lead
 from edge.inference import LeadMismatchError, Manifest, to_probabilities
 from edge.inference.batching import InferenceRequest
-from edge.interpret.beat_class import RecentVShare, decide, feature_columns, gate_classes, veto_beat
+from edge.interpret.beat_class import RecentVCalls, decide, feature_columns, gate_classes, veto_beat
 from edge.interpret.beat_morphology import NEUTRAL, DominantBeat
 from edge.interpret.beat_noise import span_samples, unreadable
 from edge.interpret.delineation import BeatWaves, combine_leads, delineate_beat, intervals_ms
@@ -210,7 +210,7 @@ class DeviceInference:
         self.beat_thresholds = plan.beat.threshold_vector if plan.beat is not None else None
         self._rr = RRContext()
         self._morph = DominantBeat(self.fs)
-        self._v_share = RecentVShare()
+        self._v_calls = RecentVCalls()
         self._v_index = plan.beat.class_names.index("V") if plan.beat is not None and "V" in plan.beat.class_names \
             else None
         #: the noise gate's leads (the classifier's, then the other the edge segments by default) and its span
@@ -412,7 +412,7 @@ class DeviceInference:
             beat.class_probs = {name: round(float(v), 4) for name, v in zip(manifest.class_names, p, strict=True)}
             k = int(decide(p[None, :], self.beat_thresholds)[0])
             if self._v_index is not None:
-                k = veto_beat(k, p, self.beat_thresholds, beat.morphology, self._v_share.push(k == self._v_index),
+                k = veto_beat(k, p, self.beat_thresholds, beat.morphology, self._v_calls.push(k == self._v_index),
                               self._v_index)
             k = gate_classes(np.array([k]), np.array([beat.unreadable]), manifest.class_names)
             beat.cls = manifest.class_names[int(k[0])]
