@@ -162,3 +162,21 @@ def test_paced_12_lead_records_are_paced(data_dir: Path, edge_engines, record: s
     # no narrow pulse in any lead, its first spike lies in the 0.25 s before a noise level is known); before the
     # spike detector 6 and 0
     assert classes.count("Q") >= 0.5 * len(classes)
+
+
+def test_spike_blocks_change_nothing_published_without_engines(data_dir: Path, monkeypatch) -> None:
+    """Raw samples reach the spike detector in blocks of SPIKE_BLOCK_S, or at once when a beat is emitted: without
+    engines a beat is published when it is detected, so this is where a late spike would show. MIT-BIH 104, 10 min:
+    the same beats, PACED episodes and counters as with the spike detector run on every chunk."""
+    import edge.pipeline.device as device
+
+    rec = read_record(data_dir / "mitdb" / "104")
+    x = rec.signal_mv[: int(600 * rec.fs_hz)]
+    outs = []
+    for block_s in (0.0, device.SPIKE_BLOCK_S):
+        monkeypatch.setattr(device, "SPIKE_BLOCK_S", block_s)
+        out = run_recording(x, rec.fs_hz, rec.leads, {}, None)
+        beats = [{k: v for k, v in b.items() if k != "proc_ms"} for b in out["beats"]]  # wall time
+        outs.append((episodes_table(out.get("episodes", []), 600.0), beats, out["status"][-1]["counters"]))
+    assert sum(1 for e in outs[0][0] if e["type"] == "PACED") >= 3
+    assert outs[0] == outs[1]
