@@ -56,7 +56,6 @@ from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ
 from edge.inference import load_engine
 from edge.inference.engine import Engine, to_probabilities
 from edge.interpret.beat_class import (
-    BEAT_FEATURE_NAMES,
     beat_features,
     beat_unreadable,
     decide,
@@ -119,7 +118,7 @@ def classify(engine: Engine, signal_mv: np.ndarray, leads_mv: np.ndarray, r_inte
     thresholds = m.threshold_vector
     pred = np.full(len(r_internal), -1, dtype=np.int64)
     probs = to_probabilities(logits, m.activation)
-    morph = features_all[inside][:, [BEAT_FEATURE_NAMES.index(n) for n in MORPHOLOGY_NAMES]]
+    morph = features_all[inside][:, feature_columns(MORPHOLOGY_NAMES)]
     pred[inside] = veto_ventricular(decide(probs, thresholds), probs, thresholds, morph, m.class_names)
     gated = gate_classes(pred, beat_unreadable(r_times_s, leads_mv, r_internal, INTERNAL_FS_HZ) & (pred >= 0),
                          m.class_names)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data folder beside the checkout and a real mosquitto on a free loopback port."""
+"""Shared fixtures: the real data folder beside the checkout, a real mosquitto on a free loopback port, and the
+shipped engines of a default edge."""
 
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real data folder {DATA} is absent")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def edge_engines():
+    """The inference plan and engines of a default edge with the shipped wave-seg and beat-cls (loaded once)."""
+    from edge.app import EdgeConfig, load_plan
+    from edge.transport.mqtt import BrokerAddress, MqttSettings
+
+    engines = (REPO / "engines" / "wave-seg", REPO / "engines" / "beat-cls")
+    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=engines))
 
 
 @pytest.fixture

@@ -5,24 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import wfdb
 
-from edge.app import EdgeConfig, load_plan
 from edge.interpret.alarms import AlarmLimits
 from edge.pipeline.runner import run_recording
-from edge.transport.mqtt import BrokerAddress, MqttSettings
 from offline.records import read_record
 from offline.rhythm import rhythm_episodes, vt_run
 from simulator.alarm_cases import reference_beats
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def edge_engines():
-    engines = (ROOT / "engines" / "wave-seg", ROOT / "engines" / "beat-cls")
-    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=engines))
 
 
 def test_vt_alarm_follows_the_fifth_v_beat_without_waiting_for_its_segmentation(data_dir: Path,

@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from edge.interpret.beat_class import (
     VETO_V_SHARE,
@@ -23,16 +22,6 @@ CLASSES = ("N", "S", "V", "F", "Q")
 THRESHOLDS = np.array([1.0, 0.4, 0.126, 1.0, 1.0])
 SAME = np.array([0.99, 0.0, 0.04, 0.6, 0.6])  # qrs_corr, qrs_amp_log2, qrs_diff, p_corr, dominant_share
 OTHER = np.array([0.55, 0.7, 0.5, 0.3, 0.6])
-
-
-@pytest.fixture(scope="module")
-def edge_engines():
-    from edge.app import EdgeConfig, load_plan
-    from edge.transport.mqtt import BrokerAddress, MqttSettings
-
-    root = Path(__file__).resolve().parent.parent
-    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)),
-                                engines=(root / "engines" / "wave-seg", root / "engines" / "beat-cls")))
 
 
 def test_232_premature_beats_with_the_dominant_qrs_are_not_ventricular(data_dir: Path, edge_engines) -> None:

@@ -24,17 +24,6 @@ from offline.records import read_record
 
 
 @pytest.fixture(scope="module")
-def edge_engines():
-    """The inference plan and engines of a default edge with the shipped wave-seg and beat-cls."""
-    from edge.app import EdgeConfig, load_plan
-    from edge.transport.mqtt import BrokerAddress, MqttSettings
-
-    root = Path(__file__).resolve().parent.parent
-    engines = (root / "engines" / "wave-seg", root / "engines" / "beat-cls")
-    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=engines))
-
-
-@pytest.fixture(scope="module")
 def mitdb_119(data_dir: Path):
     return rhythm.prepare(data_dir / "mitdb" / "119", beat_classes=True)
 

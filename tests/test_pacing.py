@@ -18,17 +18,6 @@ from edge.pipeline.runner import episodes_table, run_recording
 from offline.records import read_record
 
 
-@pytest.fixture(scope="module")
-def edge_engines():
-    """The inference plan and engines of a default edge with the shipped wave-seg and beat-cls."""
-    from edge.app import EdgeConfig, load_plan
-    from edge.transport.mqtt import BrokerAddress, MqttSettings
-
-    root = Path(__file__).resolve().parent.parent
-    engines = (root / "engines" / "wave-seg", root / "engines" / "beat-cls")
-    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=engines))
-
-
 def _hit(spikes_s: np.ndarray, beats_s: np.ndarray, before_s: float = 0.1, after_s: float = 0.03) -> np.ndarray:
     """Whether each beat (annotation time, s) has a spike in [t - before_s, t + after_s]."""
     j = np.searchsorted(spikes_s, beats_s - before_s)

@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 import wfdb
 
-from edge.app import EdgeConfig, load_plan
 from edge.interpret.events import BeatEvent
 from edge.interpret.ventricular import RunDetector
 from edge.pipeline.runner import episodes_table, run_recording
-from edge.transport.mqtt import BrokerAddress, MqttSettings
 from offline.records import read_record
 from offline.rhythm import overlap, rhythm_episodes
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def edge_engines():
-    engines = (ROOT / "engines" / "wave-seg", ROOT / "engines" / "beat-cls")
-    return load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=engines))
 
 
 def _edge_vt(data_dir: Path, record: str, from_s: float, to_s: float, edge_engines):

@@ -54,13 +54,11 @@ def matches_dominant(morphology: np.ndarray) -> np.ndarray:
 
 class RecentVCalls:
     """The classifier's last :data:`VETO_RECENT` calls of a stream: ``push(called_v) -> (share, after_v)``, the share
-    of V among the calls before this one (0 for the first) and whether the one just before was V; ``reset()``."""
+    of V among the calls before this one (0 for the first) and whether the one just before was V. One per detector
+    run (a new run starts a new one, as it starts a new dominant-beat tracker)."""
 
     def __init__(self) -> None:
         self._calls: deque[bool] = deque(maxlen=VETO_RECENT)
-
-    def reset(self) -> None:
-        self._calls.clear()
 
     def push(self, called_v: bool) -> tuple[float, bool]:
         share = sum(self._calls) / len(self._calls) if self._calls else 0.0
