@@ -99,6 +99,29 @@ def test_compiled_narrow_pulses_equal_their_numpy_definition(data_dir: Path, rec
         np.testing.assert_array_equal(got, want)
 
 
+def test_compiled_noise_medians_and_coincidence_equal_their_numpy_definitions(data_dir: Path) -> None:
+    rec = read_record(data_dir / "mitdb" / "104")
+    x = rec.signal_mv[: int(60 * rec.fs_hz)]
+    for m in (90, 125, 62):  # the block lengths at 360, 500 and 250 Hz (odd and even)
+        block = np.abs(np.diff(x[: m + 1], axis=0))
+        block[3, 0] = np.nan  # a NaN makes its column's median NaN, as numpy's
+        np.testing.assert_array_equal(pacing._column_medians(block), np.median(block, axis=0))
+    stream = SpikeStream(rec.fs_hz, x.shape[1])
+    level = np.full(x.shape, 0.005)
+    pulses = [p.astype(np.int64) for p in pacing.narrow_pulses(x, rec.fs_hz, level)]
+    tol, refractory, need = stream.tol, stream.refractory, stream.need
+    expected, last = [], -refractory  # the rule in Python: a pulse with `need` leads within tol, not refractory
+    for j in np.unique(np.concatenate(pulses)):
+        if j - last >= refractory and sum(bool(np.any(np.abs(p - j) <= tol)) for p in pulses) >= need:
+            expected.append(j)
+            last = j
+    cuts = np.cumsum([0] + [len(p) for p in pulses])
+    got, got_last = pacing._coincident(np.concatenate(pulses), cuts, 0, len(x), -refractory, refractory, tol, need)
+    assert len(expected) > 50  # 104's spikes in a minute
+    np.testing.assert_array_equal(got, expected)
+    assert got_last == expected[-1]
+
+
 def test_spike_stream_is_chunking_invariant(data_dir: Path) -> None:
     rec = read_record(data_dir / "mitdb" / "104")
     x = rec.signal_mv[: int(300 * rec.fs_hz)]

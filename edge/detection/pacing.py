@@ -118,6 +118,48 @@ def _narrow_pulses(x: np.ndarray, k: int, big_k: int, level: np.ndarray, min_hei
     return leads[:found], samples[:found]
 
 
+@numba.njit(cache=True)
+def _column_medians(block: np.ndarray) -> np.ndarray:
+    """``np.median(block, axis=0)`` of an ``(m, L)`` block, the same values (the mean of the two middle values for
+    an even ``m``; NaN for a column holding one)."""
+    m, n_leads = block.shape
+    out = np.empty(n_leads)
+    col = np.empty(m)
+    for lead in range(n_leads):
+        has_nan = False
+        for i in range(m):
+            col[i] = block[i, lead]
+            has_nan |= np.isnan(col[i])
+        out[lead] = np.nan if has_nan else np.median(col)
+    return out
+
+
+@numba.njit(cache=True)
+def _coincident(pulses: np.ndarray, cuts: np.ndarray, decided: int, until: int, last: int, refractory: int,
+                tol: int, need: int) -> tuple[np.ndarray, int]:
+    """The spikes among the narrow pulses in ``[decided, until)``: lead ``i``'s pulses are the ascending
+    ``pulses[cuts[i]:cuts[i + 1]]``; a pulse at least ``refractory`` samples after the last spike (``last``) is a spike
+    when at least ``need`` leads have a pulse within ``tol`` samples of it. Returns the spikes (ascending) and the
+    new last spike."""
+    candidates = np.unique(pulses)
+    spikes = np.empty(len(candidates), np.int64)
+    found = 0
+    for j in candidates:
+        if j < decided or j >= until or j - last < refractory:
+            continue
+        near = 0
+        for lead in range(len(cuts) - 1):
+            lead_pulses = pulses[cuts[lead]:cuts[lead + 1]]
+            i = np.searchsorted(lead_pulses, j - tol)  # the lead's first pulse at or after j - tol
+            if i < len(lead_pulses) and lead_pulses[i] <= j + tol:
+                near += 1
+        if near >= need:
+            spikes[found] = j
+            found += 1
+            last = j
+    return spikes[:found], last
+
+
 def narrow_pulses(x: np.ndarray, fs_hz: float, level_mv: np.ndarray) -> list[np.ndarray]:
     """Narrow pulses of every lead, in one compiled call.
 
@@ -181,7 +223,7 @@ class SpikeStream:
         self._tail = np.zeros((0, self.n_leads))  # the samples from _tail_start on
         self._tail_start = 0
         self._medians: deque[np.ndarray] = deque(maxlen=NOISE_BLOCKS)
-        self._block: list[np.ndarray] = []
+        self._block = np.empty((self.block, self.n_leads))  # the running block's |x[m] - x[m - k]|, its first rows
         self._block_len = 0
         self._level_starts: deque[tuple[int, np.ndarray]] = deque()  # (first sample, level) of recent blocks
         self._pending: list[np.ndarray] = [np.zeros(0, np.int64) for _ in range(self.n_leads)]
@@ -229,13 +271,13 @@ class SpikeStream:
         pos = 0
         while pos < len(d):
             take = min(len(d) - pos, self.block - self._block_len)
-            self._block.append(d[pos:pos + take])
+            self._block[self._block_len:self._block_len + take] = d[pos:pos + take]
             self._block_len += take
             pos += take
             if self._block_len == self.block:
                 block_start = self.samples_in + pos - self.block  # first sample of the block just completed
-                self._medians.append(np.median(np.concatenate(self._block), axis=0))
-                self._block, self._block_len = [], 0
+                self._medians.append(_column_medians(self._block))
+                self._block_len = 0
                 # the level from the next block on: the largest median of the last NOISE_BLOCKS blocks
                 self._level_starts.append((block_start + self.block, np.max(self._medians, axis=0)))
 
@@ -256,16 +298,10 @@ class SpikeStream:
         if not any(len(p) for p in self._pending):
             self._decided = max(self._decided, until)
             return np.zeros(0, np.int64)
-        pulses = np.unique(np.concatenate(self._pending))
-        spikes = []
-        for j in pulses[(pulses >= self._decided) & (pulses < until)]:
-            if j - self._last < self.refractory:
-                continue
-            near = sum(1 for p in self._pending if np.any(np.abs(p - j) <= self.tol))
-            if near >= self.need:
-                spikes.append(j)
-                self._last = j
+        cuts = np.cumsum([0] + [len(p) for p in self._pending])
+        spikes, self._last = _coincident(np.concatenate(self._pending), cuts, self._decided, until, self._last,
+                                         self.refractory, self.tol, self.need)
         self._decided = max(self._decided, until)
         lo = until - self.tol  # pulses before this can no longer count for a later spike
         self._pending = [p[p >= lo] for p in self._pending]
-        return np.array(spikes, np.int64)
+        return spikes
