@@ -1,11 +1,15 @@
 """Stateful IIR filtering of ``(n, C)`` chunks, and the band-pass designs used by the edge.
 
-Filters are second-order sections (SOS) run with :func:`scipy.signal.sosfilt` and carried state ``zi``, so a
-stream filtered chunk by chunk gives bit-identical output to the same stream filtered in one call.
+Filters are second-order sections (SOS) with carried state ``zi``, so a stream filtered chunk by chunk gives
+bit-identical output to the same stream filtered in one call. :class:`StreamingSOS` runs them in one compiled (numba)
+call per chunk, :func:`_sosfilt`: the arithmetic of :func:`scipy.signal.sosfilt` (its C loop, transposed direct form
+II, the same operations in the same order), so the output is scipy's to the bit, without scipy's ~40 µs of argument
+checks and axis moves per call (measured on a 2 vCPU x86-64 box, 2026-12-02).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy.signal import butter, group_delay, sos2tf, sosfilt, sosfilt_zi
 
@@ -66,6 +70,24 @@ def group_delay_samples(sos: np.ndarray, freq_hz: float, fs_hz: float) -> float:
     return float(delay[0])
 
 
+@numba.njit(cache=True)
+def _sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> np.ndarray:
+    """``scipy.signal.sosfilt(sos, x, axis=0, zi=zi)`` for float64 ``x`` ``(n, C)`` and ``zi`` ``(n_sections, 2,
+    C)``: returns ``y`` ``(n, C)`` and updates ``zi`` in place, with scipy's operations in scipy's order."""
+    n, n_channels = x.shape
+    y = np.empty((n, n_channels))
+    for c in range(n_channels):
+        for i in range(n):
+            x_cur = x[i, c]
+            for s in range(sos.shape[0]):
+                x_new = sos[s, 0] * x_cur + zi[s, 0, c]
+                zi[s, 0, c] = sos[s, 1] * x_cur - sos[s, 4] * x_new + zi[s, 1, c]
+                zi[s, 1, c] = sos[s, 2] * x_cur - sos[s, 5] * x_new
+                x_cur = x_new
+            y[i, c] = x_cur
+    return y
+
+
 class StreamingSOS:
     """An SOS filter applied column-wise to a stream of ``(n, C)`` chunks.
 
@@ -81,7 +103,9 @@ class StreamingSOS:
     """
 
     def __init__(self, sos: np.ndarray, n_channels: int):
-        self.sos = np.asarray(sos, dtype=np.float64)
+        self.sos = np.ascontiguousarray(sos, dtype=np.float64)
+        if not np.all(self.sos[:, 3] == 1.0):
+            raise ValueError("SOS sections must be normalised (a0 == 1)")
         self.n_channels = int(n_channels)
         self._zi_unit = sosfilt_zi(self.sos)[:, :, None]  # steady state for a unit step, (n_sections, 2, 1)
         self.zi: np.ndarray | None = None
@@ -96,6 +120,5 @@ class StreamingSOS:
         if x.shape[0] == 0:
             return x
         if self.zi is None:
-            self.zi = self._zi_unit * x[0]
-        y, self.zi = sosfilt(self.sos, x, axis=0, zi=self.zi)
-        return y
+            self.zi = np.ascontiguousarray(self._zi_unit * x[0])
+        return _sosfilt(self.sos, x, self.zi)
