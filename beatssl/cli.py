@@ -182,6 +182,10 @@ SegLeadsOpt = Annotated[str | None, typer.Option(
          "second channel; a T end and QT are kept only where they agree).")]
 HopOpt = Annotated[float, number_option("--rhythm-hop-s", gt=0, le=600, help="Period of rhythm messages per "
                                                                              "device, s.")]
+DiagnosisEveryOpt = Annotated[float, number_option(
+    "--diagnosis-every-s", gt=0, le=3600, help="Run the diagnosis classifier (PTB-XL superclasses of the 10 s "
+    "window) on a device's rhythm window at most this often, s of device time; the rhythm messages between carry "
+    "its last answer (diagnosis_t_end). At or below --rhythm-hop-s: every rhythm message.")]
 RefreshOpt = Annotated[float, number_option("--refresh-hz", gt=0, le=60, help="Screen refreshes per second.")]
 DurationOpt = Annotated[float | None, number_option("--duration-s", gt=0, help="Stop after this many seconds "
                                                                                "(default: Ctrl-C / SIGTERM).")]
@@ -396,6 +400,7 @@ def run(
     max_wait_ms: MaxWaitOpt = 20.0,
     segment_leads: SegLeadsOpt = None,
     rhythm_hop_s: HopOpt = 2.0,
+    diagnosis_every_s: DiagnosisEveryOpt = 10.0,
     metrics_port: Annotated[int | None, typer.Option(min=1, max=65535, help="Serve Prometheus metrics on "
                                                                             "http://127.0.0.1:PORT/metrics.")] = None,
     http_port: Annotated[int | None, typer.Option(
@@ -454,6 +459,7 @@ def run(
                             max_devices=max_devices, alarm_limits=default_limits, device_alarm_limits=device_limits,
                             limits=limits, backend=backend,
                             threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, rhythm_hop_s=rhythm_hop_s,
+                            diagnosis_every_s=diagnosis_every_s,
                             **engines, **({"node": node} if node else {}))
         edge = build_edge(config)
         if metrics_port is not None:

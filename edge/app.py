@@ -109,6 +109,8 @@ class EdgeConfig:
         seg_leads: leads to segment per beat (``("all",)`` for all; empty: two leads,
             :func:`edge.pipeline.device_inference.default_seg_leads`).
         rhythm_hop_s: period of rhythm messages per device (s of device time).
+        diagnosis_every_s: how often (s of device time) the diagnosis classifier runs on a device's rhythm window;
+            the hops between carry its last answer (:class:`~edge.pipeline.device_inference.InferencePlan`).
         alarm_limits: alarm limits of every device; device_alarm_limits: per-device overrides by device id.
     """
 
@@ -133,6 +135,7 @@ class EdgeConfig:
     max_wait_ms: float = 20.0
     seg_leads: tuple[str, ...] = ()
     rhythm_hop_s: float = 2.0
+    diagnosis_every_s: float = 10.0
     alarm_limits: AlarmLimits = field(default_factory=AlarmLimits)
     device_alarm_limits: dict[str, AlarmLimits] = field(default_factory=dict)
 
@@ -332,6 +335,7 @@ def load_plan(config: EdgeConfig) -> tuple[InferencePlan | None, dict[str, Engin
     plan = InferencePlan(
         fs_hz=INTERNAL_FS_HZ, seg=seg.manifest if seg else None, cls=cls.manifest if cls else None,
         beat=beat.manifest if beat else None, seg_leads=config.seg_leads, rhythm_hop_s=config.rhythm_hop_s,
+        diagnosis_every_s=config.diagnosis_every_s,
     )
     return plan, engines
 

@@ -97,7 +97,7 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
                             device_prefix="rhy")
         replayer.run(duration_s=24.0)
         # hops end at φ + 2, 4, … s (φ in [0, 2): the device's phase) up to 22 s (φ + 20 s at least): 10 or 11
-        phases, n_usable = {}, 0
+        phases, n_windows = {}, 0
         for device in replayer.device_ids:
             assert col.wait_for(lambda d=device: len(col.get(proto.rhythm_topic(d))) >= 10, 20)
             msgs = col.get(proto.rhythm_topic(device))
@@ -109,7 +109,7 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
             assert [m["reason"] for m in msgs[:4]] == ["warming_up"] * 4
             usable = [m for m in msgs if m["usable"]]
             assert usable, "no usable window in 24 s of clean LUDB signal"
-            n_usable += len(usable)
+            n_windows += len({m["diagnosis_t_end"] for m in usable})
             for m in usable:
                 assert m["window_s"] == 10.0 and m["diagnosis_engine"] is not None
                 assert set(m["diagnosis_probs"]) == {"NORM", "MI", "STTC", "CD", "HYP"}
@@ -117,8 +117,9 @@ def test_rhythm_messages_every_hop_for_every_device(broker, data_dir, engines) -
                 assert m["hr_bpm"] is not None and 30 <= m["hr_bpm"] <= 200
                 assert m["regularity"] in ("regular", "irregular")
         health = edge.health("online")
-        # every usable message came from one classifier window (6 or 7 per device: hops at φ + 10 … ≤ 22 s)
-        assert health["engines"]["classify"]["windows"] >= n_usable >= 3 * 6
+        # the usable messages carry the answers of classifier windows 10 s apart (--diagnosis-every-s): 2 per device,
+        # hops at φ + 10 and φ + 20 s
+        assert health["engines"]["classify"]["windows"] >= n_windows >= 3 * 2
         assert health["engines"]["segment"]["mean_batch"] >= 1.0
         col.close()
 
@@ -146,3 +147,35 @@ def test_stream_without_the_classifier_leads_is_reported_not_crashed(broker, dat
         assert col.wait_for(lambda: len(good()) >= 6, 20), [b["quality"] for b in col.get(proto.beats_topic(device))]
         assert all(b["segmented_leads"] == ["MLII", "V5"] and b["intervals_ms"]["QT"] for b in good())
         col.close()
+
+
+@pytest.mark.parametrize("every_s", [10.0, 2.0])
+def test_the_diagnosis_runs_every_diagnosis_every_s_and_the_hops_between_carry_it(data_dir: Path,
+                                                                                 every_s: float) -> None:
+    from edge.app import EdgeConfig, load_plan
+    from edge.pipeline.runner import run_recording
+    from edge.transport.mqtt import BrokerAddress, MqttSettings
+    from offline.records import read_record
+
+    rec = [read_record(data_dir / "ludb" / "data" / r) for r in LUDB_RECORDS]
+    signal = np.concatenate([r.signal_mv for r in rec])  # 40 s, 12 leads, 500 Hz
+    engine = REPO / "engines" / "rhythm-cls"
+    if not (engine / "manifest.json").is_file():
+        pytest.skip("the shipped rhythm-cls engine is not built")
+    plan, engines = load_plan(EdgeConfig(mqtt=MqttSettings(BrokerAddress("127.0.0.1", 1)), engines=(engine,),
+                                         diagnosis_every_s=every_s))
+    rhythm = run_recording(signal, rec[0].fs_hz, rec[0].leads, engines, plan, device="diag")["rhythm"]
+    usable = [m for m in rhythm if m["usable"]]
+    assert len(usable) >= 14  # a hop every 2 s once the first 10 s window is in
+    assert all(m["diagnosis_probs"] is not None and m["diagnosis_engine"] == "rhythm-cls" for m in usable)
+    ran = sorted({m["diagnosis_t_end"] for m in usable})  # the windows the classifier ran on
+    if every_s <= plan.rhythm_hop_s:
+        assert all(m["diagnosis_t_end"] == m["t_end"] for m in usable)
+    else:
+        assert len(ran) == pytest.approx(len(usable) / 5, abs=1)  # one window in five
+        assert min(np.diff(ran)) >= every_s - 1e-3
+        first = {m["diagnosis_t_end"]: m for m in usable if m["diagnosis_t_end"] == m["t_end"]}
+        for m in usable:  # each hop carries its window's answer, from at most every_s earlier
+            assert 0 <= m["t_end"] - m["diagnosis_t_end"] < every_s
+            assert m["diagnosis_probs"] == first[m["diagnosis_t_end"]]["diagnosis_probs"]
+            assert m["diagnosis"] == first[m["diagnosis_t_end"]]["diagnosis"]

@@ -226,7 +226,7 @@ class DeviceStream:
             ready = inf.on_seg(key, output) if request.kind == "seg" else inf.on_beat(key, output)
             out = self._classified(inf) + [Output("beats", payload) for payload in ready]
         else:
-            out = [Output("rhythm", inf.rhythm_result(key, output, request.ready_wall))]
+            out = [Output("rhythm", payload) for payload in inf.rhythm_result(key, output, request.ready_wall)]
         if inf is not self._inf and not inf.outstanding:
             del self._ending[generation]
         return self._interpret(out)

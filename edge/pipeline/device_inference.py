@@ -71,6 +71,9 @@ class InferencePlan:
         seg_pre_s: how much signal before the R peak the segmentation window holds (s); None centres the window
             on the R peak (half the engine's window before it).
         rhythm_hop_s: period of rhythm messages (s of device time).
+        diagnosis_every_s: the classifier runs on a hop's window only when at least this long (s of device time)
+            after the last window it ran on in this run (the first usable window always); the hops between carry
+            that window's diagnosis (``diagnosis_t_end`` says which). At or below ``rhythm_hop_s``: every hop.
         rhythm_window_s: window of the rhythm description when there is no classifier (s).
         fs_hz: the internal rate (Hz) at which windows are cut; engines must take this rate.
     """
@@ -82,6 +85,7 @@ class InferencePlan:
     seg_leads: tuple[str, ...] = ()
     seg_pre_s: float | None = None
     rhythm_hop_s: float = 2.0
+    diagnosis_every_s: float = 10.0
     rhythm_window_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -114,6 +118,17 @@ class InferencePlan:
     @property
     def rhythm_window(self) -> int:
         return self.cls.window_samples if self.cls else int(round(self.rhythm_window_s * self.fs_hz))
+
+
+@dataclass(eq=False)
+class _Hop:
+    """One rhythm hop waiting for its message: its window's key (``t_end`` s, ``rr``, ``problem``, ``carried``) and,
+    once ``done``, the classifier's answer (None: none ran, or its batch failed). Hops are answered in order."""
+
+    key: dict[str, Any]
+    ready_wall: float
+    done: bool = False
+    logits: np.ndarray | None = None
 
 
 class SignalBuffer:
@@ -234,6 +249,9 @@ class DeviceInference:
         self._beat_times: deque[tuple[float, float | None]] = deque()
         self._next_id = 0
         self._rhythm_due = 0  # classifier windows submitted and not yet answered
+        self._hops: deque[_Hop] = deque()  # rhythm hops not yet published, in order
+        self._diag_sent_s: float | None = None  # t_end (s) of the last window submitted to the classifier
+        self._diag: dict[str, Any] | None = None  # the last classifier answer: probs, labels, t_end
         self._results_due = 0  # segmentation / beat-class windows submitted and not yet answered
 
     @property
@@ -316,14 +334,31 @@ class DeviceInference:
 
     def _rhythm_hop(self, end: int, arrival: float, requests: list[InferenceRequest],
                     rhythm: list[dict[str, Any]]) -> None:
-        """The rhythm window ending at internal sample ``end``: a request for the classifier, or (no classifier,
-        unusable window) its rhythm message at once."""
+        """The rhythm window ending at internal sample ``end``: a request for the classifier when one is due
+        (:attr:`InferencePlan.diagnosis_every_s`); its message goes out once it and the hops before it are answered
+        (at once when none is outstanding)."""
         key, window = self._rhythm_window(end)
-        if window is None:
-            rhythm.append(self.on_rhythm(key, None, arrival))
-        else:
-            requests.append(InferenceRequest(self.device, "cls", key, window, arrival))
+        every = self.plan.diagnosis_every_s
+        if window is not None and self._diag_sent_s is not None and every > self.plan.rhythm_hop_s and \
+                key["t_end"] - self._diag_sent_s < every - 1e-6:
+            key["carried"] = True  # not due: this hop carries the last window's diagnosis
+            window = None
+        hop = _Hop(key, arrival, done=window is None)
+        self._hops.append(hop)
+        if window is not None:
+            self._diag_sent_s = key["t_end"]
+            requests.append(InferenceRequest(self.device, "cls", hop, window, arrival))
             self._rhythm_due += 1
+        rhythm += self._release_hops()
+
+    def _release_hops(self) -> list[dict[str, Any]]:
+        """The rhythm messages of the answered hops at the head of the queue, in hop order (a hop without a
+        classifier window waits for the windows before it, so it carries the latest answer)."""
+        out = []
+        while self._hops and self._hops[0].done:
+            hop = self._hops.popleft()
+            out.append(self.on_rhythm(hop.key, hop.logits, hop.ready_wall))
+        return out
 
     def add_beat(self, payload: dict[str, Any], r: int, rr_s: float | None) -> list[dict[str, Any]]:
         """A detected beat (``r``: internal sample of its R peak in this run). Returns the beat payloads ready to
@@ -456,31 +491,39 @@ class DeviceInference:
                 beat.cls_wanted = False
         return self._release()
 
-    def rhythm_result(self, key: dict[str, Any], logits: np.ndarray | None, ready_wall: float) -> dict[str, Any]:
-        """The classifier's answer (``None``: its batch failed) for a window this run submitted."""
+    def rhythm_result(self, hop: _Hop, logits: np.ndarray | None, ready_wall: float) -> list[dict[str, Any]]:
+        """The classifier's answer (``None``: its batch failed) for a window this run submitted; returns the rhythm
+        messages now ready, in hop order."""
         self._rhythm_due -= 1
-        return self.on_rhythm(key, logits, ready_wall)
+        hop.done, hop.logits, hop.ready_wall = True, logits, ready_wall
+        return self._release_hops()
 
     def on_rhythm(self, key: dict[str, Any], logits: np.ndarray | None, ready_wall: float) -> dict[str, Any]:
-        """The rhythm message of one hop (``logits`` None: no classifier output for this window)."""
+        """The rhythm message of one hop (``logits`` None: no classifier output for this window; with
+        ``key["carried"]`` the hop was not due for the classifier and carries the last answer, if any)."""
         desc = describe_rr(key["rr"])
         problem = key["problem"]
-        probs = None
-        labels: list[str] = []
         cls = self.plan.cls
         if logits is not None and cls is not None:
             p = to_probabilities(logits[None, :], cls.activation)[0]
             probs = {name: round(float(v), 4) for name, v in zip(cls.class_names, p, strict=True)}
-            labels = self.smoother.update(probs) if self.smoother is not None else []
-        elif problem is None and cls is not None and self.cls_problem is None:
-            problem = "inference_failed"
+            labels = list(self.smoother.update(probs)) if self.smoother is not None else []
+            diag = self._diag = {"probs": probs, "labels": labels, "t_end": round(key["t_end"], 3)}
+        elif key.get("carried"):
+            diag = self._diag
+        else:
+            diag = None
+            if problem is None and cls is not None and self.cls_problem is None:
+                problem = "inference_failed"
+                self._diag = None  # a failed window leaves nothing to carry
         return {
             "v": PROTOCOL_VERSION,
             "device": self.device,
             "t_end": round(key["t_end"], 3),
             "window_s": round(self.plan.rhythm_window / self.fs, 3),
-            "diagnosis_probs": probs,
-            "diagnosis": labels,
+            "diagnosis_probs": diag["probs"] if diag else None,
+            "diagnosis": diag["labels"] if diag else [],
+            "diagnosis_t_end": diag["t_end"] if diag else None,
             "hr_bpm": desc["hr_bpm"],
             "rate": desc["rate"],
             "regularity": desc["regularity"],
@@ -488,6 +531,6 @@ class DeviceInference:
             "rmssd_ms": desc["rmssd_ms"],
             "usable": problem is None,
             "reason": problem,
-            "diagnosis_engine": cls.name if cls is not None and probs is not None else None,
+            "diagnosis_engine": cls.name if cls is not None and diag else None,
             "proc_ms": round((time.monotonic() - ready_wall) * 1e3, 3),
         }

@@ -87,9 +87,9 @@ def test_a_bad_value_is_a_one_line_usage_error(args: list[str], option: str) -> 
     assert option in line and f"beatssl-edge {args[0]}" in line
 
 
-RANGED = {"run": ["--rhythm-hop-s", "--max-wait-ms", "--stale-after-s", "--min-fs-hz", "--max-fs-hz",
-                  "--connect-timeout-s", "--duration-s", "--workers", "--max-batch", "--threads", "--http-port",
-                  "--metrics-port", "--max-payload-kb", "--max-leads", "--keepalive"],
+RANGED = {"run": ["--rhythm-hop-s", "--diagnosis-every-s", "--max-wait-ms", "--stale-after-s", "--min-fs-hz",
+                  "--max-fs-hz", "--connect-timeout-s", "--duration-s", "--workers", "--max-batch", "--threads",
+                  "--http-port", "--metrics-port", "--max-payload-kb", "--max-leads", "--keepalive"],
           "demo": ["--speed", "--refresh-hz", "--devices", "--http-port", "--duration-s"],
           "view": ["--refresh-hz", "--keepalive"], "detect": ["--chunk-ms"]}
 
