@@ -28,7 +28,8 @@ found fewer than 3 of the V beats, and no false VT episode was called. The vt *a
 
 Outside VFL: a beat whose R time lies inside the edge's own VFL episode joins no V run and ends the one in progress
 (the VT episode ends at the run's last beat), since flutter waves are called V and VFL outranks VT in the call. A
-beat is judged by the VFL span at its own time, as the tracker knows it when the beat's class arrives: the span is
+beat is judged by the VFL span at its own time, as the tracker knew it :data:`KNOWN_AFTER_S` (0.7 s) after the
+beat's R, when its class can first be known (so however late the class comes; NOISE likewise): the span is
 known once the VFL onset is decided (~4.5 s after its start) and stays open until its end is decided (~2 s after
 it). So a run whose VT onset was decided before the VFL's still starts, and a V run right after the VFL begins at
 the first V beat classed after the end is decided (207's VT at 61.8 s: 62.19 → 62.55 s, still found). On the
@@ -45,16 +46,22 @@ Silence is measured against the signal clock minus ``beat_latency_s`` (the beat 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from edge.ecg import INTERNAL_FS_HZ
 from edge.interpret.af import AFConfig, AFDetector
+from edge.interpret.beat_noise import SPAN_S
 from edge.interpret.events import BeatEvent, EpisodeEvent, EpisodeState, RhythmCall
 from edge.interpret.signal_quality import SignalQuality
 from edge.interpret.ventricular import PatternDetector, RunDetector, VFDetector
+
+#: A beat is judged by the NOISE / VFL spans as they were known this long (s of device time) after its R peak: the
+#: signal has always reached that far when its class can be known (the noise gate's span after R,
+#: :data:`edge.interpret.beat_noise.SPAN_S`), so the judgement is the same however late the engines answer.
+KNOWN_AFTER_S = SPAN_S[1]
 
 #: Rhythm call priority, highest first.
 CALL_PRIORITY: tuple[str, ...] = (
@@ -212,9 +219,11 @@ class EpisodeTracker:
         self.asystole = EpisodeState("ASYSTOLE")
         self.noise = EpisodeState("NOISE")
         self._beat_detectors = (self.af, self.vt, self.svta, self.bigeminy, self.trigeminy, self.rate, self.paced)
-        #: the detectors that read only a beat's time, RR and class: fed as soon as the class is known
-        #: (:meth:`push_class`), before the beat's waves
-        self._class_detectors = (self.vt, self.svta, self.bigeminy, self.trigeminy, self.paced)
+        #: the detectors that read only a beat's time, RR and class, and take S and N alike: fed as soon as the class
+        #: is known (:meth:`push_class`), before the beat's waves. SVTA and the S count wait for the beat to be done
+        #: (:meth:`push_beat`): whether an S beat is conducted AF ("S during AF is N") is decided from the AF state
+        #: after the beats before it, which the order of the engine results cannot change.
+        self._class_detectors = (self.vt, self.bigeminy, self.trigeminy, self.paced)
         self._wave_detectors = tuple(d for d in self._beat_detectors if d not in self._class_detectors)
         #: each rhythm code's on/off state (the objects live as long as the tracker; reset() keeps them)
         self._states: dict[str, EpisodeState] = {
@@ -234,10 +243,12 @@ class EpisodeTracker:
         self._stream_start_s: float | None = None
         self._run_start_s: float | None = None  # start of the current run of contiguous signal (s)
         self._unusable_since_beat = False
-        self._ectopic: deque[tuple[float, str]] = deque()
+        #: R times (s) of the counted V and S beats, each in time order (V counted at push_class, S at push_beat)
+        self._ectopic: dict[str, deque[float]] = {"V": deque(), "S": deque()}
         self._beat_times: deque[float] = deque(maxlen=RATE_BEATS_ALL + 1)  # R times of the latest beats, any class
-        self._noise_spans: deque[list] = deque(maxlen=64)  # [start_s, end_s | None] of recent NOISE episodes
-        self._vfl_spans: deque[list] = deque(maxlen=64)  # [start_s, end_s | None] of recent VFL episodes
+        #: NOISE / VFL episodes not yet behind every beat: [start_s, end_s | None, start_at_s, end_at_s | None]
+        self._noise_spans: deque[list] = deque()
+        self._vfl_spans: deque[list] = deque()
         self._af_spans: deque[tuple[float, float]] = deque()  # closed AF spans (s) within the burden window
         self.call = RhythmCall("N", 0.0, 0.0)
 
@@ -272,26 +283,35 @@ class EpisodeTracker:
 
     def push_class(self, beat: BeatEvent) -> list[EpisodeEvent | RhythmCall]:
         """Feed one beat's time, RR and class as soon as the classifier has spoken (in time order, before the beat's
-        waves): the ectopic counts and the class detectors (VT, SVTA, B, T, PACED) take it now, so a V run is called
-        without waiting for the segmentation; :meth:`push_beat` with ``classed=True`` then gives the rest."""
+        waves): the V count and the class detectors that take S and N alike (VT, B, T, PACED) take it now, so a V run
+        is called without waiting for the segmentation; :meth:`push_beat` with ``classed=True`` then gives the
+        rest."""
         out: list[EpisodeEvent | RhythmCall] = []
         if self.last_beat_s is None or beat.time_s > self.last_beat_s:
             out += self.note_beat(beat.time_s)
-        return out + self._finish(self._feed(beat, self._class_detectors, count=True))
+        return out + self._finish(self._feed(beat, self._class_detectors, count=("V",)))
 
-    def push_beat(self, beat: BeatEvent, classed: bool = False) -> list[EpisodeEvent | RhythmCall]:
+    def push_beat(self, beat: BeatEvent, classed: bool = False,
+                  conducted: bool = False) -> list[EpisodeEvent | RhythmCall]:
         """Feed one beat with its class and waves (in time order); returns the episode events and rhythm-call
-        change it causes. ``classed``: :meth:`push_class` already had this beat (only the wave detectors, AF and
-        the sinus rates, take it here)."""
+        change it causes. ``classed``: :meth:`push_class` already had this beat (only AF, the sinus rates, SVTA and
+        the S count take it here). ``conducted``: the beat is an S beat that counts as N for SVTA and the S count
+        (an S beat during AF, :data:`edge.pipeline.interpretation.ATRIAL_EPISODES`); AF and the rates keep the
+        classifier's class."""
         out: list[EpisodeEvent | RhythmCall] = []
         if self.last_beat_s is None or beat.time_s > self.last_beat_s:
             out += self.note_beat(beat.time_s)
-        detectors = self._wave_detectors if classed else self._beat_detectors
-        return out + self._finish(self._feed(beat, detectors, count=not classed))
+        if not classed:
+            out += self._finish(self._feed(beat, self._class_detectors, count=("V",)))
+        self._prune_spans(beat.time_s)
+        events = self._feed(beat, self._wave_detectors, count=())
+        events += self._feed(replace(beat, cls="N") if conducted else beat, (self.svta,), count=("S",))
+        return out + self._finish(events)
 
-    def _feed(self, beat: BeatEvent, detectors: tuple[Any, ...], count: bool) -> list[EpisodeEvent]:
-        if count and beat.cls in ("V", "S"):
-            self._ectopic.append((beat.time_s, beat.cls))
+    def _feed(self, beat: BeatEvent, detectors: tuple[Any, ...], count: tuple[str, ...]) -> list[EpisodeEvent]:
+        """Feed ``beat`` to ``detectors`` (none inside a NOISE span) after counting it if its class is in ``count``."""
+        if beat.cls in count:
+            self._ectopic[beat.cls].append(beat.time_s)
         events: list[EpisodeEvent] = []
         if self._within(self._noise_spans, beat.time_s):
             return events
@@ -302,28 +322,37 @@ class EpisodeTracker:
                 events += det.push(beat)
         return events
 
+    def _prune_spans(self, time_s: float) -> None:
+        """Forget the NOISE / VFL spans that ended, as known :data:`KNOWN_AFTER_S` after it, before ``time_s`` (s), the
+        R time of the beat :meth:`push_beat` has now: beats come in order and :meth:`push_class` is never behind it,
+        so none is asked about again. (A fixed
+        count would drop spans that a lagging engine's beats still fall in, and make the episodes depend on lag.)"""
+        for spans in (self._noise_spans, self._vfl_spans):
+            while spans and spans[0][1] is not None and spans[0][1] <= time_s and spans[0][3] <= time_s + KNOWN_AFTER_S:
+                spans.popleft()
+
     def push_signal(self, chunk_mv: np.ndarray, t0_s: float) -> list[EpisodeEvent | RhythmCall]:
         """Feed band-passed samples ``(n,)`` mV at ``fs_hz`` whose first sample is at device time ``t0_s`` (s)."""
         chunk = np.asarray(chunk_mv, dtype=float).ravel()
         if self._stream_start_s is None:
             self._stream_start_s = t0_s
         events: list[EpisodeEvent] = []
-        for status, since in self.quality.push(chunk, t0_s):
+        for status, since, at in self.quality.push(chunk, t0_s):
             if status == "ok":
                 if self._noise_spans and self._noise_spans[-1][1] is None:
-                    self._noise_spans[-1][1] = since
+                    self._noise_spans[-1][1:4:2] = [since, at]
                 events += self.noise.end(since, since)
             else:
                 self._unusable_since_beat = True
                 events += self.asystole.end(since, since)
                 if not self.noise.active:
-                    self._noise_spans.append([since, None])
+                    self._noise_spans.append([since, None, at, None])
                 events += self.noise.start(since, since)
         for ev in self.vf.push(chunk, t0_s, usable=self.quality.usable):
             if ev.kind == "start":
-                self._vfl_spans.append([ev.start_s, None])
+                self._vfl_spans.append([ev.start_s, None, ev.at_s, None])
             elif self._vfl_spans:
-                self._vfl_spans[-1][1] = ev.end_s
+                self._vfl_spans[-1][1:4:2] = [ev.end_s, ev.at_s]
             events.append(ev)
         self.now_s = t0_s + chunk.size / self.fs_hz
         events += self._silence(self.now_s)
@@ -372,10 +401,14 @@ class EpisodeTracker:
 
     @staticmethod
     def _within(spans: deque[list], time_s: float) -> bool:
-        """Whether device time ``time_s`` (s) lies in one of ``spans`` (``[start_s, end_s | None]``, None: still on):
-        beats are judged by the NOISE / VFL state at their own time, not by the state when they arrive, so the
-        episodes do not depend on how late a beat's engine results came."""
-        return any(start <= time_s and (end is None or time_s < end) for start, end in spans)
+        """Whether device time ``time_s`` (s) lies in one of ``spans`` as they were known :data:`KNOWN_AFTER_S` after
+        it (``[start_s, end_s | None, start_at_s, end_at_s | None]``: the span and when, on the device clock, its start
+        and end were decided). A beat is judged by the NOISE / VFL state at its own time as known at a fixed point after
+        it, not by what is known when its engine results arrive, so the episodes do not depend on how late those
+        came (tests/test_interpretation_order.py)."""
+        as_of = time_s + KNOWN_AFTER_S
+        return any(start_at <= as_of and start <= time_s and (end is None or end_at > as_of or time_s < end)
+                   for start, end, start_at, end_at in spans)
 
     def _active_start(self, name: str) -> float | None:
         return self._states[name].start_s
@@ -384,11 +417,11 @@ class EpisodeTracker:
     def ectopic_per_min(self) -> dict[str, float]:
         """PVC (V) and PAC (S) beats in the last :data:`COUNT_WINDOW_S` (s), per minute."""
         now = self.now_s or 0.0
-        while self._ectopic and self._ectopic[0][0] < now - COUNT_WINDOW_S:
-            self._ectopic.popleft()
+        for times in self._ectopic.values():
+            while times and times[0] < now - COUNT_WINDOW_S:
+                times.popleft()
         span = min(COUNT_WINDOW_S, max(now - (self._stream_start_s if self._stream_start_s is not None else now), 1.0))
-        pvc = sum(1 for _, c in self._ectopic if c == "V")
-        pac = sum(1 for _, c in self._ectopic if c == "S")
+        pvc, pac = len(self._ectopic["V"]), len(self._ectopic["S"])
         return {"pvc_per_min": round(pvc * 60.0 / span, 1), "pac_per_min": round(pac * 60.0 / span, 1)}
 
     def hr_all_bpm(self) -> float | None:

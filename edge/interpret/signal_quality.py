@@ -94,8 +94,9 @@ class SignalQuality:
     def usable(self) -> bool:
         return self.status == "ok"
 
-    def push(self, chunk_mv: np.ndarray, t0_s: float) -> list[tuple[str, float]]:
-        """Feed samples whose first is at device time ``t0_s`` (s); returns ``(status, since_s)`` changes."""
+    def push(self, chunk_mv: np.ndarray, t0_s: float) -> list[tuple[str, float, float]]:
+        """Feed samples whose first is at device time ``t0_s`` (s); returns ``(status, since_s, at_s)`` changes
+        (``at_s``: the end of the block that decided it, s: when the change became known on the device clock)."""
         chunk = np.asarray(chunk_mv, dtype=float).ravel()
         if not self._buf.size:
             self._t0 = t0_s
@@ -110,7 +111,7 @@ class SignalQuality:
             need = 1 if status == "lead_off" else self.hold_blocks
             if status != self.status and self._count >= need:
                 self.status, self.since_s = status, self._candidate_s
-                changes.append((status, self.since_s))
+                changes.append((status, self.since_s, self._t0 + self.block / self.fs_hz))
             self._buf = self._buf[self.block :]
             self._t0 += self.block / self.fs_hz
         return changes

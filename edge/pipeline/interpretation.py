@@ -2,16 +2,17 @@
 
 :class:`DeviceInterpretation` is the glue between a device's stream (:mod:`edge.pipeline.device`) and the
 interpretation objects of :mod:`edge.interpret` (:class:`~edge.interpret.episodes.EpisodeTracker`,
-:class:`~edge.interpret.alarms.AlarmMonitor`). It is fed at three moments, all on the device clock:
+:class:`~edge.interpret.alarms.AlarmMonitor`). It is fed at these moments, all on the device clock:
 
 * every chunk of signal (band-passed 0.5–40 Hz here, on the preferred lead): signal quality, VF, asystole;
 * every beat as soon as the detector decides it (:meth:`beat_detected`, ~0.3 s after R): the silence clock behind
   pause and asystole never waits for an engine;
 * every chunk's pacing spikes, found on the raw input (:meth:`spikes`): a beat with one just before R is paced;
 * every beat once its class is known (:meth:`beat_classified`, in beat order, ~0.5–0.9 s after R): the class
-  detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts;
+  detectors that take S and N alike (VT, bigeminy, trigeminy, paced) and the V count;
 * every beat once all its engine results are in (:meth:`beat_done`, after its segmentation window): the P wave and
-  the rest feed AF, the sinus rates and the interval medians;
+  the rest feed AF, the sinus rates and the interval medians, and SVTA and the S count take the class ("S during AF
+  is N" needs the AF state up to this beat);
 
 so the life-threatening alarms (asystole, VF) come from the detector's and the signal's own state, and those that
 need beat classes (VT) from the beat classifier, never from the segmentation window. Pure logic: no I/O.
@@ -41,10 +42,11 @@ INTERVAL_NAMES = ("PR", "QRS", "QT", "QTc_bazett", "QTc_fridericia")
 #: The signal goes to the episode layer in blocks of this many internal samples (0.2 s at 250 Hz), and the alarms are
 #: re-evaluated at least that often (at once after an episode event): per-chunk calls cost more than the logic.
 SIGNAL_BLOCK = 50
-#: Episodes during which a beat the classifier calls S is published (and counted) as N: while the atria fibrillate,
-#: an early beat is irregular conduction, not a supraventricular ectopic beat (MIT-BIH's annotators label those beats
-#: N, as AAMI EC57 scores them). The AF detector itself keeps the classifier's class. (Flutter is not told apart: it
-#: is called AFIB, docs/method.md.)
+#: Episodes during which a beat the classifier calls S is published (and counted, and given to SVTA) as N: while the
+#: atria fibrillate, an early beat is irregular conduction, not a supraventricular ectopic beat (MIT-BIH's annotators
+#: label those beats N, as AAMI EC57 scores them). Decided when the beat is done, from the episode state after the
+#: beats before it. The AF detector itself keeps the classifier's class. (Flutter is not told apart: it is called
+#: AFIB, docs/method.md.)
 ATRIAL_EPISODES = ("AFIB",)
 #: A beat is paced when a pacing spike (:mod:`edge.detection.pacing`) lies in ``[R - PACED_BEFORE_S, R +
 #: PACED_AFTER_S]`` (s): the stimulus comes up to ~200 ms before the wide paced QRS (LUDB, CinC) or on its onset,
@@ -73,7 +75,6 @@ class DeviceInterpretation:
         self._block_len = 0
         self._dirty = False  # an input since the last alarm evaluation could change an alarm
         self._good: deque[dict[str, float | None]] = deque(maxlen=INTERVAL_BEATS)
-        self._conducted: set[float] = set()  # R times (s) of S beats called N in an atrial episode, until done
         self._spikes: deque[float] = deque()  # device times (s) of recent pacing spikes, oldest first
         self._paced: set[float] = set()  # R times (s) of classed beats made Q by a spike, until done
 
@@ -127,18 +128,14 @@ class DeviceInterpretation:
 
     def beat_classified(self, event: dict[str, Any]) -> list[Output]:
         """A beat's class is known (``time`` s, ``rr_s`` s, ``class``, ``class_probs``; before its waves): feed the
-        class detectors (VT, SVTA, bigeminy, trigeminy, paced) and the ectopic counts. A paced beat (a spike
-        before R, :data:`PACED_BEFORE_S`) is Q for them, and in its beat message (:meth:`beat_done`); so is an S
-        beat during an :data:`ATRIAL_EPISODES` episode N."""
+        class detectors that take S and N alike (VT, bigeminy, trigeminy, paced) and the V count. A paced beat (a
+        spike before R, :data:`PACED_BEFORE_S`) is Q for them, and in its beat message (:meth:`beat_done`)."""
         self._dirty = True
         cls = event.get("class")
         paced = self._spiked(event["time"])
         if paced and cls is not None:
             cls = "Q"
             self._paced.add(event["time"])
-        elif cls == "S" and any(self.episodes.is_active(name) for name in ATRIAL_EPISODES):
-            cls = "N"
-            self._conducted.add(event["time"])
         return self._events(self.episodes.push_class(BeatEvent(
             time_s=event["time"], rr_s=event["rr_s"] or None, cls=cls, class_probs=event.get("class_probs"),
             paced=paced)))
@@ -164,11 +161,13 @@ class DeviceInterpretation:
         )
         if quality == "good":
             self._good.append(payload.get("intervals_ms") or {})
-        if self._conducted and payload["time"] in self._conducted:
-            self._conducted.discard(payload["time"])
+        # decided here, from the AF state after the beats before this one, not when the class came: the same
+        # episodes and classes however late the engine results are (tests/test_interpretation_order.py)
+        conducted = event.cls == "S" and any(self.episodes.is_active(name) for name in ATRIAL_EPISODES)
+        if conducted:
             payload["class"] = "N"  # class_probs stay the classifier's own
         self._dirty = True
-        return self._events(self.episodes.push_beat(event, classed=classed))
+        return self._events(self.episodes.push_beat(event, classed=classed, conducted=conducted))
 
     def acknowledge(self, alarm_type: str) -> list[Output]:
         """An operator acknowledged ``alarm_type`` (raises ValueError for an unknown type)."""
@@ -180,7 +179,6 @@ class DeviceInterpretation:
         out = self._push_block()
         self._t_next = None
         self._dirty = True
-        self._conducted.clear()
         self._paced.clear()
         return out + self._events(self.episodes.flush())
 
