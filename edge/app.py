@@ -66,6 +66,7 @@ from edge.interpret.alarms import AlarmLimits
 from edge.pipeline.device import DeviceStream, StreamConfig
 from edge.pipeline.device_inference import REQUEST_TASK, InferencePlan
 from edge.pipeline.outputs import Output
+from edge.pipeline.warmup import warm_up
 from edge.transport.mqtt import MqttSettings, connect_properties, make_client
 
 log = logging.getLogger(__name__)
@@ -409,6 +410,9 @@ class EdgeApp:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> EdgeApp:
+        """Compile the signal kernels (:mod:`edge.pipeline.warmup`: before the first chunk, not on it), start the
+        threads, connect."""
+        log.info("signal kernels ready in %.1f s", warm_up())
         for scheduler in self.schedulers.values():
             scheduler.start()
         for t in self._workers:

@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """The signal kernels compiled once, first, into numba's on-disk cache: every edge a test starts (in process or
+    as a subprocess) then loads them in well under a second instead of compiling them (10-20 s on a fresh clone)."""
+    from edge.pipeline.warmup import warm_up
+
+    warm_up()
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """``../shared/data`` (real PhysioNet WFDB records); tests that need it skip when it is absent."""

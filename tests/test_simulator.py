@@ -241,18 +241,30 @@ def test_one_thread_drives_200_devices_in_real_time(broker: EmbeddedBroker) -> N
     summary = Replayer(sources, settings, devices=200, speed=1.0, fmt="binary").run(duration_s=2.0)
     elapsed = time.monotonic() - t
     assert summary.chunks == 200 * math.ceil(720 / 14) and summary.dropped == 0
-    assert elapsed <= 3.5, f"200 devices × 2 s at real time took {elapsed:.2f} s (max lag {summary.max_lag_s:.2f} s)"
+    # at real time it cannot finish early; the bound is loose on purpose (a loaded 2-core CI runner took 3.98 s with
+    # the broker on the same cores): the simulator's speed is measured in bench/, this only says it keeps pace
+    assert elapsed >= 1.9 and elapsed <= 6.0, \
+        f"200 devices × 2 s at real time took {elapsed:.2f} s (max lag {summary.max_lag_s:.2f} s)"
 
 
 def test_stop_event_ends_a_looping_replay(broker: EmbeddedBroker) -> None:
     replayer = Replayer(sample_records(), _settings(broker), devices=3, speed=1.0, loop=True)
     stop = threading.Event()
-    threading.Timer(0.5, stop.set).start()
-    t = time.monotonic()
+    stopped_at: list[float] = []
+
+    def stop_once_playing() -> None:  # 0.5 s after the first chunk went out (connecting takes longer on a slow box)
+        deadline = time.monotonic() + 20
+        while replayer.snapshot().chunks == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        stopped_at.append(time.monotonic())
+        stop.set()
+
+    threading.Thread(target=stop_once_playing, daemon=True).start()
     summary = replayer.run(stop_event=stop)
-    assert time.monotonic() - t < 2.0
-    # it played (in real time, so no more device time than wall time) and stopped when told, not at a record's end
-    assert 0.0 < summary.device_seconds <= min(0.7, summary.elapsed_s + 0.05) and summary.unacked == 0
+    assert stopped_at and time.monotonic() - stopped_at[0] < 1.5  # stopped when told, not at a record's end
+    # it played, in real time (no more device time than wall time)
+    assert 0.0 < summary.device_seconds <= summary.elapsed_s + 0.05 and summary.unacked == 0
 
 
 def test_broker_restart_bounded_queue_counts_drops_and_reconnects() -> None:

@@ -191,5 +191,7 @@ class StreamingResampler:
         # last k with floor((k * down + half_len) / up) <= samples_in - 1
         self.samples_out = k_end = max(k, (self.samples_in * self.up - 1 - self.half_len) // self.down + 1)
         out = np.empty((k_end - k, self.n_channels), dtype=np.float32)
-        _polyphase(history.data, column, x, k, self._shift - history.start, *self._phases, out)
+        # one compiled variant for every input: float64 C order, as the history stores it (float32 converts exactly)
+        _polyphase(history.data, column, np.ascontiguousarray(x, dtype=np.float64), k, self._shift - history.start,
+                   *self._phases, out)
         return out
