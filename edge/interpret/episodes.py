@@ -224,7 +224,8 @@ class EpisodeTracker:
         #: (:meth:`push_beat`): whether an S beat is conducted AF ("S during AF is N") is decided from the AF state
         #: after the beats before it, which the order of the engine results cannot change.
         self._class_detectors = (self.vt, self.bigeminy, self.trigeminy, self.paced)
-        self._wave_detectors = tuple(d for d in self._beat_detectors if d not in self._class_detectors)
+        #: fed when the beat is done: AF and the sinus rates (the classifier's class), then SVTA (S during AF as N)
+        self._wave_detectors = (self.af, self.rate)
         #: each rhythm code's on/off state (the objects live as long as the tracker; reset() keeps them)
         self._states: dict[str, EpisodeState] = {
             "NOISE": self.noise, "ASYSTOLE": self.asystole, "VFL": self.vf.state, "VT": self.vt.state,
