@@ -69,12 +69,11 @@ from edge.pipeline.runner import run_recording
 from edge.transport.mqtt import BrokerAddress, MqttSettings
 from offline.plots import plot_confusion
 from offline.records import read_record
-from offline.scoring import match_pairs
+from offline.scoring import BEAT_MATCH_WINDOW_S, match_pairs
 from train.beat_metrics import confusion, ec57_scores
 from train.data import mitdb
 from train.data.rate import rescale_samples
 
-MATCH_WINDOW_S = 0.15
 LEARNING_S = 300.0
 DEV_TEST = ("100", "103", "105", "200", "210", "232")
 PACED = ("104",)
@@ -151,7 +150,7 @@ def record_matrices(engine: Engine, path: Path) -> dict[str, dict[str, np.ndarra
     det_t = np.array([b.time_s for b in detected])
     det_preds = classify(engine, signal, leads, rescale_samples(det_samples, rec.fs_hz), det_t)
     ref_samples = np.round(ref_t * rec.fs_hz).astype(np.int64)
-    match = match_index(ref_samples, det_samples, MATCH_WINDOW_S * rec.fs_hz)
+    match = match_index(ref_samples, det_samples, BEAT_MATCH_WINDOW_S * rec.fs_hz)
     for suffix, det_pred in zip(("", " ungated"), det_preds[::-1], strict=True):
         out[f"edge{suffix}"] = detection_matrices(ref_t, ref_labels, det_t, det_pred, match)
     hit = match >= 0
@@ -199,7 +198,7 @@ def pipeline_matrices(plan: InferencePlan, engines: dict[str, Engine], path: Pat
             if int(decide(probs, thresholds)[0]) == s_idx:
                 undone[i] = s_idx
     ref_samples = np.round(beats.r_times_s * rec.fs_hz).astype(np.int64)
-    match = match_index(ref_samples, det_samples, MATCH_WINDOW_S * rec.fs_hz)
+    match = match_index(ref_samples, det_samples, BEAT_MATCH_WINDOW_S * rec.fs_hz)
     return {"pipeline": detection_matrices(beats.r_times_s, beats.labels, det_t, classes, match),
             "pipeline, no AF rule": detection_matrices(beats.r_times_s, beats.labels, det_t, undone, match)}
 

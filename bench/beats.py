@@ -35,9 +35,8 @@ from rich.table import Table
 from edge.detection.beats import detect_record
 from offline.plots import plot_latency_histogram
 from offline.records import Record, read_annotations, read_record
-from offline.scoring import beat_samples, match_beats
+from offline.scoring import BEAT_MATCH_WINDOW_S, beat_samples, match_beats
 
-MATCH_WINDOW_S = 0.15
 EDGE_S = 0.5
 DETECTORS = ("ours", "xqrs", "neurokit2")
 DATABASES = ("mitdb", "qtdb")
@@ -167,7 +166,7 @@ def bench_record(path: Path, detectors: list[str], chunk_ms: float, results: Res
     for name in detectors:
         detected, seconds = runners[name]()
         test = scored(detected, record.n_samples, record.fs_hz, excluded)
-        tp, fn, fp = match_beats(ref, test, MATCH_WINDOW_S * record.fs_hz)
+        tp, fn, fp = match_beats(ref, test, BEAT_MATCH_WINDOW_S * record.fs_hz)
         scores[name] = Score(tp, fn, fp, seconds, record.duration_s)
     return scores
 
@@ -227,7 +226,7 @@ def main() -> None:
             results.per_record[f"{db}/{rec}"] = bench_record(folder / rec, args.detectors, args.chunk_ms, results)
             console.log(f"{db}/{rec} done")
     print_tables(console, results, groups, args.detectors)
-    summary: dict[str, object] = {"chunk_ms": args.chunk_ms, "match_window_s": MATCH_WINDOW_S, "edge_s": EDGE_S}
+    summary: dict[str, object] = {"chunk_ms": args.chunk_ms, "match_window_s": BEAT_MATCH_WINDOW_S, "edge_s": EDGE_S}
     if results.latencies_s:
         lat = np.asarray(results.latencies_s)
         summary["latency_s"] = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),

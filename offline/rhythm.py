@@ -29,10 +29,9 @@ from edge.interpret.alarms import AlarmEvent, AlarmLimits, AlarmMonitor
 from edge.interpret.episodes import EpisodeConfig, EpisodeTracker
 from edge.interpret.events import BeatEvent, EpisodeEvent, RhythmCall
 from offline.records import read_record
-from offline.scoring import BEAT_SYMBOLS, pair_beats
+from offline.scoring import BEAT_MATCH_WINDOW_S, BEAT_SYMBOLS, pair_beats
 
-#: Beat match window (s, EC57), signal chunk fed to the tracker (s) and detector chunk (s, as a device sends).
-MATCH_WINDOW_S = 0.15
+#: Signal chunk fed to the tracker (s) and detector chunk (s, as a device sends).
 CHUNK_S = 1.0
 DETECT_CHUNK_S = 0.04
 
@@ -125,7 +124,7 @@ def prepare(path: Path, beat_classes: bool) -> Prepared:
     keep = [i for i, s in enumerate(symbols) if s in BEAT_SYMBOLS]
     if beat_classes:
         prep.classes = reference_classes(prep.beats, ann.sample[keep], [symbols[i] for i in keep],
-                                         MATCH_WINDOW_S * record.fs_hz)
+                                         BEAT_MATCH_WINDOW_S * record.fs_hz)
     prep.ref_v_s = np.array([ann.sample[i] / record.fs_hz for i in keep if MITDB_TO_AAMI.get(symbols[i]) == "V"])
     return prep
 

@@ -8,6 +8,8 @@ import numpy as np
 
 #: MIT-BIH annotation symbols that mark a beat (all other symbols are rhythm, noise or wave marks).
 BEAT_SYMBOLS: frozenset[str] = frozenset("NLRBAaJSVrFejnE/fQ?")
+#: EC57's beat match window: a detection within ± this of a reference beat is that beat (s).
+BEAT_MATCH_WINDOW_S = 0.15
 
 
 def beat_samples(samples: np.ndarray, symbols: Sequence[str]) -> np.ndarray:

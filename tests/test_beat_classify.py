@@ -11,8 +11,11 @@ from edge.ecg import AAMI_CLASSES, INTERNAL_FS_HZ
 from edge.interpret.beat_class import BEAT_FEATURE_NAMES, beat_features, feature_columns
 from edge.interpret.beat_morphology import MORPHOLOGY_NAMES, NEUTRAL, DominantBeat, morphology_features
 from edge.interpret.rr_features import FEATURE_NAMES, RRContext, rr_features
+from offline.scoring import match_pairs
 from train import config
+from train.beat_metrics import NO_BEAT, confusion, detection_confusion, ec57_scores
 from train.data import mitdb
+from train.data.rate import rescale_samples
 from train.tasks import held_out
 
 #: engines/beat-cls on DS2 record 100's reference beats: N recall measured 1.000 (2237 / 2237), S 28 / 33.
@@ -77,6 +80,36 @@ def test_read_beats_lead_rate_and_paced_record(data_dir: Path) -> None:
     assert counts[AAMI_CLASSES.index("Q")] == 2064
 
 
+def test_detected_beats_carry_the_matched_reference_class(data_dir: Path) -> None:
+    path = data_dir / "mitdb" / "207"  # flutter: the detector finds 436 "beats" where the reference has none
+    ref = mitdb.read_beats(path)
+    det = mitdb.read_beats(path, "detected")
+    assert det.signal_mv.shape == ref.signal_mv.shape and det.lead == ref.lead
+    ref_idx, det_idx = match_pairs(np.round(ref.r_times_s * 360).astype(np.int64),
+                                   np.round(det.r_times_s * 360).astype(np.int64), 0.15 * 360)  # fmt: skip
+    np.testing.assert_array_equal(det.labels[det_idx], ref.labels[ref_idx])
+    unmatched = np.setdiff1d(np.arange(len(det.labels)), det_idx)
+    assert (det.labels[unmatched] == NO_BEAT).all() and len(unmatched) > 400
+    assert len(ref_idx) >= 0.99 * len(ref.labels)  # the detector finds nearly every reference beat
+    np.testing.assert_array_equal(det.r_samples, rescale_samples(np.round(det.r_times_s * 360).astype(np.int64), 360))
+    with pytest.raises(ValueError, match="r_peaks"):
+        mitdb.read_beats(path, "annotated")
+
+
+def test_detection_confusion_counts_unmatched_detections_as_false_positives() -> None:
+    n, s, v, q = (AAMI_CLASSES.index(c) for c in "NSVQ")
+    reference = np.array([n, n, v, v, NO_BEAT, NO_BEAT, NO_BEAT, -1])
+    predicted = np.array([n, v, v, n, v, q, s, v])
+    m = detection_confusion(reference, predicted)
+    assert m.shape == (len(AAMI_CLASSES) + 1, len(AAMI_CLASSES))
+    np.testing.assert_array_equal(m[-1], [0, 1, 1, 0, 1])  # the extra row: what the non-beats were called
+    scores = ec57_scores(m)
+    assert scores["veb"] == {"se": 0.5, "pp": 1 / 3, "tp": 1, "fn": 1, "fp": 2}  # N called V, a non-beat called V
+    assert scores["sveb"]["fp"] == 1 and scores["reference_beats"] == 4
+    np.testing.assert_array_equal(detection_confusion(reference[:4], predicted[:4])[:-1],
+                                  confusion(reference[:4], predicted[:4]))  # fmt: skip
+
+
 def test_beat_task_refuses_ds2_in_training_or_validation(data_dir: Path) -> None:
     from train.tasks import BeatClassifyTask
 
@@ -87,6 +120,20 @@ def test_beat_task_refuses_ds2_in_training_or_validation(data_dir: Path) -> None
         BeatClassifyTask(cfg, train_records=("101",), val_records=("232",))
     with pytest.raises(ValueError, match="DS1"):
         BeatClassifyTask(cfg, train_records=("101",), val_records=("101",))
+
+
+def test_beat_task_on_detected_beats_trains_non_beats_as_q(data_dir: Path) -> None:
+    from train.tasks import BeatClassifyTask
+
+    cfg = config.load("cpu-small-finetune-beats", {"data": {"root": str(data_dir), "beat_r_peaks": "detected"}})
+    task = BeatClassifyTask(cfg, train_records=("207",), val_records=("118",), test_records=())
+    counts = dict(zip(AAMI_CLASSES, task.class_counts.tolist(), strict=True))
+    assert counts["Q"] > 400 and counts["V"] > 200  # 207's flutter "beats" are Q; its PVCs keep their class
+    labels, _ = task.probabilities(task.model, "train")
+    assert (labels == NO_BEAT).sum() == counts["Q"]  # scored as extra detections, not as Q reference beats
+    bad = config.load("cpu-small-finetune-beats", {"data": {"root": str(data_dir), "beat_r_peaks": "atr"}})
+    with pytest.raises(ValueError, match="beat_r_peaks"):
+        BeatClassifyTask(bad, train_records=("207",), val_records=("118",), test_records=())
 
 
 def test_tiny_finetune_writes_a_checkpoint_whose_engine_loads(data_dir: Path, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from edge.ecg import AAMI_CLASSES
 from edge.interpret.beat_class import decide
 
 _N, _S, _V, _F, _Q = range(len(AAMI_CLASSES))
+#: Reference label of a detection that matches no reference beat (the extra row of :func:`detection_confusion`).
+NO_BEAT = len(AAMI_CLASSES)
 #: Grid of the S and V thresholds searched by :func:`tune_thresholds` (dimensionless).
 THRESHOLD_GRID = np.geomspace(0.02, 5.0, 49)
 
@@ -26,6 +28,15 @@ def confusion(reference: np.ndarray, predicted: np.ndarray, n_classes: int = len
     ref, pred = np.asarray(reference), np.asarray(predicted)
     keep = (ref >= 0) & (pred >= 0)
     return np.bincount(ref[keep] * n_classes + pred[keep], minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def detection_confusion(reference: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """``(6, 5)`` int64 counts: :func:`confusion` of the reference beats plus a last row counting the detections
+    labelled :data:`NO_BEAT` (matching no reference beat) by the class they got; :func:`ec57_scores` takes it."""
+    ref, pred = np.asarray(reference), np.asarray(predicted)
+    k = len(AAMI_CLASSES)
+    extra = np.bincount(pred[(ref == NO_BEAT) & (pred >= 0)], minlength=k)
+    return np.vstack([confusion(np.where(ref == NO_BEAT, -1, ref), pred), extra[None, :k]])
 
 
 def _se_pp(tp: int, fn: int, fp: int) -> dict[str, Any]:
@@ -56,7 +67,8 @@ def ec57_scores(matrix: np.ndarray) -> dict[str, Any]:
 
 
 def tune_thresholds(labels: np.ndarray, probabilities: np.ndarray, rounds: int = 2) -> np.ndarray:
-    """Per-class thresholds maximising F1(VEB) + F1(SVEB) on labelled beats (validation data only).
+    """Per-class thresholds maximising F1(VEB) + F1(SVEB) on labelled beats (validation data only; a label
+    :data:`NO_BEAT` is a detection matching no reference beat, a false positive of the class it gets).
 
     Coordinate search over :data:`THRESHOLD_GRID` for ``t_V`` then ``t_S`` (``rounds`` passes) with the other
     thresholds at 1; then all are divided by the largest (the decisions do not change), so they lie in (0, 1] as
@@ -65,7 +77,7 @@ def tune_thresholds(labels: np.ndarray, probabilities: np.ndarray, rounds: int =
     t = np.ones(len(AAMI_CLASSES))
 
     def objective(candidate: np.ndarray) -> float:
-        scores = ec57_scores(confusion(labels, decide(probabilities, candidate)))
+        scores = ec57_scores(detection_confusion(labels, decide(probabilities, candidate)))
         return sum(_f1(scores[key]) for key in ("veb", "sveb"))
 
     for _ in range(rounds):

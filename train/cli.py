@@ -78,7 +78,11 @@ def _run(cfg: config.Config) -> None:
     from train.loop import fit
     from train.tasks import make_task
 
-    metrics = fit(cfg, make_task(cfg))
+    try:
+        task = make_task(cfg)
+    except (ValueError, FileNotFoundError) as exc:  # a setting the task refuses, a record missing
+        raise _fail(str(exc).strip("'\"")) from None
+    metrics = fit(cfg, task)
     if metrics:
         typer.echo(f"wrote {cfg.out_path() / 'model.pt'} and {cfg.out_path() / 'metrics.json'}")
 
@@ -140,6 +144,10 @@ def finetune(
     config_name: str = ConfigOpt,
     init: str = typer.Option(None, help="Checkpoint whose encoder initialises the model ('' = from scratch)."),
     label_fraction: float = typer.Option(None, help="Fraction of labelled training records (beats) used (0-1]."),
+    beat_r_peaks: str = typer.Option(
+        None, help="beat-classify: train and select on the reference (.atr) R peaks | the edge's detected ones "
+        "(labelled from the matched reference beat; a detection matching none is trained as Q)."
+    ),
     out: str = OutOpt,
     data_root: str = DataOpt,
     seed: int = SeedOpt,
@@ -160,7 +168,8 @@ def finetune(
     cfg = _load(
         config_name,
         _overrides(
-            task=task, run__init=init, data__label_fraction=label_fraction, run__out_dir=out, data__root=data_root,
+            task=task, run__init=init, data__label_fraction=label_fraction, data__beat_r_peaks=beat_r_peaks,
+            run__out_dir=out, data__root=data_root,
             run__seed=seed, optim__epochs=epochs, optim__max_minutes=max_minutes, optim__batch_size=batch_size,
             optim__lr=lr, optim__freeze_encoder=freeze_encoder, optim__encoder_frozen_epochs=encoder_frozen_epochs,
             run__device=device, run__resume=resume,

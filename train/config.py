@@ -41,6 +41,9 @@ class DataConfig:
         beat_features: beat-classify: the per-beat features the head takes besides the window, names from
             :data:`edge.interpret.beat_class.BEAT_FEATURE_NAMES` (RR context, morphology against the patient's
             dominant beat); at least one.
+        beat_r_peaks: beat-classify: where the training and validation beats come from, ``reference`` (the
+            ``.atr`` beats) or ``detected`` (the edge's detections labelled from the matched reference beat, Q when
+            none matches: :func:`train.data.mitdb.read_beats`).
     """
 
     root: str = "../shared/data"
@@ -55,6 +58,7 @@ class DataConfig:
     beat_before_s: float = 0.5
     exclude_records: list[str] = field(default_factory=list)
     beat_features: list[str] = field(default_factory=lambda: list(BEAT_FEATURE_NAMES))
+    beat_r_peaks: str = "reference"
 
     def root_path(self) -> Path:
         root = Path(self.root)

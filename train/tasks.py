@@ -492,6 +492,12 @@ class ClassifyTask(Task):
 MAX_CLASS_WEIGHT = 20.0
 
 
+def training_label(label: int) -> int:
+    """The class a beat is trained towards: its reference class; Q (unclassifiable) for a detection that matches
+    no reference beat (:data:`train.beat_metrics.NO_BEAT`)."""
+    return AAMI_CLASSES.index("Q") if label == beat_metrics.NO_BEAT else int(label)
+
+
 class BeatSet(Dataset):
     """Reference beats of MIT-BIH records: a single-lead window around R (shifted by up to ``± jitter`` samples,
     a fresh shift per call) and the beat's RR features."""
@@ -512,7 +518,7 @@ class BeatSet(Dataset):
         shift = int(_rng(i).integers(-self.jitter, self.jitter + 1)) if self.jitter else 0
         lo = rec.r_samples[beat] - self.before + shift
         return {"x": rec.signal_mv[None, lo : lo + self.window], "features": self.features[k][beat],
-                "y": rec.labels[beat]}  # fmt: skip
+                "y": training_label(rec.labels[beat])}  # fmt: skip
 
 
 class BeatClassifyTask(Task):
@@ -550,7 +556,12 @@ class BeatClassifyTask(Task):
             raise ValueError("beat-classify needs at least one beat feature (data.beat_features)")
         self.feature_names = tuple(cfg.data.beat_features)
         columns = feature_columns(self.feature_names)
-        self.records = {n: mitdb.read_beats(root / n) for part in self.parts.values() for n in part}
+        if cfg.data.beat_r_peaks not in mitdb.R_PEAK_SOURCES:
+            raise ValueError(f"data.beat_r_peaks is {cfg.data.beat_r_peaks!r}: it must be one of "
+                             f"{', '.join(mitdb.R_PEAK_SOURCES)}")  # fmt: skip
+        self.records = {
+            n: mitdb.read_beats(root / n, cfg.data.beat_r_peaks) for part in self.parts.values() for n in part
+        }
         self.features = {
             n: beat_features(r.r_times_s, r.signal_mv, r.r_samples, INTERNAL_FS_HZ)[:, columns].astype(np.float32)
             for n, r in self.records.items()
@@ -559,7 +570,7 @@ class BeatClassifyTask(Task):
         train = self._beat_set(self.parts["train"], cfg.augment.r_jitter_samples)
         train.items = np.asarray(_subset(list(train.items), cfg.data.label_fraction, cfg.run.seed)).reshape(-1, 2)
         self.train_set = train
-        labels = np.array([train.records[k].labels[b] for k, b in train.items])
+        labels = np.array([training_label(train.records[k].labels[b]) for k, b in train.items])
         counts = np.bincount(labels, minlength=len(AAMI_CLASSES))
         self.class_counts = counts
         share = np.maximum(counts, 1) / counts.sum()
@@ -619,12 +630,12 @@ class BeatClassifyTask(Task):
             return {"records": 0}
         labels, probs = self.probabilities(model, part)
         pred = decide(probs, self.thresholds)
-        matrix = beat_metrics.confusion(labels, pred)
+        matrix = beat_metrics.detection_confusion(labels, pred)
         scores = beat_metrics.ec57_scores(matrix)
         record_of = np.array([k for k, _ in self.sets[part].items])
         per_record = {}
         for k, name in enumerate(self.parts[part]):
-            s = beat_metrics.ec57_scores(beat_metrics.confusion(labels[record_of == k], pred[record_of == k]))
+            s = beat_metrics.ec57_scores(beat_metrics.detection_confusion(labels[record_of == k], pred[record_of == k]))
             per_record[name] = {"veb": s["veb"], "sveb": s["sveb"]}
         headline = {f"{c}_{m}": scores[c][m] for c in ("veb", "sveb") for m in ("se", "pp")}
         return {"records": len(self.parts[part]), "beats": len(labels), **headline, **scores,

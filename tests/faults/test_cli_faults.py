@@ -257,6 +257,8 @@ TRAIN_FAULTS = [
      "--init"),
     (["finetune", "--task", "segment", "-c", "cpu-small-finetune-segment", "--init", "{tmp}/junk.pt"],
      "is not a checkpoint"),
+    (["finetune", "--task", "beat-classify", "-c", "cpu-small-finetune-beats", "--beat-r-peaks", "atr",
+      "--out", "{tmp}/run"], "data.beat_r_peaks is 'atr'"),
     (["evaluate", "{tmp}/missing.pt"], "no such file"),
     (["evaluate", "{tmp}/junk.pt"], "is not a checkpoint"),
     (["build-engine", "{tmp}/junk.pt", "--out", "{tmp}/engine"], "is not a checkpoint"),
