@@ -7,13 +7,6 @@ It also gives paho's MQTT 5 PUBLISH decoder a faster property set (:class:`FastP
 two 27-entry property tables for every received message and looks names up by scanning them with ``str.replace``,
 ~25 of the ~35 µs it takes to decode one samples chunk — at 25 chunks per device-second, the largest single cost of
 the network thread that every chunk passes through.
-
-And its clients (:class:`Client`) skip a wake-up the network loop sends itself: paho writes a byte to a socket
-pair for every packet queued, so that a loop blocked in ``select`` wakes to send it. For the PUBACK of each QoS 1
-chunk the loop itself queues the packet while it is awake, and it writes whatever is queued before it next waits
-(``want_write``), so that byte only cost a send, an extra ``select`` and a read per chunk: about a third of the
-network thread's CPU in a profile of the edge at 20 devices (bench/README.md). Packets queued by other threads
-(the workers' publications) still wake it.
 """
 
 from __future__ import annotations
@@ -21,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,37 +54,6 @@ class FastProperties(Properties):
 
 if paho_packet.Properties is Properties:  # paho's PUBLISH decoder builds one per received message
     paho_packet.Properties = FastProperties
-
-
-class _LoopWake:
-    """The write end of paho's wake-up socket pair, which sends nothing when the network loop's own thread writes
-    (module docstring); every other attribute is the socket's. ``skipped`` / ``sent`` count the wake-ups."""
-
-    def __init__(self, sock: object, loop_thread: threading.Thread):
-        self._sock, self._loop_thread = sock, loop_thread
-        self.skipped = self.sent = 0
-
-    def send(self, data: bytes) -> int:
-        if threading.current_thread() is self._loop_thread:
-            self.skipped += 1
-            return len(data)
-        self.sent += 1
-        return self._sock.send(data)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._sock, name)
-
-
-class Client(paho.Client):
-    """paho's client whose network loop (``loop_start``) does not wake itself for the packets it queues (module
-    docstring). Where paho's internals differ from 2.x's (no ``_sockpairW`` or ``_thread``) it is paho's client."""
-
-    def loop_start(self) -> paho.MQTTErrorCode:
-        rc = super().loop_start()
-        pair, thread = getattr(self, "_sockpairW", None), getattr(self, "_thread", None)
-        if rc == paho.MQTT_ERR_SUCCESS and pair is not None and isinstance(thread, threading.Thread):
-            self._sockpairW = _LoopWake(pair, thread)
-        return rc
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
@@ -202,8 +163,8 @@ def make_client(
     prefix: str,
     will: tuple[str, bytes] | None = None,
     session_id: str | None = None,
-) -> Client:
-    """A configured, not yet connected paho client (:class:`Client`).
+) -> paho.Client:
+    """A configured, not yet connected paho client.
 
     Session policy: a client made with ``session_id`` (an edge node) has that stable client id (or
     ``settings.client_id``) and a persistent session (MQTT 5 clean start false with ``settings.session_expiry_s``,
@@ -222,7 +183,7 @@ def make_client(
     client_id = settings.client_id or session_id or f"{prefix}-{uuid.uuid4().hex[:8]}"
     proto = paho.MQTTv5 if settings.mqtt5 else paho.MQTTv311
     kwargs = {} if settings.mqtt5 else {"clean_session": not persistent}
-    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto, **kwargs)
     client.max_queued_messages_set(settings.max_queued)
     client.max_inflight_messages_set(200)
     client.reconnect_delay_set(min_delay=1, max_delay=2)
