@@ -499,8 +499,9 @@ def training_label(label: int) -> int:
 
 
 class BeatSet(Dataset):
-    """Reference beats of MIT-BIH records: a single-lead window around R (shifted by up to ``± jitter`` samples,
-    a fresh shift per call) and the beat's RR features."""
+    """Beats of MIT-BIH records (reference or detected, :func:`train.data.mitdb.read_beats`): a single-lead window
+    around R (shifted by up to ``± jitter`` samples, a fresh shift per call), the beat's features and its training
+    class (:func:`training_label`)."""
 
     def __init__(
         self, records: list[mitdb.BeatRecord], features: list[np.ndarray], items: np.ndarray, before: int, window: int,
@@ -522,12 +523,13 @@ class BeatSet(Dataset):
 
 
 class BeatClassifyTask(Task):
-    """AAMI beat classes of MIT-BIH reference beats, inter-patient (de Chazal 2004): train on DS1 records, select
-    (thresholds, per-epoch validation) on other DS1 records, test on DS2 records; every record on one side.
+    """AAMI beat classes of MIT-BIH beats, inter-patient (de Chazal 2004): train on DS1 records, select
+    (thresholds, per-epoch validation) on other DS1 records, test on DS2 records; every record on one side. The
+    beats are the reference ones or the edge's detections (``data.beat_r_peaks``).
 
-    Input: ``data.window_s`` of the record's preferred lead starting ``data.beat_before_s`` before the reference R
-    peak, plus the ``data.beat_features`` of each beat (:func:`edge.interpret.beat_class.beat_features`: RR context
-    and morphology against the patient's dominant beat). Class imbalance: cross-entropy
+    Input: ``data.window_s`` of the record's preferred lead starting ``data.beat_before_s`` before the R peak, plus
+    the ``data.beat_features`` of each beat (:func:`edge.interpret.beat_class.beat_features`: RR context and
+    morphology against the patient's dominant beat). Class imbalance: cross-entropy
     weighted by ``1 / sqrt(class share)`` of the training beats (capped at :data:`MAX_CLASS_WEIGHT`).
     ``data.label_fraction`` keeps a seeded random fraction of the training beats.
     """
@@ -556,9 +558,7 @@ class BeatClassifyTask(Task):
             raise ValueError("beat-classify needs at least one beat feature (data.beat_features)")
         self.feature_names = tuple(cfg.data.beat_features)
         columns = feature_columns(self.feature_names)
-        if cfg.data.beat_r_peaks not in mitdb.R_PEAK_SOURCES:
-            raise ValueError(f"data.beat_r_peaks is {cfg.data.beat_r_peaks!r}: it must be one of "
-                             f"{', '.join(mitdb.R_PEAK_SOURCES)}")  # fmt: skip
+        mitdb.check_r_peaks(cfg.data.beat_r_peaks, "data.beat_r_peaks")  # before any record is read
         self.records = {
             n: mitdb.read_beats(root / n, cfg.data.beat_r_peaks) for part in self.parts.values() for n in part
         }

@@ -73,6 +73,12 @@ def to_internal(signal_mv: np.ndarray, fs_hz: float) -> np.ndarray:
     return StreamingResampler(fs_hz, INTERNAL_FS_HZ, 1).push(np.asarray(signal_mv)[:, None])[:, 0]
 
 
+def check_r_peaks(value: str, name: str = "r_peaks") -> None:
+    """Refuse an R-peak source outside :data:`R_PEAK_SOURCES` (``ValueError`` naming the setting ``name``)."""
+    if value not in R_PEAK_SOURCES:
+        raise ValueError(f"{name} is {value!r}: it must be one of {', '.join(R_PEAK_SOURCES)}")
+
+
 def read_beats(path: Path, r_peaks: str = "reference") -> BeatRecord:
     """The preferred lead and the beats of the MIT-BIH record at ``path`` (no extension).
 
@@ -83,8 +89,7 @@ def read_beats(path: Path, r_peaks: str = "reference") -> BeatRecord:
             :data:`train.beat_metrics.NO_BEAT` when none matches; reference beats the detector missed are absent, as
             at the edge.
     """
-    if r_peaks not in R_PEAK_SOURCES:
-        raise ValueError(f"r_peaks is {r_peaks!r}: it must be one of {', '.join(R_PEAK_SOURCES)}")
+    check_r_peaks(r_peaks)
     rec = read_record(path)
     lead = preferred_lead(rec.leads)
     samples, symbols = read_annotations(path)
