@@ -65,6 +65,45 @@ def test_beats_do_not_depend_on_chunking(mitdb):
     ]
 
 
+def _stages_one_by_one(signal: np.ndarray, fs_hz: float, sizes: list[int]):
+    """The resampler's and the detector's own pushes, chunk by chunk: what BeatStream's fused kernel replaces."""
+    stream = BeatStream(fs_hz, signal.shape[1])
+    internal, peaks, i = [], [], 0
+    for n in sizes:
+        y = stream.resampler.push(signal[i : i + n])
+        i += n
+        internal.append(y)
+        if y.shape[0]:
+            peaks += [p.sample for p in stream.detector.push(y)]
+    return np.concatenate(internal), peaks
+
+
+@pytest.mark.parametrize(("name", "fs_hz"), [("119", 360.0), ("ludb", 500.0)])
+def test_the_fused_kernel_gives_what_the_stages_give_one_by_one(mitdb, name, fs_hz):
+    if name == "ludb":
+        if not (DATA / "ludb").is_dir():
+            pytest.skip(f"no LUDB at {DATA}")
+        signal = np.tile(read_record(DATA / "ludb" / "data" / "1").signal_mv, (12, 1))  # 12 leads, 120 s
+    else:
+        signal = mitdb(name)[0].signal_mv[: 360 * 300]
+    chunk = round(0.04 * fs_hz)
+    # 40 ms chunks, then one chunk longer than the histories hold (it runs the stages and grows them), then 40 ms
+    sizes = [chunk] * 1000 + [20000] + [chunk] * ((signal.shape[0] - 1000 * chunk - 20000) // chunk)
+    stream = BeatStream(fs_hz, signal.shape[1])
+    internal, peaks, i, fused = [], [], 0, 0
+    for n in sizes:
+        fused += 0 < n <= stream._fused
+        y, beats = stream.push(signal[i : i + n])
+        i += n
+        internal.append(y)
+        peaks += [b.sample for b in beats]
+    expected_internal, expected_peaks = _stages_one_by_one(signal, fs_hz, sizes)
+    assert fused > 0.9 * len(sizes)  # the fused kernel ran (all but the learning period and the long chunk)
+    np.testing.assert_array_equal(np.concatenate(internal), expected_internal)
+    assert len(peaks) > 80  # 119: ~340 in 300 s; LUDB 1 tiled: 96 in 120 s
+    assert [round(stream.resampler.output_time(p)) for p in expected_peaks] == peaks
+
+
 def test_latency_is_bounded(mitdb):
     record, _ = mitdb("100")
     beats = detect_record(record.signal_mv, record.fs_hz, chunk_samples=14)

@@ -2,17 +2,46 @@
 
 The edge's live path, ``beatssl-edge detect`` and training's R peaks all run :class:`BeatStream`;
 :func:`detect_record` is the same stream fed from a whole record.
+
+Once the detector has learned its levels, a chunk is resampled and its slope energy and candidates computed in one
+compiled call, :func:`_resample_and_scan` (the resampler's and the detector's kernels back to back, their histories
+kept in place), instead of one call per stage with the Python between them: the same arithmetic, so the same
+beats, at a fraction of the per-chunk cost (bench/detector_speed.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from edge.detection.qrs import OnlineQRSDetector, Peak
-from edge.dsp.resample import StreamingResampler
+from edge.detection.qrs import OnlineQRSDetector, Peak, _push
+from edge.dsp.history import reserve_columns
+from edge.dsp.resample import StreamingResampler, _polyphase
 from edge.ecg import INTERNAL_FS_HZ
+
+
+@numba.njit(cache=True)
+def _resample_and_scan(
+    x: np.ndarray, rdata: np.ndarray, rmeta: np.ndarray, rkeep: int, k: int, shift: int, up: int, down: int,
+    first: np.ndarray, weights: np.ndarray, out: np.ndarray, xdata: np.ndarray, xmeta: np.ndarray, xkeep: int,
+    edata: np.ndarray, emeta: np.ndarray, ekeep: int, lo: int, stop: int, half: int, window: int, delay: int,
+    min_energy: float, scale: float, taps: np.ndarray, band_reversed: np.ndarray, scratch: np.ndarray,
+    found: np.ndarray,
+) -> int:
+    """One device chunk ``x`` ``(n, C)`` float64: :class:`~edge.dsp.resample.StreamingResampler`'s step (outputs
+    ``k ..`` into ``out`` ``(m, C)`` float32, ``m >= 1``) then :class:`~edge.detection.qrs.OnlineQRSDetector`'s
+    compiled step on ``out`` (its samples end at detector index ``stop``); returns the detector's candidate count.
+    Each history is given as ``(data, meta, keep)`` (:func:`edge.dsp.history.reserve_columns`; the caller checked
+    that the chunk fits without growing any)."""
+    column = reserve_columns(rdata, rmeta, rkeep, x.shape[0])
+    _polyphase(rdata, column, x, k, shift - rmeta[0], up, down, first, weights, out)
+    m = out.shape[0]
+    reserve_columns(xdata, xmeta, xkeep, m)
+    reserve_columns(edata, emeta, ekeep, m)
+    return _push(out, xdata, edata, -xmeta[0], -emeta[0], lo, stop, half, window, delay, min_energy, scale, taps,
+                 band_reversed, scratch, found)
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,7 @@ class BeatStream:
         self.resampler = StreamingResampler(self.fs_hz, self.internal_fs_hz, self.n_leads)
         self.detector = OnlineQRSDetector(self.internal_fs_hz, self.n_leads)
         self._last_sample: int | None = None
+        self._fused = 0  # the largest chunk (device samples) the fused kernel takes now; 0 while it does not apply
 
     @property
     def samples_in(self) -> int:
@@ -77,6 +107,7 @@ class BeatStream:
         self.resampler.reset()
         self.detector.reset()
         self._last_sample = None
+        self._fused = 0
 
     def push(self, chunk_mv: np.ndarray) -> tuple[np.ndarray, list[Beat]]:
         """Feed a chunk ``(n, n_leads)`` mV at ``fs_hz``.
@@ -87,9 +118,44 @@ class BeatStream:
             The chunk resampled to the internal rate, ``(m, n_leads)`` float32 (not band-passed; ``m`` may be 0),
             and the beats decided with this chunk, in time order.
         """
-        internal = self.resampler.push(chunk_mv)
+        x = np.asarray(chunk_mv)
+        if x.ndim == 2 and 0 < x.shape[0] <= self._fused and x.shape[1] == self.n_leads:
+            return self._push_fused(x)
+        internal = self.resampler.push(x)
         peaks = self.detector.push(internal) if internal.shape[0] else []
+        self._fused = self._fused_limit()
         return internal, self._to_beats(peaks) if peaks else []
+
+    def _fused_limit(self) -> int:
+        """The largest chunk (device samples) :meth:`_push_fused` can take without growing a history: 0 until the
+        detector has learned its levels (the learning period and the first chunk run the stages one by one), and
+        when there is no resampling."""
+        r, d = self.resampler, self.detector
+        if r.up == r.down or not d.learned:
+            return 0
+        internal = min(d._x.room, d._energy.room) - 1  # outputs of a chunk of n inputs: at most n * up / down + 1
+        return max(0, min(r._history.room, internal * r.down // r.up))
+
+    def _push_fused(self, x: np.ndarray) -> tuple[np.ndarray, list[Beat]]:
+        """:meth:`push` in one compiled call (:func:`_resample_and_scan`): the same outputs and beats."""
+        r, d = self.resampler, self.detector
+        n = x.shape[0]
+        k = r.samples_out
+        samples_in = r.samples_in + n
+        k_end = max(k, (samples_in * r.up - 1 - r.half_len) // r.down + 1)
+        if k_end == k:  # no output yet: the resampler only keeps the chunk
+            return r.push(x), []
+        r.samples_in, r.samples_out = samples_in, k_end
+        out = np.empty((k_end - k, self.n_leads), dtype=np.float32)
+        lo, stop = d._next_eval, d.samples_in + k_end - k
+        if stop - lo > d._room:
+            d._grow(stop - lo)
+        rh, xs, e = r._history, d._x, d._energy
+        count = _resample_and_scan(np.ascontiguousarray(x, dtype=np.float64), rh.data, rh.meta, rh.keep, k, r._shift,
+                                   *r._phases, out, xs.data, xs.meta, xs.keep, e.data, e.meta, e.keep, lo, stop,
+                                   *d._constants, d._found)
+        peaks = d.pushed(lo, stop, count)
+        return out, self._to_beats(peaks) if peaks else []
 
     def flush(self) -> tuple[np.ndarray, list[Beat]]:
         """End of stream: the resampler's held-back tail (internal rate, as :meth:`push` returns it) and the beats

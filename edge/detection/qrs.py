@@ -348,13 +348,18 @@ class OnlineQRSDetector:
         self._lead_level = [0.0] * self.n_leads  # per-lead integrated energy at beats ((mV/s)²)
         self._first_leads: list[list[float]] = []
         self._lead_cap: list[float] | None = None  # lead_cap × lead level, once the first beats set it
-        self._grow(0)  # _scan's output, one row per candidate
+        self._grow(round(self.fs_hz))  # _scan's output, one row per candidate (room for 1 s; longer chunks grow it)
 
     @property
     def lead_signal(self) -> np.ndarray:
         """Per-lead integrated energy at beats ((mV/s)², ``(n_leads,)``): the levels of the lead cap and the
         artefact test."""
         return np.array(self._lead_level)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the learning period is over (the first levels are set)."""
+        return self._learned
 
     # ------------------------------------------------------------------------------------------ thresholds
     @property
@@ -386,6 +391,12 @@ class OnlineQRSDetector:
             learn = self._energy.data[1, ecol : ecol + min(n, self.learning - self.samples_in)]
             self._learn_max = max(self._learn_max, float(learn.max()) * self._energy_scale)
             self._learn_sum += float(learn.sum()) * self._energy_scale
+        return self.pushed(lo, stop, count)
+
+    def pushed(self, lo: int, stop: int, count: int) -> list[Peak]:
+        """The decisions after a compiled push of samples up to global index ``stop`` that tested ``[lo, ...)`` and
+        left ``count`` candidates in :attr:`_found` (:meth:`push`'s second half, also run after the fused kernel of
+        :class:`edge.detection.beats.BeatStream`)."""
         self.samples_in = stop
         end = stop - self.half
         if count == 0 and self._learned and (self._deadline is None or self._deadline >= end):

@@ -1,12 +1,32 @@
 """Recent samples of a stream in a preallocated channel-major buffer.
 
-Streaming stages reserve the columns of every chunk here (:meth:`History.reserve`) and their compiled kernels write
-the chunk and read FIR windows in place, instead of concatenating arrays.
+Streaming stages reserve the columns of every chunk here (:meth:`History.reserve`, or :func:`reserve_columns` from a
+compiled kernel) and their compiled kernels write the chunk and read FIR windows in place, instead of concatenating
+arrays.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+
+
+@numba.njit(cache=True)
+def reserve_columns(data: np.ndarray, meta: np.ndarray, keep: int, n: int) -> int:
+    """:meth:`History.reserve` inside a compiled kernel, for ``n <= data.shape[1] - keep`` (the caller's check: the
+    buffer never has to grow): when the buffer is full, its newest ``keep`` columns move to the front in place.
+    ``meta`` is the history's ``[start, end]``; returns the first column of the ``n`` new samples."""
+    start, end = meta[0], meta[1]
+    if end + n > data.shape[1]:
+        src = end - keep
+        for c in range(data.shape[0]):
+            for j in range(keep):  # the source lies after the destination: a forward copy is safe
+                data[c, j] = data[c, src + j]
+        start += src
+        end = keep
+    meta[0] = start
+    meta[1] = end + n
+    return end
 
 
 class History:
@@ -41,8 +61,21 @@ class History:
         """Empty the history; the ``keep`` samples before the stream take the value ``fill`` (per channel)."""
         self.data = np.zeros((self.n_channels, max(4096, 4 * self.keep)), dtype=self.dtype)
         self.data[:, : self.keep] = np.reshape(fill, (-1, 1))
-        self.end = self.keep
-        self.start = -self.keep
+        #: ``[start, end]`` (int64), shared with compiled kernels (:func:`reserve_columns`)
+        self.meta = np.array([-self.keep, self.keep], dtype=np.int64)
+
+    @property
+    def start(self) -> int:
+        return int(self.meta[0])
+
+    @property
+    def end(self) -> int:
+        return int(self.meta[1])
+
+    @property
+    def room(self) -> int:
+        """The most samples one :func:`reserve_columns` call may append (the buffer's columns beyond ``keep``)."""
+        return self.data.shape[1] - self.keep
 
     @property
     def stop(self) -> int:
@@ -53,16 +86,14 @@ class History:
         """Append ``n`` samples to be written in place (``data[:, column : end]``) and return their first column;
         samples older than ``keep`` before the newest are dropped when the buffer is full (``data`` may then be a
         new array: read it after this call)."""
-        end = self.end + n
-        if end > self.data.shape[1]:
-            tail = self.data[:, self.end - self.keep : self.end].copy()
-            if self.keep + n > self.data.shape[1]:
-                self.data = np.zeros((self.n_channels, 2 * (self.keep + n)), dtype=self.dtype)
+        if n > self.room:
+            end = int(self.meta[1])
+            tail = self.data[:, end - self.keep : end].copy()
+            self.data = np.zeros((self.n_channels, 2 * (self.keep + n)), dtype=self.dtype)
             self.data[:, : self.keep] = tail
-            self.start += self.end - self.keep
-            end = self.keep + n
-        self.end = end
-        return end - n
+            self.meta[0] += end - self.keep
+            self.meta[1] = self.keep
+        return reserve_columns(self.data, self.meta, self.keep, n)
 
     def column(self, index: int) -> int:
         """Column of ``data`` that holds global sample ``index``."""
