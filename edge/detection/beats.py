@@ -21,27 +21,33 @@ from edge.dsp.history import reserve_columns
 from edge.dsp.resample import StreamingResampler, _polyphase
 from edge.ecg import INTERNAL_FS_HZ
 
+#: Columns of the fused kernel's integer constants (:meth:`BeatStream._prepare_fused`).
+_RKEEP, _SHIFT, _UP, _DOWN, _XKEEP, _EKEEP, _HALF, _WINDOW, _DELAY = range(9)
+#: Chunk dtypes the fused kernel takes as they are (any other goes through the stages, which convert it).
+_FUSED_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
 
 @numba.njit(cache=True)
 def _resample_and_scan(
-    x: np.ndarray, rdata: np.ndarray, rmeta: np.ndarray, rkeep: int, k: int, shift: int, up: int, down: int,
-    first: np.ndarray, weights: np.ndarray, out: np.ndarray, xdata: np.ndarray, xmeta: np.ndarray, xkeep: int,
-    edata: np.ndarray, emeta: np.ndarray, ekeep: int, lo: int, stop: int, half: int, window: int, delay: int,
-    min_energy: float, scale: float, taps: np.ndarray, band_reversed: np.ndarray, scratch: np.ndarray,
-    found: np.ndarray,
+    x: np.ndarray, k: int, lo: int, stop: int, out: np.ndarray, found: np.ndarray, consts: np.ndarray,
+    rdata: np.ndarray, rmeta: np.ndarray, first: np.ndarray, weights: np.ndarray, xdata: np.ndarray,
+    xmeta: np.ndarray, edata: np.ndarray, emeta: np.ndarray, taps: np.ndarray, band_reversed: np.ndarray,
+    scratch: np.ndarray, min_energy: float, scale: float,
 ) -> int:
-    """One device chunk ``x`` ``(n, C)`` float64: :class:`~edge.dsp.resample.StreamingResampler`'s step (outputs
-    ``k ..`` into ``out`` ``(m, C)`` float32, ``m >= 1``) then :class:`~edge.detection.qrs.OnlineQRSDetector`'s
-    compiled step on ``out`` (its samples end at detector index ``stop``); returns the detector's candidate count.
-    Each history is given as ``(data, meta, keep)`` (:func:`edge.dsp.history.reserve_columns`; the caller checked
-    that the chunk fits without growing any)."""
-    column = reserve_columns(rdata, rmeta, rkeep, x.shape[0])
-    _polyphase(rdata, column, x, k, shift - rmeta[0], up, down, first, weights, out)
+    """One device chunk ``x`` ``(n, C)`` (float64 or float32): :class:`~edge.dsp.resample.StreamingResampler`'s step
+    (outputs ``k ..`` into ``out`` ``(m, C)`` float32, ``m >= 1``) then
+    :class:`~edge.detection.qrs.OnlineQRSDetector`'s compiled step on ``out`` (candidates from ``lo``, its samples
+    ending at detector index ``stop``, written to ``found``); returns the detector's candidate count. ``consts``
+    holds the integers named by ``_RKEEP ..``; each history is ``(data, meta)`` with its ``keep`` in ``consts``
+    (:func:`edge.dsp.history.reserve_columns`; the caller checked that the chunk fits without growing any). Fewer,
+    packed arguments: the call's own cost is per argument."""
+    column = reserve_columns(rdata, rmeta, consts[_RKEEP], x.shape[0])
+    _polyphase(rdata, column, x, k, consts[_SHIFT] - rmeta[0], consts[_UP], consts[_DOWN], first, weights, out)
     m = out.shape[0]
-    reserve_columns(xdata, xmeta, xkeep, m)
-    reserve_columns(edata, emeta, ekeep, m)
-    return _push(out, xdata, edata, -xmeta[0], -emeta[0], lo, stop, half, window, delay, min_energy, scale, taps,
-                 band_reversed, scratch, found)
+    reserve_columns(xdata, xmeta, consts[_XKEEP], m)
+    reserve_columns(edata, emeta, consts[_EKEEP], m)
+    return _push(out, xdata, edata, -xmeta[0], -emeta[0], lo, stop, consts[_HALF], consts[_WINDOW], consts[_DELAY],
+                 min_energy, scale, taps, band_reversed, scratch, found)
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ class BeatStream:
         self.detector = OnlineQRSDetector(self.internal_fs_hz, self.n_leads)
         self._last_sample: int | None = None
         self._fused = 0  # the largest chunk (device samples) the fused kernel takes now; 0 while it does not apply
+        self._fused_args: tuple = ()  # its arguments after the chunk's own (_prepare_fused)
 
     @property
     def samples_in(self) -> int:
@@ -119,43 +126,44 @@ class BeatStream:
             and the beats decided with this chunk, in time order.
         """
         x = np.asarray(chunk_mv)
-        if x.ndim == 2 and 0 < x.shape[0] <= self._fused and x.shape[1] == self.n_leads:
-            return self._push_fused(x)
+        shape = x.shape
+        if len(shape) == 2 and 0 < shape[0] <= self._fused and shape[1] == self.n_leads and x.dtype in _FUSED_DTYPES:
+            # the fused path: one compiled call (the same arithmetic as the stages' own pushes below)
+            r, d = self.resampler, self.detector
+            k = r.samples_out
+            samples_in = r.samples_in + shape[0]
+            k_end = (samples_in * r.up - 1 - r.half_len) // r.down + 1  # >= k once learned (it only grows)
+            if k_end > k:
+                r.samples_in, r.samples_out = samples_in, k_end
+                out = np.empty((k_end - k, shape[1]), dtype=np.float32)
+                lo, stop = d._next_eval, d.samples_in + k_end - k
+                if stop - lo > d._room:
+                    d._grow(stop - lo)
+                    self._prepare_fused()
+                count = _resample_and_scan(x, k, lo, stop, out, d._found, *self._fused_args)
+                peaks = d.pushed(lo, stop, count)
+                return out, self._to_beats(peaks) if peaks else []
         internal = self.resampler.push(x)
         peaks = self.detector.push(internal) if internal.shape[0] else []
-        self._fused = self._fused_limit()
+        self._prepare_fused()
         return internal, self._to_beats(peaks) if peaks else []
 
-    def _fused_limit(self) -> int:
-        """The largest chunk (device samples) :meth:`_push_fused` can take without growing a history: 0 until the
-        detector has learned its levels (the learning period and the first chunk run the stages one by one), and
-        when there is no resampling."""
+    def _prepare_fused(self) -> None:
+        """After a push through the stages (or a history grown): the largest chunk (device samples) the fused path
+        takes without growing a history, and its kernel's arguments. The fused path waits until the detector has
+        learned its levels (the first chunk and the learning period run the stages one by one), and does not apply
+        without resampling."""
         r, d = self.resampler, self.detector
         if r.up == r.down or not d.learned:
-            return 0
+            self._fused = 0
+            return
         internal = min(d._x.room, d._energy.room) - 1  # outputs of a chunk of n inputs: at most n * up / down + 1
-        return max(0, min(r._history.room, internal * r.down // r.up))
-
-    def _push_fused(self, x: np.ndarray) -> tuple[np.ndarray, list[Beat]]:
-        """:meth:`push` in one compiled call (:func:`_resample_and_scan`): the same outputs and beats."""
-        r, d = self.resampler, self.detector
-        n = x.shape[0]
-        k = r.samples_out
-        samples_in = r.samples_in + n
-        k_end = max(k, (samples_in * r.up - 1 - r.half_len) // r.down + 1)
-        if k_end == k:  # no output yet: the resampler only keeps the chunk
-            return r.push(x), []
-        r.samples_in, r.samples_out = samples_in, k_end
-        out = np.empty((k_end - k, self.n_leads), dtype=np.float32)
-        lo, stop = d._next_eval, d.samples_in + k_end - k
-        if stop - lo > d._room:
-            d._grow(stop - lo)
+        self._fused = max(0, min(r._history.room, internal * r.down // r.up))
+        half, window, delay, min_energy, scale, taps, band_reversed, scratch = d._constants
         rh, xs, e = r._history, d._x, d._energy
-        count = _resample_and_scan(np.ascontiguousarray(x, dtype=np.float64), rh.data, rh.meta, rh.keep, k, r._shift,
-                                   *r._phases, out, xs.data, xs.meta, xs.keep, e.data, e.meta, e.keep, lo, stop,
-                                   *d._constants, d._found)
-        peaks = d.pushed(lo, stop, count)
-        return out, self._to_beats(peaks) if peaks else []
+        consts = np.array([rh.keep, r._shift, r.up, r.down, xs.keep, e.keep, half, window, delay], dtype=np.int64)
+        self._fused_args = (consts, rh.data, rh.meta, r._first, r._weights, xs.data, xs.meta, e.data, e.meta, taps,
+                            band_reversed, scratch, min_energy, scale)
 
     def flush(self) -> tuple[np.ndarray, list[Beat]]:
         """End of stream: the resampler's held-back tail (internal rate, as :meth:`push` returns it) and the beats
