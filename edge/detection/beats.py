@@ -128,7 +128,10 @@ class BeatStream:
         x = np.asarray(chunk_mv)
         shape = x.shape
         if len(shape) == 2 and 0 < shape[0] <= self._fused and shape[1] == self.n_leads and x.dtype in _FUSED_DTYPES:
-            # the fused path: one compiled call (the same arithmetic as the stages' own pushes below)
+            # the fused path: one compiled call (the same arithmetic as the stages' own pushes below), compiled for
+            # C-ordered float32 and float64 chunks (edge.pipeline.warmup); a column slice of a record is copied
+            if not x.flags.c_contiguous:
+                x = np.ascontiguousarray(x)
             r, d = self.resampler, self.detector
             k = r.samples_out
             samples_in = r.samples_in + shape[0]
@@ -209,7 +212,7 @@ def detect_record(signal_mv: np.ndarray, fs_hz: float, chunk_samples: int | None
         Feed the record in chunks of this many samples (as a device would); None feeds it in one chunk.
         The beats are the same either way; only their ``latency_s`` differs.
     """
-    signal = np.asarray(signal_mv, dtype=np.float64)
+    signal = np.ascontiguousarray(signal_mv, dtype=np.float64)  # C order: its chunks go to the fused kernel as they are
     if signal.ndim == 1:
         signal = signal[:, None]
     stream = BeatStream(fs_hz, signal.shape[1])

@@ -47,6 +47,7 @@ def warm_up() -> float:
         stream = DeviceStream("warm-up")
         step = int(round(WARM_UP_CHUNK_S * fs_hz))
         for seq, i in enumerate(range(0, len(signal), step)):
-            stream.push(proto.SamplesMessage(seq, fs_hz, leads, i / fs_hz, signal[i : i + step]))
+            chunk = signal[i : i + step]  # float32 and float64 in turn: the fused beat kernel's two variants
+            stream.push(proto.SamplesMessage(seq, fs_hz, leads, i / fs_hz, chunk if seq % 2 else chunk.astype(float)))
         stream.flush()
     return time.perf_counter() - start
