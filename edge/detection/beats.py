@@ -21,33 +21,40 @@ from edge.dsp.history import reserve_columns
 from edge.dsp.resample import StreamingResampler, _polyphase
 from edge.ecg import INTERNAL_FS_HZ
 
-#: Columns of the fused kernel's integer constants (:meth:`BeatStream._prepare_fused`).
-_RKEEP, _SHIFT, _UP, _DOWN, _XKEEP, _EKEEP, _HALF, _WINDOW, _DELAY = range(9)
+#: Elements of the fused kernel's integer state (:meth:`BeatStream._prepare_fused`): constants, then each history's
+#: ``[start, end]`` (shared with the history, :meth:`~edge.dsp.history.History.share_meta`), then the resampler's
+#: phase table ``first``.
+_RKEEP, _SHIFT, _UP, _DOWN, _XKEEP, _EKEEP, _HALF, _WINDOW, _DELAY, _NTAPS = range(10)
+_RMETA, _XMETA, _EMETA, _FIRST = 10, 12, 14, 16
 #: Chunk dtypes the fused kernel takes as they are (any other goes through the stages, which convert it).
-_FUSED_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
 
 
 @numba.njit(cache=True)
 def _resample_and_scan(
-    x: np.ndarray, k: int, lo: int, stop: int, out: np.ndarray, found: np.ndarray, consts: np.ndarray,
-    rdata: np.ndarray, rmeta: np.ndarray, first: np.ndarray, weights: np.ndarray, xdata: np.ndarray,
-    xmeta: np.ndarray, edata: np.ndarray, emeta: np.ndarray, taps: np.ndarray, band_reversed: np.ndarray,
-    scratch: np.ndarray, min_energy: float, scale: float,
+    x: np.ndarray, k: int, lo: int, stop: int, out: np.ndarray, found: np.ndarray, ints: np.ndarray,
+    floats: np.ndarray, rdata: np.ndarray, weights: np.ndarray, xdata: np.ndarray, edata: np.ndarray,
+    scratch: np.ndarray,
 ) -> int:
-    """One device chunk ``x`` ``(n, C)`` (float64 or float32): :class:`~edge.dsp.resample.StreamingResampler`'s step
-    (outputs ``k ..`` into ``out`` ``(m, C)`` float32, ``m >= 1``) then
+    """One device chunk ``x`` ``(n, C)`` (float64 or float32, C order): :class:`~edge.dsp.resample.StreamingResampler`'s
+    step (outputs ``k ..`` into ``out`` ``(m, C)`` float32, ``m >= 1``) then
     :class:`~edge.detection.qrs.OnlineQRSDetector`'s compiled step on ``out`` (candidates from ``lo``, its samples
-    ending at detector index ``stop``, written to ``found``); returns the detector's candidate count. ``consts``
-    holds the integers named by ``_RKEEP ..``; each history is ``(data, meta)`` with its ``keep`` in ``consts``
-    (:func:`edge.dsp.history.reserve_columns`; the caller checked that the chunk fits without growing any). Fewer,
-    packed arguments: the call's own cost is per argument."""
-    column = reserve_columns(rdata, rmeta, consts[_RKEEP], x.shape[0])
-    _polyphase(rdata, column, x, k, consts[_SHIFT] - rmeta[0], consts[_UP], consts[_DOWN], first, weights, out)
+    ending at detector index ``stop``, written to ``found``); returns the detector's candidate count.
+
+    ``ints`` holds the integers named by ``_RKEEP ..`` (``_RMETA ..``: the three histories' ``[start, end]``),
+    ``floats`` the detector's ``min_energy``, energy scale, slope taps (``ints[_NTAPS]`` of them) and reversed
+    band-pass. The histories are compacted in place (:func:`edge.dsp.history.reserve_columns`; the caller checked
+    that the chunk fits without growing any). Few, packed arguments: the call's own cost is per argument."""
+    up = ints[_UP]
+    column = reserve_columns(rdata, ints[_RMETA : _RMETA + 2], ints[_RKEEP], x.shape[0])
+    _polyphase(rdata, column, x, k, ints[_SHIFT] - ints[_RMETA], up, ints[_DOWN], ints[_FIRST : _FIRST + up], weights,
+               out)
     m = out.shape[0]
-    reserve_columns(xdata, xmeta, consts[_XKEEP], m)
-    reserve_columns(edata, emeta, consts[_EKEEP], m)
-    return _push(out, xdata, edata, -xmeta[0], -emeta[0], lo, stop, consts[_HALF], consts[_WINDOW], consts[_DELAY],
-                 min_energy, scale, taps, band_reversed, scratch, found)
+    reserve_columns(xdata, ints[_XMETA : _XMETA + 2], ints[_XKEEP], m)
+    reserve_columns(edata, ints[_EMETA : _EMETA + 2], ints[_EKEEP], m)
+    n_taps = ints[_NTAPS]
+    return _push(out, xdata, edata, -ints[_XMETA], -ints[_EMETA], lo, stop, ints[_HALF], ints[_WINDOW], ints[_DELAY],
+                 floats[0], floats[1], floats[2 : 2 + n_taps], floats[2 + n_taps :], scratch, found)
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,9 @@ class BeatStream:
         """
         x = np.asarray(chunk_mv)
         shape = x.shape
-        if len(shape) == 2 and 0 < shape[0] <= self._fused and shape[1] == self.n_leads and x.dtype in _FUSED_DTYPES:
+        dtype = x.dtype
+        if (len(shape) == 2 and 0 < shape[0] <= self._fused and shape[1] == self.n_leads
+                and (dtype is _F64 or dtype is _F32)):  # identity: native float64 / float32 (an `in` costs 0.3 µs)
             # the fused path: one compiled call (the same arithmetic as the stages' own pushes below), compiled for
             # C-ordered float32 and float64 chunks (edge.pipeline.warmup); a column slice of a record is copied
             if not x.flags.c_contiguous:
@@ -164,9 +173,12 @@ class BeatStream:
         self._fused = max(0, min(r._history.room, internal * r.down // r.up))
         half, window, delay, min_energy, scale, taps, band_reversed, scratch = d._constants
         rh, xs, e = r._history, d._x, d._energy
-        consts = np.array([rh.keep, r._shift, r.up, r.down, xs.keep, e.keep, half, window, delay], dtype=np.int64)
-        self._fused_args = (consts, rh.data, rh.meta, r._first, r._weights, xs.data, xs.meta, e.data, e.meta, taps,
-                            band_reversed, scratch, min_energy, scale)
+        ints = np.concatenate([[rh.keep, r._shift, r.up, r.down, xs.keep, e.keep, half, window, delay, taps.size],
+                               np.zeros(6), r._first]).astype(np.int64)
+        for history, at in ((rh, _RMETA), (xs, _XMETA), (e, _EMETA)):
+            history.share_meta(ints[at : at + 2])
+        floats = np.concatenate([[min_energy, scale], taps, band_reversed])
+        self._fused_args = (ints, floats, rh.data, r._weights, xs.data, e.data, scratch)
 
     def flush(self) -> tuple[np.ndarray, list[Beat]]:
         """End of stream: the resampler's held-back tail (internal rate, as :meth:`push` returns it) and the beats

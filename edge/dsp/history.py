@@ -55,14 +55,21 @@ class History:
         self.n_channels = int(n_channels)
         self.keep = max(1, int(keep))
         self.dtype = dtype
+        #: ``[start, end]`` (int64), shared with compiled kernels (:func:`reserve_columns`, :meth:`share_meta`)
+        self.meta = np.empty(2, dtype=np.int64)
         self.reset(fill)
 
     def reset(self, fill: float | np.ndarray = 0.0) -> None:
         """Empty the history; the ``keep`` samples before the stream take the value ``fill`` (per channel)."""
         self.data = np.zeros((self.n_channels, max(4096, 4 * self.keep)), dtype=self.dtype)
         self.data[:, : self.keep] = np.reshape(fill, (-1, 1))
-        #: ``[start, end]`` (int64), shared with compiled kernels (:func:`reserve_columns`)
-        self.meta = np.array([-self.keep, self.keep], dtype=np.int64)
+        self.meta[0], self.meta[1] = -self.keep, self.keep
+
+    def share_meta(self, view: np.ndarray) -> None:
+        """Keep ``[start, end]`` in ``view`` from now on: two int64 elements of a larger array, so that one kernel
+        argument carries the bookkeeping of several histories. The current values move there."""
+        view[:] = self.meta
+        self.meta = view
 
     @property
     def start(self) -> int:
