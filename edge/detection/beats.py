@@ -6,7 +6,10 @@ The edge's live path, ``beatssl-edge detect`` and training's R peaks all run :cl
 Once the detector has learned its levels, a chunk is resampled and its slope energy and candidates computed in one
 compiled call, :func:`_resample_and_scan` (the resampler's and the detector's kernels back to back, their histories
 kept in place), instead of one call per stage with the Python between them: the same arithmetic, so the same
-beats, at a fraction of the per-chunk cost (bench/detector_speed.py).
+beats, at a fraction of the per-chunk cost (bench/detector_speed.py). numba's on-disk cache keys a kernel on its own
+file only: after editing a kernel it calls (``edge.dsp.resample``, ``edge.dsp.history``, ``edge.detection.qrs``),
+delete ``edge/detection/__pycache__`` or the cached fused kernel keeps the old code (tests/test_detector.py, fused
+against stage by stage, fails when that happens).
 """
 
 from __future__ import annotations
