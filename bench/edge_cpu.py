@@ -86,6 +86,7 @@ VARIANTS: dict[str, Variant] = {
     "cur-none": Variant("current", ("--no-engines",), "base-none"),
     "base": Variant("baseline", (), None),
     "cur-seg-rhythm": Variant("current", ("--engine", "engines/wave-seg", "--engine", "engines/rhythm-cls"), "base"),
+    "cur-hold0": Variant("current", ("--hold-ms", "0"), "base"),
     "cur": Variant("current", (), "base"),
 }
 

@@ -30,9 +30,11 @@ Back-pressure, one rule per queue:
 
 Blocks: a chunk whose device already has chunks waiting in the inbox (nothing but engine results queued after them)
 joins them, up to :data:`BLOCK_CHUNKS`, and the worker processes them as one block of samples
-(:meth:`DeviceStream.push_many`: the same beats, classes and episodes as chunk by chunk). A worker that keeps up
-sees blocks of one; one that fell behind pays each device's per-chunk cost once per block instead of once per chunk,
-so a backlog shrinks instead of feeding itself.
+(:meth:`DeviceStream.push_many`: the same beats, classes and episodes as chunk by chunk). The inbox holds a device's
+chunks up to ``hold_ms`` (160 ms: four 40 ms chunks) for the next ones, so that a worker that keeps up still pays each
+device's per-chunk cost once per block (measured: bench/README.md, "Edge CPU"); one that fell behind gets blocks of up
+to :data:`BLOCK_CHUNKS`, so a backlog shrinks instead of feeding itself. Engine results pass held chunks; control
+items and a half-full inbox release them at once (:class:`Inbox`).
 
 Shutdown order (:meth:`EdgeApp.stop`): ingest (unsubscribe; after the UNSUBACK no chunk comes) → devices (inboxes
 drained, every stream flushed, so beats in the detectors' look-ahead go out) → schedulers (every window submitted so
@@ -84,6 +86,9 @@ class EdgeConfig:
         node: node name used in the health topic.
         workers: worker threads (devices are spread over them by a stable hash).
         queue_size: bound of each worker's input queue (chunks).
+        hold_ms: how long a device's chunks may wait in its worker's inbox for the next ones, so that they are
+            processed as one block (ms; 0: each at once): less CPU per device-second, beats up to this much later
+            (:class:`Inbox`).
         enqueue_timeout_s: how long the network thread waits for room in a full worker queue before dropping the
             chunk (``overload``). Waiting pushes back on the broker (it holds QoS 1 messages for us) instead of
             losing data when input briefly outpaces processing.
@@ -119,6 +124,7 @@ class EdgeConfig:
     node: str = field(default_factory=socket.gethostname)
     workers: int = 2
     queue_size: int = 2000
+    hold_ms: float = 160.0
     enqueue_timeout_s: float = 5.0
     stale_after_s: float = 5.0
     forget_after_s: float = 300.0
@@ -212,19 +218,28 @@ class _Chunks:
 
 class Inbox:
     """A worker's input: chunks bounded by ``capacity`` (the producer waits up to a timeout for room), results and
-    control items unbounded (never dropped). FIFO across both, with one exception that keeps a worker that fell
-    behind from paying its per-chunk cost over and over: a chunk whose device already has a :class:`_Chunks` item
-    waiting joins that item (up to ``block`` chunks) when only chunks and engine results were queued after it. A
-    device's chunks stay in order and never pass a control item; passing an engine result of the same device is what
-    a slower engine would have done anyway."""
+    control items unbounded (never dropped). FIFO across both, with two exceptions that keep the worker's per-chunk
+    cost down:
 
-    def __init__(self, capacity: int, block: int = BLOCK_CHUNKS):
+    * **joining**: a chunk whose device already has a :class:`_Chunks` item waiting joins that item (up to ``block``
+      chunks) when only chunks and engine results were queued after it;
+    * **holding**: a :class:`_Chunks` item is handed out once it is ``hold_s`` old (from its first chunk's
+      arrival), full (``block`` chunks), or the inbox holds half its capacity in chunks or any control item; until
+      then the items behind it wait, except engine results, which may pass it (the first one queued goes first).
+
+    A device's chunks stay in order and never pass a control item; passing an engine result of the same device is
+    what a slower engine would have done anyway. ``hold_s = 0`` hands out every item at once (FIFO)."""
+
+    def __init__(self, capacity: int, block: int = BLOCK_CHUNKS, hold_s: float = 0.0):
         self._items: deque[Any] = deque()
         self._chunks = 0
+        self._results = 0  # _Result items queued
+        self._controls = 0  # control items queued (neither chunks nor results)
         self._queued: dict[str, int] = {}  # chunks queued per device
         self._open: dict[str, _Chunks] = {}  # per device: its queued item later chunks may still join
         self._capacity = capacity
         self._block = block
+        self._hold_s = float(hold_s)
         self._cond = threading.Condition()
 
     def put_chunk(self, device: str, part: tuple[bytes, str | None, float], timeout_s: float) -> bool:
@@ -247,14 +262,24 @@ class Inbox:
         """Queue a result or control item (never refused). Chunks queued after a control item come after it."""
         with self._cond:
             self._items.append(item)
-            if not isinstance(item, _Result):
+            if isinstance(item, _Result):
+                self._results += 1
+            else:
+                self._controls += 1
                 self._open.clear()
             self._cond.notify_all()
 
     def get(self) -> Any:
+        """The next item to handle (blocks until one is due, see the class docstring)."""
         with self._cond:
-            self._cond.wait_for(lambda: bool(self._items))
-            item = self._items.popleft()
+            while True:
+                self._cond.wait_for(lambda: bool(self._items))
+                index, wait_s = self._next_due()
+                if index is not None:
+                    break
+                self._cond.wait(wait_s)
+            item = self._items[index]
+            del self._items[index]
             if isinstance(item, _Chunks):
                 if self._open.get(item.device) is item:
                     del self._open[item.device]
@@ -262,8 +287,26 @@ class Inbox:
                 left = self._queued.pop(item.device) - len(item.parts)
                 if left:
                     self._queued[item.device] = left
+            elif isinstance(item, _Result):
+                self._results -= 1
+            else:
+                self._controls -= 1
             self._cond.notify_all()
             return item
+
+    def _next_due(self) -> tuple[int | None, float]:
+        """Index of the item to hand out now, or None and how long (s) until the held head item is due."""
+        head = self._items[0]
+        if not isinstance(head, _Chunks) or self._controls or 2 * self._chunks >= self._capacity:
+            return 0, 0.0
+        wait_s = head.parts[0][2] + self._hold_s - time.monotonic()
+        if wait_s <= 0 or len(head.parts) >= self._block:
+            return 0, 0.0
+        if self._results:
+            for i, item in enumerate(self._items):
+                if isinstance(item, _Result):
+                    return i, 0.0
+        return None, wait_s
 
     def queued(self, device: str) -> int:
         """Chunks of ``device`` waiting in this inbox (a device with a backlog is not silent)."""
@@ -382,7 +425,7 @@ class EdgeApp:
         self._streams: list[dict[str, DeviceStream]] = [{} for _ in range(config.workers)]
         #: per worker: devices taken up whose retained status is being read -> monotonic deadline of the read
         self._reading: list[dict[str, float]] = [{} for _ in range(config.workers)]
-        self._inboxes = [Inbox(config.queue_size) for _ in range(config.workers)]
+        self._inboxes = [Inbox(config.queue_size, hold_s=config.hold_ms / 1000.0) for _ in range(config.workers)]
         self._workers = [threading.Thread(target=self._work, args=(k,), name=f"edge-worker-{k}", daemon=True)
                          for k in range(config.workers)]
         self._housekeeper = threading.Thread(target=self._housekeeping, name="edge-housekeeping", daemon=True)

@@ -125,3 +125,68 @@ def test_inbox_joins_a_devices_queued_chunks_but_never_past_a_control_item() -> 
     kinds = [(i.device, [p[2] for p in i.parts]) if isinstance(i, _Chunks) else type(i).__name__ for i in items]
     assert kinds == [("a", [0, 1, 3]), ("b", [2]), "_Result", ("a", [4]), "_Expire", ("a", [5]), ("b", [6])]
     assert inbox.chunks == 0 and inbox.queued("a") == 0
+
+
+def _get_timed(inbox: Inbox, n: int) -> list[tuple[float, object]]:
+    """``n`` items from ``inbox`` in a thread, each with the monotonic time it was handed out."""
+    import threading
+    import time
+
+    got: list[tuple[float, object]] = []
+
+    def take() -> None:
+        for _ in range(n):
+            item = inbox.get()
+            got.append((time.monotonic(), item))
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "inbox.get() never handed the items out"
+    return got
+
+
+def test_inbox_holds_a_devices_chunks_for_hold_s_and_lets_results_pass() -> None:
+    """With ``hold_s`` the chunks of a device that keeps up wait for its next ones (one block per hold instead of
+    one per chunk), an engine result queued behind them goes first, and a full block goes at once."""
+    import time
+
+    hold = 0.4
+    inbox = Inbox(capacity=100, block=4, hold_s=hold)
+    t0 = time.monotonic()
+    for _ in range(3):
+        assert inbox.put_chunk("a", _part(time.monotonic()), 0.01)
+    inbox.put(_Result(InferenceRequest("a", "seg", (1, 0), np.zeros(1)), None))
+    got = _get_timed(inbox, 2)
+    (t_result, first), (t_chunks, second) = got
+    assert isinstance(first, _Result) and t_result - t0 < hold / 2  # passed the held chunks
+    assert isinstance(second, _Chunks) and len(second.parts) == 3
+    assert t_chunks - t0 >= hold - 0.01  # held until the first chunk was hold_s old
+    for _ in range(4):  # a full block (4) is not held
+        assert inbox.put_chunk("b", _part(time.monotonic()), 0.01)
+    t1 = time.monotonic()
+    ((t_full, full),) = _get_timed(inbox, 1)
+    assert len(full.parts) == 4 and t_full - t1 < hold / 2
+    assert inbox.chunks == 0 and inbox.queued("a") == inbox.queued("b") == 0
+
+
+def test_inbox_releases_held_chunks_before_a_control_item_and_when_half_full() -> None:
+    """A control item (expiry, stop, handover …) never waits behind held chunks and never passes them; nor does a
+    producer wait for room because of the hold: at half the capacity held chunks go at once."""
+    import time
+
+    hold = 1.0
+    inbox = Inbox(capacity=8, block=25, hold_s=hold)
+    t0 = time.monotonic()
+    assert inbox.put_chunk("a", _part(t0), 0.01)
+    inbox.put(_Expire())
+    got = _get_timed(inbox, 2)
+    assert [type(i).__name__ for _, i in got] == ["_Chunks", "_Expire"]
+    assert got[-1][0] - t0 < hold / 2
+    for device in "abcd":  # 4 of capacity 8: half full
+        assert inbox.put_chunk(device, _part(time.monotonic()), 0.01)
+    t1 = time.monotonic()
+    got = _get_timed(inbox, 4)
+    assert [i.device for _, i in got] == list("abcd")
+    assert got[0][0] - t1 < hold / 2  # at once, and the rest (under half) held again
+    assert got[1][0] - t1 >= hold - 0.05

@@ -170,3 +170,61 @@ def test_fast_properties_decode_publish_like_paho() -> None:
     plain = len(topic).to_bytes(2, "big") + topic + b"\x00{}"  # QoS 0, no properties
     empty = paho_packet.decode_publish(0x30, plain, MQTTProtocolVersion.MQTTv5)
     assert empty.properties.json() == {} and not hasattr(empty.properties, "ContentType")
+
+
+def test_buffered_client_reads_many_packets_per_recv_and_loses_none(broker, monkeypatch) -> None:
+    """edge.transport.mqtt.BufferedClient (every client make_client builds) reads the socket in blocks: through a
+    real mosquitto, 400 QoS 1 messages of 1 B to 150 kB (larger than a block) arrive complete and in order, in fewer
+    socket reads than messages (paho alone: three or more per message)."""
+    import threading
+
+    import paho.mqtt.client as paho
+
+    from edge.transport.mqtt import RECV_BYTES, BufferedClient, MqttSettings, make_client
+
+    reads = [0]
+    plain_recv = paho.Client._sock_recv
+
+    def counting(self, bufsize):
+        reads[0] += 1
+        return plain_recv(self, bufsize)
+
+    settings = MqttSettings(broker.address)
+    rng = np.random.default_rng(3)
+    sizes = [int(s) for s in rng.integers(1, 2000, 400)]
+    sizes[100], sizes[300] = RECV_BYTES + 12_345, 150_000
+    payloads = [rng.bytes(n) for n in sizes]
+    got: list[bytes] = []
+    done = threading.Event()
+    sub = make_client(settings, "test-buffered")
+    assert isinstance(sub, BufferedClient)
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
+
+    def on_message(client, userdata, message) -> None:
+        got.append(message.payload)
+        if len(got) == len(payloads):
+            done.set()
+
+    sub.on_message = on_message
+    sub.connect(broker.address.host, broker.address.port)
+    sub.subscribe("test/buffered", qos=1)
+    sub.loop_start()
+    pub = make_client(settings, "test-buffered-pub")
+    pub.connect(broker.address.host, broker.address.port)
+    pub.loop_start()
+    try:
+        assert subscribed.wait(5)
+        monkeypatch.setattr(paho.Client, "_sock_recv", counting)
+        reads[0] = 0
+        infos = [pub.publish("test/buffered", p, qos=1) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(10)
+        assert done.wait(20), f"{len(got)} of {len(payloads)} messages arrived"
+    finally:
+        for c in (pub, sub):
+            c.disconnect()
+            c.loop_stop()
+    assert got == payloads
+    assert reads[0] < len(payloads), f"{reads[0]} socket reads for {len(payloads)} messages"
+    assert sub._rbuf == b"" and sub._rpos == 0  # the buffer went with the socket

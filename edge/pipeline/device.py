@@ -176,7 +176,7 @@ class DeviceStream:
         block's first chunk (never less than it would have been), a beat's ``latency_s`` and an episode's ``at`` are
         taken at the block's end (where the stream now is), rhythm messages carry the counts known at that point, and
         a block reports its progress on ``status`` once. A worker hands a device several chunks when its inbox held
-        more than one of them (it had fallen behind).
+        more than one of them (held for ``hold_ms``, or it had fallen behind: :class:`edge.app.Inbox`).
         """
         out: list[Output] = []
         block: list[tuple[SamplesMessage, float]] = []
