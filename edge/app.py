@@ -247,6 +247,7 @@ class Inbox:
         with self._cond:
             if not self._cond.wait_for(lambda: self._chunks < self._capacity, timeout_s):
                 return False
+            was_empty = not self._items
             item = self._open.get(device)
             if item is not None and len(item.parts) < self._block:
                 item.parts.append(part)
@@ -255,7 +256,10 @@ class Inbox:
                 self._items.append(item)
             self._chunks += 1
             self._queued[device] = self._queued.get(device, 0) + 1
-            self._cond.notify_all()
+            # the worker waits for an item or for the held head item's time: only these change what it waits for
+            if was_empty or (item is self._items[0] and len(item.parts) >= self._block) \
+                    or 2 * self._chunks >= self._capacity:
+                self._cond.notify_all()
             return True
 
     def put(self, item: Any) -> None:

@@ -190,3 +190,36 @@ def test_inbox_releases_held_chunks_before_a_control_item_and_when_half_full() -
     assert [i.device for _, i in got] == list("abcd")
     assert got[0][0] - t1 < hold / 2  # at once, and the rest (under half) held again
     assert got[1][0] - t1 >= hold - 0.05
+
+
+def test_inbox_wakes_a_waiting_worker_only_when_something_became_due() -> None:
+    """The producer notifies the worker when the inbox was empty, the held head item filled up, or the inbox is half
+    full; a chunk behind a held head changes nothing the worker waits for. Either way nothing is handed out late."""
+    import threading
+    import time
+
+    for hold in (0.0, 0.3):
+        inbox = Inbox(capacity=100, block=3, hold_s=hold)
+        got: list[tuple[float, _Chunks]] = []
+
+        def take(box: Inbox = inbox, out: list = got) -> None:
+            while sum(len(i.parts) for _, i in out) < 4:
+                item = box.get()
+                out.append((time.monotonic(), item))
+
+        worker = threading.Thread(target=take, daemon=True)
+        worker.start()
+        time.sleep(0.1)  # the worker waits on an empty inbox
+        t0 = time.monotonic()
+        assert inbox.put_chunk("a", _part(t0), 0.01)
+        assert inbox.put_chunk("b", _part(t0), 0.01)
+        for _ in range(2):
+            assert inbox.put_chunk("a", _part(t0), 0.01)
+        worker.join(5)
+        assert not worker.is_alive()
+        if hold == 0:  # every chunk at once
+            assert all(t - t0 < 0.15 for t, _ in got)
+            continue
+        (t_a, a), (t_b, b) = got  # "a" filled up: handed out at once, "b" at its hold
+        assert (a.device, len(a.parts), b.device, len(b.parts)) == ("a", 3, "b", 1)
+        assert t_a - t0 < 0.15 and hold - 0.01 <= t_b - t0 < hold + 0.25
