@@ -25,7 +25,7 @@ rejected nothing, every health message in the window had at most 0.5 s of input 
 
 Usage::
 
-    .venv/bin/python bench/edge_cpu.py                       # 20 devices, 30 s, 2 rounds, ~8 min, + JSON, PNG
+    .venv/bin/python bench/edge_cpu.py                       # 20 devices, 30 s, 2 rounds, ~10 min, + JSON, PNG
     .venv/bin/python bench/edge_cpu.py --repeats 1           # one round, ~4 min
     .venv/bin/python bench/edge_cpu.py --devices 10 --duration-s 20 --variants base-none,cur-none
 """

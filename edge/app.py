@@ -31,10 +31,10 @@ Back-pressure, one rule per queue:
 Blocks: a chunk whose device already has chunks waiting in the inbox (nothing but engine results queued after them)
 joins them, up to :data:`BLOCK_CHUNKS`, and the worker processes them as one block of samples
 (:meth:`DeviceStream.push_many`: the same beats, classes and episodes as chunk by chunk). The inbox holds a device's
-chunks up to ``hold_ms`` (160 ms: four 40 ms chunks) for the next ones, so that a worker that keeps up still pays each
-device's per-chunk cost once per block (measured: bench/README.md, "Edge CPU"); one that fell behind gets blocks of up
-to :data:`BLOCK_CHUNKS`, so a backlog shrinks instead of feeding itself. Engine results pass held chunks; control
-items and a half-full inbox release them at once (:class:`Inbox`).
+chunks up to ``hold_ms`` (160 ms: four 40 ms chunks) for the next ones, so that a worker that keeps up still pays
+each device's per-chunk cost once per block (measured: bench/README.md, "CPU per device-second"); one that fell
+behind gets blocks of up to :data:`BLOCK_CHUNKS`, so a backlog shrinks instead of feeding itself. Engine results pass
+held chunks; control items and a half-full inbox release them at once (:class:`Inbox`).
 
 Shutdown order (:meth:`EdgeApp.stop`): ingest (unsubscribe; after the UNSUBACK no chunk comes) → devices (inboxes
 drained, every stream flushed, so beats in the detectors' look-ahead go out) → schedulers (every window submitted so
