@@ -307,3 +307,9 @@ def _speed(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"--speed must be a positive number or max, not {text!r}")
     return value
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m simulator.cli`: the `simulator` console script
+    from beatssl.cli import simulator_main
+
+    simulator_main()

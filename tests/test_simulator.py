@@ -475,3 +475,14 @@ def test_cli_stops_cleanly_on_ctrl_c_and_sigterm(broker: EmbeddedBroker, sig: si
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["devices"] == 2 and summary["chunks"] >= 10 and summary["unacked"] == 0
     assert "Traceback" not in err
+
+
+def test_simulator_module_runs_as_the_console_script() -> None:
+    """``python -m simulator.cli`` is the ``simulator`` command, not a silent exit 0 (it was, 2026-12-04)."""
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "simulator.cli", "replay", "wfdb", "--help"], cwd=repo,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--devices" in done.stdout, done.stdout + done.stderr
+    bad = subprocess.run([sys.executable, "-m", "simulator.cli", "replay", "nosuch"], cwd=repo,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "nosuch" in bad.stderr
