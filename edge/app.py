@@ -257,8 +257,7 @@ class Inbox:
             self._chunks += 1
             self._queued[device] = self._queued.get(device, 0) + 1
             # the worker waits for an item or for the held head item's time: only these change what it waits for
-            if was_empty or (item is self._items[0] and len(item.parts) >= self._block) \
-                    or 2 * self._chunks >= self._capacity:
+            if was_empty or (item is self._items[0] and len(item.parts) >= self._block) or self._half_full:
                 self._cond.notify_all()
             return True
 
@@ -298,10 +297,15 @@ class Inbox:
             self._cond.notify_all()
             return item
 
+    @property
+    def _half_full(self) -> bool:
+        """At least half the capacity in chunks: nothing is held (the producer must never wait for the hold)."""
+        return 2 * self._chunks >= self._capacity
+
     def _next_due(self) -> tuple[int | None, float]:
         """Index of the item to hand out now, or None and how long (s) until the held head item is due."""
         head = self._items[0]
-        if not isinstance(head, _Chunks) or self._controls or 2 * self._chunks >= self._capacity:
+        if not isinstance(head, _Chunks) or self._controls or self._half_full:
             return 0, 0.0
         wait_s = head.parts[0][2] + self._hold_s - time.monotonic()
         if wait_s <= 0 or len(head.parts) >= self._block:

@@ -4,6 +4,8 @@ processing, on a real record with the shipped engines, through a time jump and a
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,9 +131,6 @@ def test_inbox_joins_a_devices_queued_chunks_but_never_past_a_control_item() -> 
 
 def _get_timed(inbox: Inbox, n: int) -> list[tuple[float, object]]:
     """``n`` items from ``inbox`` in a thread, each with the monotonic time it was handed out."""
-    import threading
-    import time
-
     got: list[tuple[float, object]] = []
 
     def take() -> None:
@@ -149,8 +148,6 @@ def _get_timed(inbox: Inbox, n: int) -> list[tuple[float, object]]:
 def test_inbox_holds_a_devices_chunks_for_hold_s_and_lets_results_pass() -> None:
     """With ``hold_s`` the chunks of a device that keeps up wait for its next ones (one block per hold instead of
     one per chunk), an engine result queued behind them goes first, and a full block goes at once."""
-    import time
-
     hold = 0.4
     inbox = Inbox(capacity=100, block=4, hold_s=hold)
     t0 = time.monotonic()
@@ -173,8 +170,6 @@ def test_inbox_holds_a_devices_chunks_for_hold_s_and_lets_results_pass() -> None
 def test_inbox_releases_held_chunks_before_a_control_item_and_when_half_full() -> None:
     """A control item (expiry, stop, handover …) never waits behind held chunks and never passes them; nor does a
     producer wait for room because of the hold: at half the capacity held chunks go at once."""
-    import time
-
     hold = 1.0
     inbox = Inbox(capacity=8, block=25, hold_s=hold)
     t0 = time.monotonic()
@@ -195,9 +190,6 @@ def test_inbox_releases_held_chunks_before_a_control_item_and_when_half_full() -
 def test_inbox_wakes_a_waiting_worker_only_when_something_became_due() -> None:
     """The producer notifies the worker when the inbox was empty, the held head item filled up, or the inbox is half
     full; a chunk behind a held head changes nothing the worker waits for. Either way nothing is handed out late."""
-    import threading
-    import time
-
     for hold in (0.0, 0.3):
         inbox = Inbox(capacity=100, block=3, hold_s=hold)
         got: list[tuple[float, _Chunks]] = []
